@@ -1,0 +1,127 @@
+r"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) configs.
+
+  python launch.py --config=configs/alexnet.py --workdir=runs/imagenet      # the paper's recipe
+  python launch.py --config=configs/alexnet.py:demo --workdir=runs/demo     # embedded data, CPU
+
+Variants (the part after ':'):
+  (none)  The paper's recipe on imagenet2012 from its TFDS manual dir: batch 128, SGD momentum
+          0.9, weight decay 5e-4, lr 0.01 divided by 10 when validation error stops improving
+          (at most 3 times), ~90 epochs, N(0, 0.01) init with biases 1 (paper section 5).
+  demo    The full-size AlexNet on the embedded clothing10-128 photos (1000 train / 240 val,
+          10 classes), sized to finish in <= 10 minutes on 2 CPU cores. It departs from the paper
+          in three switches, because the paper's recipe sits at chance for thousands of steps
+          (measured: 10 epochs of clothing10 at loss ln 10; see ../shared/ALEXNET.md):
+          init='he' (fan-in normal, zero biases), optimizer AdamW 1e-4, standardised pixels.
+          Measured result: see README.md.
+  tiny    A narrow net on small crops of the embedded data, for tests (seconds per step).
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data. name: 'folder' (config.dataset.folder holds train/ and val/ with one sub-folder per
+  # class), or any TFDS image-classification dataset ('imagenet2012', 'imagenette', ...) read
+  # with tfds.data_source (array_record) from data_dir.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'imagenet2012'
+  config.dataset.folder = ''
+  config.dataset.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets).
+  config.dataset.manual_dir = ''  # imagenet2012 archives; '' = <data_dir>/downloads/manual.
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+
+  # Preprocessing (paper section 2 and 4.1), all numpy inside the Grain workers.
+  config.input = ml_collections.ConfigDict()
+  config.input.resize_size = 256  # shorter side to 256, then the central 256x256 crop.
+  config.input.image_size = 227  # random 227 crops for training, centre 227 crop for eval.
+  config.input.random_flip = True
+  config.input.pca_lighting = True  # paper 4.1: alpha_i ~ N(0, 0.1) per image per presentation.
+  config.input.lighting_std = 0.1
+  config.input.mean = 'pixel'  # 'pixel': the per-pixel mean image (paper); 'channel': RGB mean.
+  config.input.standardize = False  # divide by the per-channel std (not in the paper).
+  # .npz written by `python -m alexnet_jax.dataset_stats`; '' = the well-known ImageNet values.
+  config.input.stats_file = ''
+  config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
+  config.input.prefetch = 2  # batches buffered per worker.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.num_classes = 1000
+  config.model.lrn = True
+  config.model.lrn_order = 'paper'  # 'paper': ReLU -> LRN -> pool; 'caffe': ReLU -> pool -> LRN.
+  config.model.pool = 'overlap'  # 'overlap': 3x3 stride 2 (paper 3.4); 'disjoint': 2x2 stride 2.
+  config.model.dropout = 0.5  # on the inputs of fc6 and fc7; 0 turns it off.
+  config.model.activation = 'relu'  # 'relu' or 'tanh' (paper 3.1, Figure 1).
+  config.model.dtype = 'float32'  # compute dtype; params are always float32.
+  config.model.init = 'paper'  # 'paper': N(0, 0.01), biases 1 in conv2/4/5, fc6/7; 'he'.
+  config.model.width = 1.0  # channel multiplier; 1.0 is the paper's net (tests use less).
+
+  # Optimizer: 'sgd' is the paper's update v <- 0.9 v - wd*lr*w - lr*g; w <- w + v.
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'  # 'sgd' or 'adamw'.
+  config.optimizer.lr = 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.schedule = 'plateau'  # 'plateau' (paper), 'step', 'cosine', 'constant'.
+  config.optimizer.plateau_factor = 0.1
+  config.optimizer.plateau_patience = 1  # evaluations without improvement before a decay.
+  config.optimizer.plateau_max_decays = 3
+  config.optimizer.step_epochs = 30  # 'step': divide by 10 every this many epochs.
+  config.optimizer.warmup_epochs = 0.0  # 'cosine': linear warm-up first.
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128  # global batch.
+  config.train.num_epochs = 90
+  config.train.eval_every_epochs = 1
+  config.train.checkpoint_every_steps = 5000
+  config.train.keep_checkpoints = 3
+  config.train.log_every_steps = 50
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 128
+  config.eval.ten_crop = False  # paper 4.1: softmax averaged over 4 corners + centre and flips.
+
+  if arg in (None, '', 'imagenet'):
+    pass
+  elif arg == 'demo':
+    _demo(config)
+  elif arg == 'tiny':
+    _demo(config)
+    _tiny(config)
+  else:
+    raise ValueError(f'unknown config variant {arg!r}; choose one of: demo, tiny')
+  return config
+
+
+def _demo(config):
+  config.dataset.name = 'folder'
+  config.dataset.folder = 'data/clothing10-128'
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'val'
+  config.input.stats_file = 'data/clothing10-128/stats.npz'
+  config.input.standardize = True
+  config.input.workers = 1
+  config.model.num_classes = 10
+  config.model.init = 'he'
+  config.optimizer.name = 'adamw'
+  config.optimizer.lr = 1e-4
+  config.optimizer.schedule = 'constant'
+  config.train.batch_size = 32
+  config.train.num_epochs = 6
+  config.train.checkpoint_every_steps = 93  # 3 epochs of 31 steps.
+  config.train.keep_checkpoints = 1
+  config.train.log_every_steps = 5
+  config.eval.batch_size = 48
+
+
+def _tiny(config):
+  config.input.resize_size = 72
+  config.input.image_size = 67
+  config.input.workers = 0
+  config.model.width = 0.125
+  config.train.batch_size = 8
+  config.train.num_epochs = 1
+  config.train.log_every_steps = 1
+  config.eval.batch_size = 16
