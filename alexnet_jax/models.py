@@ -1,0 +1,192 @@
+"""AlexNet as in Krizhevsky, Sutskever, Hinton (NIPS 2012), with its two-GPU channel groups.
+
+Shapes (input 227x227x3; the paper's text says 224, its arithmetic needs 227):
+
+  conv1  96x11x11x3 s4          -> 55x55x96   (48 kernels per group, both groups see the image)
+  norm1, pool1 3x3 s2           -> 27x27x96
+  conv2  256x5x5x48 pad 2       -> 27x27x256  (grouped: each half sees only its own 48 maps)
+  norm2, pool2                  -> 13x13x256
+  conv3  384x3x3x256 pad 1      -> 13x13x384  (the only conv that sees both groups' maps)
+  conv4  384x3x3x192 pad 1      -> 13x13x384  (grouped)
+  conv5  256x3x3x192 pad 1      -> 13x13x256  (grouped)
+  pool5                         -> 6x6x256 = 9216
+  fc6 9216->4096, fc7 4096->4096 (dropout 0.5 on their inputs), fc8 4096->num_classes
+
+The paper's groups are explicit: every convolution kernel has a leading group axis of size 2
+(G x kh x kw x Cin x Cout/G) and activations inside the convolutional stack are laid out
+G x B x H x W x C/G, so each half is a real array that the sharding rules can place on its own
+device, instead of being hidden inside `feature_group_count`. conv1 and conv3 are "groups 1"
+in the paper's sense (every kernel sees all input maps) but each GPU still held half of their
+kernels, so they carry the same leading axis with a shared input.
+"""
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alexnet_jax import lrn as lrn_lib
+from alexnet_jax.errors import UserError
+
+GROUPS = 2  # the paper's two GPUs (section 3.2)
+
+ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
+POOLS = {'overlap': (3, 2), 'disjoint': (2, 2)}  # (window, stride); paper section 3.4
+LRN_ORDERS = ('paper', 'caffe')
+INITS = ('paper', 'he')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _kernel_init(init: str) -> Callable[..., jax.Array]:
+  if init == 'paper':
+    return nn.initializers.normal(stddev=0.01)  # section 5: N(0, 0.01) for every layer
+  # He et al. 2015: fan-in scaling. Grouped kernels have a leading group axis (batch_axis=0),
+  # dense kernels do not; variance_scaling computes fan-in from the receptive field either way.
+  return nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+
+
+def _bias_init(init: str, paper_value: float) -> Callable[..., jax.Array]:
+  # Section 5: biases 1 in conv2, conv4, conv5, fc6, fc7 give ReLUs positive input early.
+  return nn.initializers.constant(paper_value if init == 'paper' else 0.0)
+
+
+class GroupedConv(nn.Module):
+  """GROUPS convolutions side by side: kernel G x kh x kw x Cin x Cout/G, bias G x Cout/G.
+
+  shared_input=True: x is B x H x W x Cin and every group sees all of it (conv1, conv3).
+  shared_input=False: x is G x B x H x W x Cin/G and group g sees only x[g] (conv2, 4, 5).
+  Returns G x B x H' x W' x Cout/G.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  shared_input: bool = False
+  init_scheme: str = 'paper'
+  bias_value: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    in_features = x.shape[-1]
+    if self.init_scheme == 'paper':
+      kernel_init = _kernel_init('paper')
+    else:
+      kernel_init = nn.initializers.variance_scaling(
+          2.0, 'fan_in', 'normal', in_axis=(1, 2, 3), out_axis=-1, batch_axis=(0,))
+    kernel_GxKxKxIxO = self.param('kernel', kernel_init,
+                                  (GROUPS, k, k, in_features, self.features // GROUPS),
+                                  jnp.float32)
+    bias_GxO = self.param('bias', _bias_init(self.init_scheme, self.bias_value),
+                          (GROUPS, self.features // GROUPS), jnp.float32)
+    conv = functools.partial(
+        jax.lax.conv_general_dilated,
+        window_strides=(self.stride, self.stride),
+        padding=[(self.padding, self.padding)] * 2,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = x.astype(self.dtype)
+    outs = []
+    for g in range(GROUPS):  # two real convolutions, one per paper GPU
+      x_g = x if self.shared_input else x[g]
+      y = conv(x_g, kernel_GxKxKxIxO[g].astype(self.dtype))
+      outs.append(y + bias_GxO[g].astype(self.dtype))
+    return jnp.stack(outs)
+
+
+def merge_groups(x_GxBxHxWxC: jax.Array) -> jax.Array:
+  """G x B x H x W x C/G -> B x H x W x C, group g's channels at [g*C/G, (g+1)*C/G)."""
+  g, b, h, w, c = x_GxBxHxWxC.shape
+  return jnp.transpose(x_GxBxHxWxC, (1, 2, 3, 0, 4)).reshape(b, h, w, g * c)
+
+
+def grouped_max_pool(x_GxBxHxWxC: jax.Array, window: int, stride: int) -> jax.Array:
+  g, b = x_GxBxHxWxC.shape[:2]
+  y = nn.max_pool(x_GxBxHxWxC.reshape((g * b,) + x_GxBxHxWxC.shape[2:]),
+                  (window, window), (stride, stride), padding='VALID')
+  return y.reshape((g, b) + y.shape[1:])
+
+
+class AlexNet(nn.Module):
+  """The 2012 AlexNet. Call with B x H x W x 3 images; returns float32 logits."""
+  num_classes: int = 1000
+  lrn: bool = True
+  lrn_order: str = 'paper'
+  pool: str = 'overlap'
+  dropout: float = 0.5
+  activation: str = 'relu'
+  dtype: Any = jnp.float32
+  init_scheme: str = 'paper'
+  width: float = 1.0  # channel multiplier; 1.0 is the paper's net
+
+  def _channels(self, n: int) -> int:
+    return max(GROUPS, int(round(n * self.width / GROUPS)) * GROUPS)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    act = ACTIVATIONS[self.activation]
+    window, stride = POOLS[self.pool]
+    pool = functools.partial(grouped_max_pool, window=window, stride=stride)
+    conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype)
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
+                              kernel_init=_kernel_init(self.init_scheme))
+
+    def norm_and_pool(x, name):
+      # Section 3.3: LRN follows the ReLU in layers 1 and 2; the paper normalises before
+      # pooling, Caffe's CaffeNet after.
+      normalize = lrn_lib.local_response_norm if self.lrn else (lambda y: y)
+      if self.lrn_order == 'paper':
+        x = pool(normalize(x))
+      else:
+        x = normalize(pool(x))
+      self.sow('intermediates', name, x)
+      return x
+
+    x = images.astype(self.dtype)
+    x = act(conv(self._channels(96), 11, stride=4, shared_input=True, name='conv1')(x))
+    self.sow('intermediates', 'conv1_out', x)
+    x = norm_and_pool(x, 'pool1')
+    x = act(conv(self._channels(256), 5, padding=2, bias_value=1.0, name='conv2')(x))
+    self.sow('intermediates', 'conv2_out', x)
+    x = norm_and_pool(x, 'pool2')
+    # conv3: the first place the paper's GPUs exchange activations (section 3.2).
+    x = act(conv(self._channels(384), 3, padding=1, shared_input=True, name='conv3')(
+        merge_groups(x)))
+    self.sow('intermediates', 'conv3_out', x)
+    x = act(conv(self._channels(384), 3, padding=1, bias_value=1.0, name='conv4')(x))
+    self.sow('intermediates', 'conv4_out', x)
+    x = act(conv(self._channels(256), 3, padding=1, bias_value=1.0, name='conv5')(x))
+    self.sow('intermediates', 'conv5_out', x)
+    x = pool(x)
+    self.sow('intermediates', 'pool5', x)
+    x = merge_groups(x)
+    x = x.reshape(x.shape[0], -1)
+    # Section 4.2: dropout 0.5 on the inputs of fc6 and fc7 (inverted dropout, the modern
+    # equivalent of the paper's test-time x0.5).
+    for name in ('fc6', 'fc7'):
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0), name=name)(x))
+      self.sow('intermediates', f'{name}_out', x)
+    x = dense(self.num_classes, bias_init=_bias_init(self.init_scheme, 0.0), name='fc8')(x)
+    return x.astype(jnp.float32)
+
+
+def from_config(model_config) -> AlexNet:
+  """AlexNet from config.model, checking every switch's value."""
+  checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
+            ('init', INITS), ('dtype', DTYPES)]
+  for key, allowed in checks:
+    if model_config[key] not in allowed:
+      raise UserError(f'config.model.{key}={model_config[key]!r}; choose one of '
+                       f'{", ".join(allowed)}')
+  if not 0.0 <= model_config.dropout < 1.0:
+    raise UserError(f'config.model.dropout={model_config.dropout} must be in [0, 1)')
+  if model_config.num_classes < 2:
+    raise UserError(f'config.model.num_classes={model_config.num_classes} must be >= 2')
+  return AlexNet(num_classes=model_config.num_classes, lrn=model_config.lrn,
+                 lrn_order=model_config.lrn_order, pool=model_config.pool,
+                 dropout=model_config.dropout, activation=model_config.activation,
+                 dtype=DTYPES[model_config.dtype], init_scheme=model_config.init,
+                 width=model_config.width)
