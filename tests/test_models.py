@@ -1,0 +1,228 @@
+"""AlexNet's shapes, parameter count, init and each config switch, against independent truths."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from alexnet_jax import models
+from alexnet_jax.errors import UserError
+
+# The paper's layers (ALEXNET.md table): (name, kernel h, kernel w, input maps per kernel,
+# number of kernels) for convs; (name, inputs, outputs) for the fully connected layers.
+PAPER_CONVS = [('conv1', 11, 11, 3, 96), ('conv2', 5, 5, 48, 256), ('conv3', 3, 3, 256, 384),
+               ('conv4', 3, 3, 192, 384), ('conv5', 3, 3, 192, 256)]
+PAPER_FCS = [('fc6', 6 * 6 * 256, 4096), ('fc7', 4096, 4096), ('fc8', 4096, 1000)]
+PAPER_BIAS_ONE = {'conv2', 'conv4', 'conv5', 'fc6', 'fc7'}
+
+
+def init_params(model, image_size=227, seed=0):
+  return jax.jit(functools.partial(model.init, train=False))(
+      {'params': jax.random.PRNGKey(seed)}, jnp.zeros((1, image_size, image_size, 3)))['params']
+
+
+def abstract_params(model, image_size=227):
+  return jax.eval_shape(functools.partial(model.init, train=False),
+                        {'params': jax.random.PRNGKey(0)},
+                        jnp.zeros((1, image_size, image_size, 3)))['params']
+
+
+def test_parameter_count_is_the_papers():
+  expected = sum(kh * kw * cin * cout + cout for _, kh, kw, cin, cout in PAPER_CONVS)
+  expected += sum(fin * fout + fout for _, fin, fout in PAPER_FCS)
+  assert expected == 60_965_224
+  params = abstract_params(models.AlexNet())
+  assert sum(x.size for x in jax.tree.leaves(params)) == expected
+  # Layer by layer: each conv kernel is two halves of the paper's kernel bank.
+  for name, kh, kw, cin, cout in PAPER_CONVS:
+    assert params[name]['kernel'].shape == (2, kh, kw, cin, cout // 2)
+    assert params[name]['bias'].shape == (2, cout // 2)
+  for name, fin, fout in PAPER_FCS:
+    assert params[name]['kernel'].shape == (fin, fout)
+
+
+def test_layer_output_shapes_are_the_papers():
+  model = models.AlexNet()
+  variables = {'params': abstract_params(model)}
+  logits, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
+      variables, jax.ShapeDtypeStruct((3, 227, 227, 3), jnp.float32))
+  inter = {k: v[0].shape for k, v in state['intermediates'].items()}
+  # (spatial size, channels) of conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5.
+  expected = {'conv1_out': (55, 96), 'pool1': (27, 96), 'conv2_out': (27, 256),
+              'pool2': (13, 256), 'conv3_out': (13, 384), 'conv4_out': (13, 384),
+              'conv5_out': (13, 256), 'pool5': (6, 256)}
+  for name, (size, channels) in expected.items():
+    assert inter[name] == (2, 3, size, size, channels // 2), name
+  assert inter['fc6_out'] == (3, 4096) and inter['fc7_out'] == (3, 4096)
+  assert logits.shape == (3, 1000) and logits.dtype == jnp.float32
+
+
+def test_paper_init():
+  params = init_params(models.AlexNet())
+  for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8'):
+    kernel = np.asarray(params[name]['kernel'])
+    assert abs(kernel.std() - 0.01) < 0.01 * 0.02, name  # N(0, 0.01), thousands of samples
+    assert abs(kernel.mean()) < 0.01 * 0.05, name
+    bias = np.asarray(params[name]['bias'])
+    np.testing.assert_array_equal(bias, 1.0 if name in PAPER_BIAS_ONE else 0.0)
+  # The two halves of a kernel bank are independent draws, not copies.
+  assert not np.allclose(params['conv2']['kernel'][0], params['conv2']['kernel'][1])
+
+
+def test_he_init_scales_by_fan_in():
+  params = init_params(models.AlexNet(init_scheme='he'))
+  fan_in = {name: kh * kw * cin for name, kh, kw, cin, _ in PAPER_CONVS}
+  fan_in.update({name: fin for name, fin, _ in PAPER_FCS})
+  for name, fi in fan_in.items():
+    std = np.asarray(params[name]['kernel']).std()
+    assert abs(std / np.sqrt(2.0 / fi) - 1) < 0.05, name
+    np.testing.assert_array_equal(params[name]['bias'], 0.0)
+
+
+# ---- the switches, on a narrow net with small images (the arithmetic is the same) ----
+
+SMALL = dict(width=0.25, num_classes=7)
+IMAGE = 67  # conv1 -> 15, pool -> 7, pool -> 3, pool5 -> 1
+
+
+def run_small(seed=0, train=False, rng=1, **switches):
+  model = models.AlexNet(**{**SMALL, **switches})
+  params = init_params(model, IMAGE, seed)
+  x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
+  logits, state = model.apply({'params': params}, x, train=train, mutable=['intermediates'],
+                              rngs={'dropout': jax.random.PRNGKey(rng)})
+  inter = {k: np.asarray(v[0], np.float64) for k, v in state['intermediates'].items()}
+  return params, x, logits, inter
+
+
+def conv1_preactivation(params, x):
+  """conv1 written as one ungrouped convolution over the concatenated kernel halves."""
+  kernel = np.concatenate([params['conv1']['kernel'][0], params['conv1']['kernel'][1]], -1)
+  bias = np.concatenate([params['conv1']['bias'][0], params['conv1']['bias'][1]])
+  y = jax.lax.conv_general_dilated(x, jnp.asarray(kernel), (4, 4), 'VALID',
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                   precision='highest')
+  return np.asarray(y + bias, np.float64)
+
+
+def max_pool_np(x_BxHxWxC, window, stride):
+  b, h, w, c = x_BxHxWxC.shape
+  ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
+  out = np.full((b, ho, wo, c), -np.inf)
+  for i in range(ho):
+    for j in range(wo):
+      out[:, i, j] = x_BxHxWxC[:, i * stride:i * stride + window,
+                               j * stride:j * stride + window].max(axis=(1, 2))
+  return out
+
+
+def lrn_np(x):  # the paper's formula, float64, within one group
+  from tests.test_lrn import lrn_float64  # pylint: disable=g-import-not-at-top
+  return lrn_float64(x)
+
+
+def halves(x_GxBxHxWxC):
+  return np.concatenate([x_GxBxHxWxC[0], x_GxBxHxWxC[1]], axis=-1)
+
+
+def groupwise(fn, x_BxHxWxC):
+  c = x_BxHxWxC.shape[-1] // 2
+  return np.concatenate([fn(x_BxHxWxC[..., :c]), fn(x_BxHxWxC[..., c:])], axis=-1)
+
+
+@pytest.mark.parametrize('activation,fn', [('relu', lambda v: np.maximum(v, 0)),
+                                           ('tanh', np.tanh)])
+def test_activation_switch(activation, fn):
+  params, x, _, inter = run_small(activation=activation)
+  np.testing.assert_allclose(halves(inter['conv1_out']), fn(conv1_preactivation(params, x)),
+                             rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('lrn,order,pool', [
+    (True, 'paper', 'overlap'), (True, 'caffe', 'overlap'), (False, 'paper', 'overlap'),
+    (True, 'paper', 'disjoint')])
+def test_lrn_order_and_pool_switches(lrn, order, pool):
+  _, _, _, inter = run_small(lrn=lrn, lrn_order=order, pool=pool)
+  window, stride = {'overlap': (3, 2), 'disjoint': (2, 2)}[pool]
+  act = halves(inter['conv1_out'])
+  norm = (lambda v: groupwise(lrn_np, v)) if lrn else (lambda v: v)
+  if order == 'paper':  # ReLU -> LRN -> pool (paper section 3.3)
+    expected = max_pool_np(norm(act), window, stride)
+  else:  # ReLU -> pool -> LRN (Caffe)
+    expected = norm(max_pool_np(act, window, stride))
+  np.testing.assert_allclose(halves(inter['pool1']), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pool_switch_keeps_the_papers_sizes():
+  model = models.AlexNet(pool='disjoint')
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
+      {'params': abstract_params(model)}, jax.ShapeDtypeStruct((1, 227, 227, 3), jnp.float32))
+  sizes = [state['intermediates'][k][0].shape[2] for k in ('pool1', 'pool2', 'pool5')]
+  assert sizes == [27, 13, 6]
+
+
+def test_dropout_switch():
+  # With dropout, training outputs depend on the dropout key; evaluation never does.
+  _, _, a, _ = run_small(dropout=0.5, train=True, rng=1)
+  _, _, b, _ = run_small(dropout=0.5, train=True, rng=2)
+  _, _, c, _ = run_small(dropout=0.5, train=False, rng=1)
+  _, _, d, _ = run_small(dropout=0.5, train=False, rng=2)
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(c, d)
+  # dropout=0: training is the deterministic network, equal to evaluation.
+  _, _, e, _ = run_small(dropout=0.0, train=True, rng=1)
+  np.testing.assert_allclose(e, c, rtol=1e-6, atol=1e-6)
+
+
+def test_grouped_convs_see_only_their_own_half():
+  params, _, _, inter = run_small()
+  # conv2 recomputed as XLA's grouped convolution (feature_group_count=2) of pool1.
+  kernel = np.concatenate([params['conv2']['kernel'][0], params['conv2']['kernel'][1]], -1)
+  bias = np.concatenate([params['conv2']['bias'][0], params['conv2']['bias'][1]])
+  y = jax.lax.conv_general_dilated(jnp.asarray(halves(inter['pool1']), jnp.float32),
+                                   jnp.asarray(kernel), (1, 1), [(2, 2), (2, 2)],
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                   feature_group_count=2, precision='highest')
+  np.testing.assert_allclose(halves(inter['conv2_out']), np.maximum(np.asarray(y) + bias, 0),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_num_classes_and_bfloat16():
+  params, x, logits32, _ = run_small()
+  model16 = models.AlexNet(**SMALL, dtype=jnp.bfloat16)
+  assert jax.tree.map(lambda p: p.dtype, init_params(model16, IMAGE)) == jax.tree.map(
+      lambda p: p.dtype, params)  # params stay float32
+  logits16, state = model16.apply({'params': params}, x, train=False, mutable=['intermediates'])
+  assert logits16.shape == (2, 7) and logits16.dtype == jnp.float32
+  assert state['intermediates']['conv3_out'][0].dtype == jnp.bfloat16
+  scale = np.abs(np.asarray(logits32)).max()
+  assert np.abs(np.asarray(logits16) - np.asarray(logits32)).max() < 0.05 * scale
+
+
+def config_model(**overrides):
+  c = ml_collections.ConfigDict(dict(num_classes=10, lrn=True, lrn_order='paper',
+                                     pool='overlap', dropout=0.5, activation='relu',
+                                     dtype='float32', init='paper', width=1.0))
+  c.update(overrides)
+  return c
+
+
+def test_from_config_maps_every_switch():
+  m = models.from_config(config_model(lrn=False, lrn_order='caffe', pool='disjoint',
+                                      dropout=0.0, activation='tanh', dtype='bfloat16',
+                                      init='he', num_classes=3))
+  assert (m.lrn, m.lrn_order, m.pool, m.dropout, m.activation, m.dtype, m.init_scheme,
+          m.num_classes) == (False, 'caffe', 'disjoint', 0.0, 'tanh', jnp.bfloat16, 'he', 3)
+
+
+@pytest.mark.parametrize('override,message', [
+    (dict(activation='gelu'), "activation='gelu'"), (dict(pool='avg'), "pool='avg'"),
+    (dict(dropout=1.0), 'dropout=1.0'), (dict(dtype='float16'), "dtype='float16'"),
+    (dict(num_classes=1), 'num_classes=1')])
+def test_bad_model_config_is_one_clear_error(override, message):
+  with pytest.raises(UserError, match=message):
+    models.from_config(config_model(**override))
