@@ -68,13 +68,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.plateau_factor = 0.1
   config.optimizer.plateau_patience = 1  # evaluations without improvement before a decay.
   config.optimizer.plateau_max_decays = 3
-  config.optimizer.step_epochs = 30  # 'step': divide by 10 every this many epochs.
+  config.optimizer.step_epochs = 30.0  # 'step': divide by 10 every this many epochs.
   config.optimizer.warmup_epochs = 0.0  # 'cosine': linear warm-up first.
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128  # global batch.
   config.train.num_epochs = 90
-  config.train.eval_every_epochs = 1
+  config.train.num_steps = -1  # > 0 overrides num_epochs (total steps, not more).
+  config.train.eval_every_epochs = 1.0
   config.train.checkpoint_every_steps = 5000
   config.train.keep_checkpoints = 3
   config.train.log_every_steps = 50

@@ -1,0 +1,193 @@
+"""Random-access data sources for Grain: image folders, or TFDS datasets in array_record format.
+
+Records are {'image': <encoded image bytes>, 'label': int}; decoding happens later, inside the
+Grain workers (preprocessing.decode_and_resize). tensorflow_datasets is imported only for the
+TFDS path, so the folder path never pulls in TensorFlow.
+"""
+import dataclasses
+import os
+import pathlib
+
+from alexnet_jax.errors import UserError
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
+IMAGENET_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+
+
+def resolve_path(path: str) -> str:
+  """A relative path as given if it exists from the cwd, else relative to the repo root.
+
+  The configs name repo-relative paths (data/clothing10-128); this lets tests and tools run
+  from any directory.
+  """
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  candidate = _REPO_ROOT / path
+  return str(candidate) if candidate.exists() else path
+
+
+class ImageFolderSource:
+  """Grain RandomAccessDataSource over root/split/<class>/<image files>.
+
+  Classes are the sorted sub-folder names (label = index), files are sorted within a class.
+  """
+
+  def __init__(self, root: str, split: str):
+    self.root, self.split = root, split
+    split_dir = os.path.join(resolve_path(root), split)
+    if not os.path.isdir(split_dir):
+      raise UserError(f'image folder {split_dir!r} does not exist (config.dataset.folder={root!r}, '
+                      f'split {split!r}); expected {root}/{split}/<class>/<images>')
+    self.class_names = sorted(
+        d for d in os.listdir(split_dir)
+        if not d.startswith('.') and os.path.isdir(os.path.join(split_dir, d)))
+    if not self.class_names:
+      raise UserError(f'no class folders in {split_dir!r}; expected {split_dir}/<class>/<images>')
+    self.paths, self.labels = [], []
+    for label, name in enumerate(self.class_names):
+      class_dir = os.path.join(split_dir, name)
+      files = sorted(f for f in os.listdir(class_dir)
+                     if not f.startswith('.') and f.lower().endswith(_IMAGE_EXTENSIONS))
+      self.paths += [os.path.join(class_dir, f) for f in files]
+      self.labels += [label] * len(files)
+    if not self.paths:
+      raise UserError(f'split {split_dir!r} has {len(self.class_names)} class folders but no '
+                      f'image files ({", ".join(_IMAGE_EXTENSIONS)})')
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int) -> dict:
+    with open(self.paths[index], 'rb') as f:
+      return {'image': f.read(), 'label': self.labels[index]}
+
+  def __repr__(self) -> str:
+    # Grain stores repr(source) in iterator checkpoints and compares it on restore: keep it free
+    # of memory addresses and absolute paths.
+    return (f'ImageFolderSource(root={self.root!r}, split={self.split!r}, '
+            f'num_records={len(self)}, num_classes={len(self.class_names)})')
+
+
+def import_tfds():
+  """tensorflow_datasets, imported only on the TFDS path (it is not needed for folders)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def _tfds_data_dir(dataset_config) -> str | None:
+  return dataset_config.data_dir or None
+
+
+def _default_data_dir() -> str:
+  tfds = import_tfds()
+  return os.fspath(tfds.core.constants.DATA_DIR)
+
+
+def imagenet_manual_dir(dataset_config) -> str:
+  """Where TFDS looks for the ImageNet archives: manual_dir, or <data_dir>/downloads/manual."""
+  if dataset_config.manual_dir:
+    return dataset_config.manual_dir
+  data_dir = dataset_config.data_dir or _default_data_dir()
+  return os.path.join(data_dir, 'downloads', 'manual')
+
+
+def prepare_command(name: str, dataset_config) -> str:
+  cmd = f'python -m alexnet_jax.prepare_data --dataset={name}'
+  if dataset_config.data_dir:
+    cmd += f' --data_dir={dataset_config.data_dir}'
+  if name == 'imagenet2012' and dataset_config.manual_dir:
+    cmd += f' --manual_dir={dataset_config.manual_dir}'
+  return cmd
+
+
+def tfds_builder(dataset_config):
+  """The TFDS builder of config.dataset.name, with one-line UserErrors when it cannot be read."""
+  tfds = import_tfds()
+  name = dataset_config.name
+  try:
+    builder = tfds.builder(name, data_dir=_tfds_data_dir(dataset_config))
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f"unknown dataset {name!r} (config.dataset.name): use 'folder' with "
+                    "config.dataset.folder, or a TFDS image-classification dataset name such "
+                    "as 'imagenet2012'") from None
+  data_dir = _tfds_data_dir(dataset_config) or _default_data_dir()
+  if not builder.is_prepared():
+    if builder.name == 'imagenet2012':
+      raise UserError(
+          f'imagenet2012 is not prepared in {data_dir}: put {" and ".join(IMAGENET_FILES)} in '
+          f'{imagenet_manual_dir(dataset_config)} and run: '
+          f'{prepare_command("imagenet2012", dataset_config)}')
+    raise UserError(f'TFDS dataset {name!r} is not prepared in {data_dir}; run (needs internet): '
+                    f'{prepare_command(name, dataset_config)}')
+  file_format = builder.info.file_format
+  if file_format is None or getattr(file_format, 'value', file_format) != 'array_record':
+    raise UserError(
+        f'TFDS dataset {name!r} in {data_dir} is stored as {file_format}, but random access '
+        'needs array_record: prepare it into another data_dir with '
+        f'{prepare_command(name, dataset_config)}')
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise UserError(f'TFDS dataset {name!r} has features {list(features.keys())}; '
+                    "an image-classification dataset with 'image' and 'label' is needed")
+  return builder
+
+
+def _tfds_source(dataset_config, split: str):
+  tfds = import_tfds()
+  tfds_builder(dataset_config)  # one-line errors for unknown / unprepared datasets.
+  # SkipDecoding: keep the stored JPEG bytes so that decoding (mode conversion included) is
+  # preprocessing.decode_image for folders and TFDS alike, done in the Grain workers.
+  try:
+    return tfds.data_source(dataset_config.name, split=split,
+                            data_dir=_tfds_data_dir(dataset_config), download=False,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+  except ValueError as e:  # e.g. "Unknown split 'x'. Should be one of ['train', 'validation']."
+    raise UserError(f'TFDS dataset {dataset_config.name!r}, split {split!r}: '
+                    f'{" ".join(str(e).split())}') from None
+
+
+def make_source(dataset_config, split: str):
+  """The Grain data source for config.dataset and a split name; items {'image', 'label'}."""
+  if dataset_config.name == 'folder':
+    if not dataset_config.folder:
+      raise UserError("config.dataset.name is 'folder' but config.dataset.folder is empty")
+    source = ImageFolderSource(dataset_config.folder, split)
+  else:
+    source = _tfds_source(dataset_config, split)
+  if len(source) == 0:
+    raise UserError(f'split {split!r} of dataset {dataset_config.name!r} is empty')
+  return source
+
+
+def class_names_of(source) -> list[str]:
+  if isinstance(source, ImageFolderSource):
+    return list(source.class_names)
+  return list(source.dataset_info.features['label'].names)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_train: int
+  num_eval: int
+  num_classes: int
+  class_names: tuple[str, ...]
+
+
+def dataset_info(config) -> DatasetInfo:
+  """Sizes and classes of the train and eval splits; checks config.model.num_classes."""
+  train = make_source(config.dataset, config.dataset.train_split)
+  evals = make_source(config.dataset, config.dataset.eval_split)
+  names = class_names_of(train)
+  if class_names_of(evals) != names:
+    raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} splits '
+                    'have different class folders')
+  check_num_classes(config, len(names))
+  return DatasetInfo(num_train=len(train), num_eval=len(evals), num_classes=len(names),
+                     class_names=tuple(names))
+
+
+def check_num_classes(config, num_classes: int):
+  if config.model.num_classes != num_classes:
+    raise UserError(f'dataset {config.dataset.name!r} has {num_classes} classes but '
+                    f'config.model.num_classes is {config.model.num_classes}')

@@ -1,0 +1,221 @@
+"""Grain input pipelines: the paper's augmentation for training, ordered padded passes for eval.
+
+All work (file reads, JPEG decoding, resizing, augmentation) is numpy/PIL inside Grain; the
+batches are numpy: {'image': float32 (B, S, S, 3), 'label': int32 (B,)} (+ 'mask' for eval).
+
+Determinism: Grain's IndexSampler gives every record a np.random.Generator keyed by
+(seed + global sample index), so the augmentation of a step does not depend on timing, and an
+iterator restored with set_state() reproduces the exact following batches. The batches do
+depend on worker_count (each worker batches its own slice), and Grain refuses to restore a
+state saved with another worker_count.
+"""
+import dataclasses
+import math
+
+import grain
+import numpy as np
+
+from alexnet_jax import data_sources
+from alexnet_jax import dataset_stats
+from alexnet_jax import preprocessing as pp
+from alexnet_jax.errors import UserError
+
+# Re-exported: what the train loop needs about the data, from one module.
+dataset_info = data_sources.dataset_info
+DatasetInfo = data_sources.DatasetInfo
+make_source = data_sources.make_source
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessParams:
+  """What the transforms need, picklable into the Grain worker processes."""
+  resize_size: int
+  image_size: int
+  mean: np.ndarray  # (R, R, 3) mean image or (3,) channel mean, 0..255 scale.
+  std: np.ndarray | None  # divide by it after the mean (config.input.standardize), or None.
+  random_flip: bool
+  lighting_std: float  # 0 = no PCA lighting.
+  eigval: np.ndarray
+  eigvec: np.ndarray
+
+
+def preprocess_params(config) -> PreprocessParams:
+  inp = config.input
+  if inp.image_size > inp.resize_size:
+    raise UserError(f'config.input.image_size ({inp.image_size}) is larger than '
+                    f'config.input.resize_size ({inp.resize_size})')
+  stats = dataset_stats.load_stats(inp.stats_file, inp.resize_size)
+  if inp.mean == 'pixel':
+    mean = stats['mean_image']
+  elif inp.mean == 'channel':
+    mean = stats['mean']
+  else:
+    raise UserError(f"config.input.mean must be 'pixel' or 'channel', got {inp.mean!r}")
+  return PreprocessParams(
+      resize_size=inp.resize_size, image_size=inp.image_size, mean=mean,
+      std=stats['std'] if inp.standardize else None, random_flip=bool(inp.random_flip),
+      lighting_std=float(inp.lighting_std) if inp.pca_lighting else 0.0,
+      eigval=stats['eigval'], eigvec=stats['eigvec'])
+
+
+class DecodeResize(grain.transforms.Map):
+  """Decode, shorter side to resize_size, central resize x resize patch (paper section 2)."""
+
+  def __init__(self, resize_size: int):
+    self.resize_size = resize_size
+
+  def map(self, record):
+    out = {'label': np.int32(record['label'])}
+    if record.get('mask', True):
+      out['image'] = pp.decode_and_resize(record['image'], self.resize_size)
+    else:  # eval padding: no file behind it.
+      out['image'] = np.zeros((self.resize_size, self.resize_size, 3), np.uint8)
+    if 'mask' in record:
+      out['mask'] = np.bool_(record['mask'])
+    return out
+
+
+class TrainAugment(grain.transforms.RandomMap):
+  """Mean, random crop + flip, PCA lighting, optional /std (paper 4.1); Grain's per-record rng."""
+
+  def __init__(self, params: PreprocessParams):
+    self.p = params
+
+  def random_map(self, record, rng: np.random.Generator):
+    p = self.p
+    image = pp.train_transform(record['image'], rng, image_size=p.image_size, mean=p.mean,
+                               std=p.std, flip=p.random_flip, lighting_std=p.lighting_std,
+                               eigval=p.eigval, eigvec=p.eigvec)
+    return {'image': image, 'label': record['label']}
+
+
+class EvalTransform(grain.transforms.Map):
+  """Mean, centre crop or the ten patches (paper 4.1), optional /std; zeros for padding."""
+
+  def __init__(self, params: PreprocessParams, ten_crop: bool):
+    self.p, self.ten_crop = params, ten_crop
+
+  def map(self, record):
+    p = self.p
+    image = pp.eval_transform(record['image'], image_size=p.image_size, mean=p.mean, std=p.std,
+                              ten_crop=self.ten_crop)
+    if not record['mask']:
+      image = np.zeros_like(image)
+    return {'image': image, 'label': record['label'], 'mask': record['mask']}
+
+
+class PaddedSource:
+  """A source padded with {'mask': False} records to `length`; real records get mask True."""
+
+  def __init__(self, source, length: int):
+    self.source, self.length = source, length
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __getitem__(self, index: int) -> dict:
+    if index < len(self.source):
+      return {**self.source[index], 'mask': True}
+    return {'image': None, 'label': 0, 'mask': False}
+
+  def __repr__(self) -> str:
+    return f'PaddedSource({self.source!r}, length={self.length})'
+
+
+def _shard_options(shard_index, shard_count, drop_remainder: bool) -> grain.sharding.ShardOptions:
+  if shard_index is None and shard_count is None:
+    # One shard per JAX process (jax.process_index() / process_count()).
+    return grain.sharding.ShardByJaxProcess(drop_remainder=drop_remainder)
+  if shard_index is None or shard_count is None or not 0 <= shard_index < shard_count:
+    raise ValueError(f'bad shard_index={shard_index} / shard_count={shard_count}')
+  return grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=drop_remainder)
+
+
+def _ensure_flags_parsed():
+  """Grain reads its absl flags when it starts worker processes; outside an absl app (pytest,
+  notebooks) nothing has parsed them, so use their defaults."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _check_classes(config, source):
+  data_sources.check_num_classes(config, len(data_sources.class_names_of(source)))
+
+
+def create_train_loader(config, *, seed: int, shard_index: int | None = None,
+                        shard_count: int | None = None) -> grain.DataLoader:
+  """Endless shuffled training batches of config.train.batch_size // shard_count per process.
+
+  Each process reads its own 1/shard_count of the records (remainder dropped); the sample order
+  is reshuffled every epoch. Use iter(loader); the iterator has get_state()/set_state().
+  """
+  shard_options = _shard_options(shard_index, shard_count, drop_remainder=True)
+  count = shard_options.shard_count
+  if config.train.batch_size % count:
+    raise UserError(f'config.train.batch_size ({config.train.batch_size}) is not divisible by '
+                    f'the number of processes ({count})')
+  batch = config.train.batch_size // count
+  source = data_sources.make_source(config.dataset, config.dataset.train_split)
+  _check_classes(config, source)
+  if len(source) // count < batch:
+    raise UserError(f'the training split has {len(source)} images: fewer than one batch of '
+                    f'{batch} per process')
+  params = preprocess_params(config)
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard_options, shuffle=True, num_epochs=None,
+      seed=int(seed))
+  if config.input.workers:
+    _ensure_flags_parsed()
+  return grain.DataLoader(
+      data_source=source, sampler=sampler,
+      operations=[DecodeResize(params.resize_size), TrainAugment(params),
+                  grain.transforms.Batch(batch, drop_remainder=True)],
+      worker_count=config.input.workers, worker_buffer_size=config.input.prefetch,
+      shard_options=shard_options)
+
+
+def close_iterator(iterator):
+  """Stops an iterator's Grain worker processes and frees their shared memory now.
+
+  Otherwise that happens in garbage collection, which at interpreter exit prints
+  'Exception ignored in SharedMemoryArray.__del__' noise. grain 0.2.18's DataLoaderIterator has
+  no public close(); its inner DatasetIterator does.
+  """
+  inner = getattr(iterator, '_iterator', iterator)
+  if hasattr(inner, 'close'):
+    inner.close()
+
+
+def eval_num_batches(num_records: int, batch_size: int, shard_count: int) -> int:
+  """Batches per process in one eval pass: the same on every process."""
+  return math.ceil(math.ceil(num_records / shard_count) / batch_size)
+
+
+def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int | None = None,
+                       shard_count: int | None = None) -> grain.DataLoader:
+  """One ordered pass over the eval split in batches of config.eval.batch_size per process.
+
+  The split is padded so that every process gets the same number of full batches (shape never
+  changes, so the jitted eval step never recompiles); batch['mask'] is True for real examples
+  and padding is zeros with label 0. With ten_crop (default config.eval.ten_crop) the images
+  are (B, 10, S, S, 3).
+  """
+  ten_crop = config.eval.ten_crop if ten_crop is None else ten_crop
+  shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
+  batch = config.eval.batch_size
+  source = data_sources.make_source(config.dataset, config.dataset.eval_split)
+  _check_classes(config, source)
+  count = shard_options.shard_count
+  padded = PaddedSource(source, count * batch * eval_num_batches(len(source), batch, count))
+  params = preprocess_params(config)
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(padded), shard_options=shard_options, shuffle=False, num_epochs=1)
+  if config.input.workers:
+    _ensure_flags_parsed()
+  return grain.DataLoader(
+      data_source=padded, sampler=sampler,
+      operations=[DecodeResize(params.resize_size), EvalTransform(params, bool(ten_crop)),
+                  grain.transforms.Batch(batch, drop_remainder=True)],
+      worker_count=config.input.workers, worker_buffer_size=config.input.prefetch,
+      shard_options=shard_options)

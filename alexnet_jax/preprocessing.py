@@ -1,0 +1,196 @@
+"""The paper's image preprocessing as small pure numpy/PIL functions (Krizhevsky et al. 2012).
+
+Section 2: rescale the shorter side to 256, take the central 256x256 patch, subtract the mean
+activity over the training set from each pixel. Section 4.1: random 224 (here configurable, 227
+by default) crops with horizontal reflections, PCA colour augmentation; at test time the softmax
+is averaged over ten patches (four corners + centre, and their reflections).
+
+Everything here runs inside Grain worker processes: numpy and PIL only, never jax.
+Pixel values are in the 0..255 scale throughout.
+"""
+import io
+
+import numpy as np
+from PIL import Image
+
+# Well-known ImageNet values (fb.resnet.torch, 0..1 scale) times 255. eigval is 255 x the
+# eigenvalues of the RGB covariance measured in 0..1 units, so `eigvec @ (alpha * eigval)` is a
+# shift in 0..255 pixel units of the size the paper's recipe gives (see dataset_stats.py).
+IMAGENET_EIGVAL = np.array([55.46, 4.794, 1.148], np.float64)
+# Columns are the eigenvectors (R, G, B components), in eigval's order.
+IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                            [-0.5808, -0.0045, -0.8140],
+                            [-0.5836, -0.6948, 0.4203]], np.float64)
+IMAGENET_MEAN = np.array([123.68, 116.78, 103.94], np.float64)
+IMAGENET_STD = np.array([58.393, 57.12, 57.375], np.float64)
+
+_RESAMPLE = Image.Resampling.BILINEAR  # Pillow's filters widen on downscaling: antialiased.
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB."""
+  try:
+    with Image.open(io.BytesIO(data)) as img:
+      img.load()
+      # Grayscale, palette, CMYK and alpha images exist in ImageNet and in user folders; the net
+      # takes 3 channels (alpha is dropped).
+      if img.mode != 'RGB':
+        img = img.convert('RGB')
+      return np.asarray(img, dtype=np.uint8)
+  except Exception as e:  # PIL raises several types (UnidentifiedImageError, OSError, ...).
+    raise ValueError(
+        f'cannot decode image ({len(data)} bytes, starting {bytes(data[:8])!r}): {e}') from e
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+  """An already decoded uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (H, W, 3)."""
+  img = np.asarray(img)
+  if img.dtype != np.uint8:
+    raise ValueError(f'expected a uint8 image, got dtype {img.dtype}')
+  if img.ndim == 2:
+    img = img[:, :, None]
+  if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'expected an (H, W, 1|3|4) image, got shape {img.shape}')
+  if img.shape[-1] == 1:
+    img = np.repeat(img, 3, axis=-1)
+  return img[:, :, :3]
+
+
+def resize_shorter_side(img: np.ndarray, size: int) -> np.ndarray:
+  """Rescales so the shorter side is exactly `size` (paper section 2), keeping aspect ratio.
+
+  The longer side becomes round(longer * size / shorter). uint8 in, uint8 out.
+  """
+  h, w = img.shape[:2]
+  if min(h, w) <= 0:
+    raise ValueError(f'empty image of shape {img.shape}')
+  if h <= w:
+    new_h, new_w = size, max(size, int(round(w * size / h)))
+  else:
+    new_h, new_w = max(size, int(round(h * size / w))), size
+  if (new_h, new_w) == (h, w):
+    return img
+  return np.asarray(Image.fromarray(img).resize((new_w, new_h), _RESAMPLE))
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """The central size x size patch; offsets (H - size) // 2 and (W - size) // 2."""
+  h, w = img.shape[:2]
+  if h < size or w < size:
+    raise ValueError(f'cannot crop {size}x{size} from an image of shape {img.shape}')
+  y, x = (h - size) // 2, (w - size) // 2
+  return img[y:y + size, x:x + size]
+
+
+def _crop_offsets(shape, size: int, rng: np.random.Generator) -> tuple[int, int]:
+  h, w = shape[:2]
+  if h < size or w < size:
+    raise ValueError(f'cannot crop {size}x{size} from an image of shape {tuple(shape)}')
+  return int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """A uniformly random size x size patch (paper 4.1: random 224x224 patches of the 256x256)."""
+  y, x = _crop_offsets(img.shape, size, rng)
+  return img[y:y + size, x:x + size]
+
+
+def random_flip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Horizontal reflection with probability 1/2 (paper 4.1)."""
+  return img[:, ::-1] if rng.random() < 0.5 else img
+
+
+def pca_shift(rng: np.random.Generator, eigval=IMAGENET_EIGVAL, eigvec=IMAGENET_EIGVEC,
+              std: float = 0.1) -> np.ndarray:
+  """The RGB vector eigvec @ (alpha * eigval), alpha ~ N(0, std) (3 draws), as float32."""
+  alpha = rng.normal(0.0, std, size=3)
+  rgb = np.asarray(eigvec, np.float64) @ (alpha * np.asarray(eigval, np.float64))
+  return rgb.astype(np.float32)
+
+
+def pca_lighting(img: np.ndarray, rng: np.random.Generator, eigval=IMAGENET_EIGVAL,
+                 eigvec=IMAGENET_EIGVEC, std: float = 0.1) -> np.ndarray:
+  """Paper 4.1 PCA colour augmentation: adds [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T to every pixel.
+
+  alpha_i ~ N(0, std) is drawn once per image (per presentation); p_i are the columns of eigvec.
+  Float image in, float32 out.
+  """
+  return (img + pca_shift(rng, eigval, eigvec, std)).astype(np.float32, copy=False)
+
+
+def subtract_mean(img: np.ndarray, mean: np.ndarray) -> np.ndarray:
+  """Subtracts a per-pixel mean image (H, W, 3) (paper section 2) or a per-channel mean (3,)."""
+  mean = np.asarray(mean, np.float32)
+  if mean.ndim == 3 and mean.shape != img.shape:
+    raise ValueError(f'mean image of shape {mean.shape} does not match image {img.shape}')
+  return img.astype(np.float32) - mean
+
+
+def standardize(img: np.ndarray, std: np.ndarray) -> np.ndarray:
+  """Divides by the per-channel std (not in the paper; config.input.standardize)."""
+  return (img / np.asarray(std, np.float32)).astype(np.float32, copy=False)
+
+
+def ten_crops(img: np.ndarray, size: int) -> np.ndarray:
+  """Paper 4.1 test-time patches: four corners + centre, then their reflections -> (10, s, s, C)."""
+  h, w = img.shape[:2]
+  if h < size or w < size:
+    raise ValueError(f'cannot crop {size}x{size} from an image of shape {img.shape}')
+  offsets = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
+             ((h - size) // 2, (w - size) // 2)]
+  crops = [img[y:y + size, x:x + size] for y, x in offsets]
+  crops += [c[:, ::-1] for c in crops]
+  return np.stack(crops)
+
+
+# --- Composed pipelines (what the Grain transforms call). ---
+
+
+def decode_and_resize(image, resize_size: int) -> np.ndarray:
+  """Encoded bytes or a decoded uint8 array -> the central resize x resize uint8 patch (sec. 2)."""
+  if isinstance(image, (bytes, bytearray, memoryview)):
+    img = decode_image(bytes(image))
+  else:
+    img = as_rgb(image)
+  return center_crop(resize_shorter_side(img, resize_size), resize_size)
+
+
+def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: int,
+                    mean: np.ndarray, std: np.ndarray | None = None, flip: bool = True,
+                    lighting_std: float = 0.1, eigval=IMAGENET_EIGVAL,
+                    eigvec=IMAGENET_EIGVEC) -> np.ndarray:
+  """uint8 (R, R, 3) -> float32 (S, S, 3): mean, random crop + flip, PCA lighting, optional /std.
+
+  Same result, bit for bit, as subtract_mean (the whole R x R mean image, paper section 2) ->
+  random_crop -> random_flip -> pca_lighting -> standardize with the same rng draws (tested), but
+  it crops the image and the mean image first, so the float work is on S x S pixels only.
+  lighting_std <= 0 turns the PCA augmentation off.
+  """
+  mean = np.asarray(mean, np.float32)
+  if mean.ndim == 3 and mean.shape != img.shape:
+    raise ValueError(f'mean image of shape {mean.shape} does not match image {img.shape}')
+  y, x = _crop_offsets(img.shape, image_size, rng)
+  window = (slice(y, y + image_size), slice(x, x + image_size))
+  img = img[window]
+  if mean.ndim == 3:
+    mean = mean[window]
+  if flip and rng.random() < 0.5:
+    img = img[:, ::-1]
+    if mean.ndim == 3:
+      mean = mean[:, ::-1]
+  out = np.subtract(img, mean, dtype=np.float32)  # a new contiguous array; then in place.
+  if lighting_std > 0:
+    out += pca_shift(rng, eigval, eigvec, lighting_std)
+  if std is not None:
+    out /= np.asarray(std, np.float32)
+  return out
+
+
+def eval_transform(img: np.ndarray, *, image_size: int, mean: np.ndarray,
+                   std: np.ndarray | None = None, ten_crop: bool = False) -> np.ndarray:
+  """uint8 (R, R, 3) -> float32 (S, S, 3), or (10, S, S, 3) with ten_crop (paper 4.1)."""
+  x = subtract_mean(img, mean)
+  x = ten_crops(x, image_size) if ten_crop else center_crop(x, image_size)
+  if std is not None:
+    x = standardize(x, std)
+  return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,258 @@
+"""Training and evaluation: pure jitted steps and the loop that drives them.
+
+train_step / eval_step are pure functions of (state, batch); the loop around them owns the
+host side: data, periodic evaluation, the plateau rule, metrics, checkpoints and resume.
+"""
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import flax
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from alexnet_jax import checkpointing
+from alexnet_jax import input_pipeline
+from alexnet_jax import metric_logging
+from alexnet_jax import models
+from alexnet_jax import optim
+from alexnet_jax.errors import UserError
+
+
+class TrainState(train_state.TrainState):
+  """params, opt_state and step (from flax), plus the dropout key folded with the step."""
+  rng: jax.Array
+
+
+def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation, rng: jax.Array,
+                       image_size: int) -> TrainState:
+  params_rng, dropout_rng = jax.random.split(rng)
+
+  @jax.jit
+  def init(key):
+    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    return model.init({'params': key}, dummy, train=False)['params']
+
+  state = TrainState.create(apply_fn=model.apply, params=init(params_rng), tx=tx,
+                            rng=dropout_rng)
+  return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so that it checkpoints
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy, in float32 whatever the compute dtype."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label is among the k highest logits."""
+  k = min(k, logits.shape[-1])
+  _, top = jax.lax.top_k(logits, k)
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+  """One SGD step on a batch {'image': B x S x S x 3, 'label': B}; pure and jittable."""
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, batch['image'], train=True,
+                            rngs={'dropout': dropout_rng})
+    return cross_entropy_loss(logits, batch['label']).mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads)
+  metrics = {
+      'loss': loss,
+      'top1': topk_correct(logits, batch['label'], 1).mean(),
+      'top5': topk_correct(logits, batch['label'], 5).mean(),
+      'grad_norm': optax.global_norm(grads),
+      'lr': optim.current_learning_rate(state.opt_state),
+  }
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums over the real (mask=True) examples of a padded eval batch.
+
+  A 5-D image batch B x 10 x S x S x 3 is the paper's 10-crop test (section 4.1): the softmax
+  is averaged over the 10 patches of each image.
+  """
+  images = batch['image']
+  labels = batch['label']
+  if images.ndim == 5:
+    b, n = images.shape[:2]
+    logits = state.apply_fn({'params': state.params}, images.reshape((b * n,) + images.shape[2:]),
+                            train=False)
+    probs = jax.nn.softmax(logits.reshape(b, n, -1), axis=-1).mean(axis=1)
+    scores = jnp.log(probs)
+    loss = -jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+  else:
+    scores = state.apply_fn({'params': state.params}, images, train=False)
+    loss = cross_entropy_loss(scores, labels)
+  mask = batch['mask'].astype(jnp.float32)
+  return {
+      'loss': jnp.sum(loss * mask),
+      'top1': jnp.sum(topk_correct(scores, labels, 1) * mask),
+      'top5': jnp.sum(topk_correct(scores, labels, 5) * mask),
+      'count': jnp.sum(mask),
+  }
+
+
+def evaluate(state: TrainState, eval_loader, jitted_eval_step) -> dict[str, float]:
+  totals = None
+  for batch in eval_loader:
+    sums = jitted_eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = max(float(totals['count']), 1.0)
+  return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'count': int(totals['count'])}
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir {workdir!r} is not writable: {e.strerror}') from None
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+class _Progress:
+  """The one-line progress report: step/total, loss, accuracy, lr, img/s, data wait, ETA."""
+
+  def __init__(self, total_steps: int, start_step: int, batch_size: int):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.start = time.perf_counter()
+    self.last_time = self.start
+    self.last_step = start_step
+    self.data_wait = 0.0
+
+  def report(self, step: int, means: dict[str, float]) -> dict[str, float]:
+    now = time.perf_counter()
+    elapsed = max(now - self.last_time, 1e-9)
+    steps = max(step - self.last_step, 1)
+    rate = steps * self.batch_size / elapsed
+    wait = self.data_wait / elapsed
+    eta = (self.total_steps - step) * elapsed / steps
+    print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f} | '
+          f'top1 {means["top1"]:.3f} top5 {means["top5"]:.3f} | lr {means["lr"]:.3g} | '
+          f'{rate:.1f} img/s | data wait {100 * wait:.0f}% | ETA {_format_eta(eta)}',
+          flush=True)
+    self.last_time, self.last_step, self.data_wait = now, step, 0.0
+    return {'img_per_sec': rate, 'data_wait_frac': wait}
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains config's model in workdir, resuming from its latest checkpoint; returns a summary."""
+  wall_start = time.perf_counter()
+  _check_workdir(workdir)
+  info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
+  batch_size = config.train.batch_size
+  if batch_size <= 0:
+    raise UserError(f'config.train.batch_size={batch_size} must be > 0')
+  steps_per_epoch = info.num_train // batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f'config.train.batch_size={batch_size} exceeds the {info.num_train} '
+                    'training examples')
+  total_steps = (config.train.num_steps if config.train.get('num_steps', -1) > 0
+                 else int(config.train.num_epochs * steps_per_epoch))
+  eval_every = max(1, int(config.train.eval_every_epochs * steps_per_epoch))
+
+  model = models.from_config(config.model)
+  tx = optim.create_optimizer(config.optimizer, steps_per_epoch, total_steps)
+  plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
+                              patience=config.optimizer.plateau_patience,
+                              max_decays=config.optimizer.plateau_max_decays)
+  train_loader = input_pipeline.create_train_loader(config, seed=config.seed)
+  eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop)
+
+  state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
+                             config.input.image_size)
+  train_iter = iter(train_loader)
+  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
+  last_eval: dict[str, float] = {}
+  start_step = checkpoints.latest_step() or 0
+  if start_step:
+    state, meta = checkpoints.restore(start_step, state, train_iter)
+    plateau = optim.PlateauRule.from_dict(meta['plateau'])
+    last_eval = meta.get('last_eval', {})
+    print(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
+
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  print(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
+        f'{info.num_train} train / {info.num_eval} eval images, {info.num_classes} classes | '
+        f'batch {batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps | '
+        f'{jax.device_count()} {jax.devices()[0].platform} device(s)', flush=True)
+
+  writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
+  jitted_train_step = jax.jit(train_step, donate_argnums=0)
+  jitted_eval_step = jax.jit(eval_step)
+  progress = _Progress(total_steps, start_step, batch_size)
+  pending: list[dict] = []
+
+  def meta():
+    return {'plateau': plateau.to_dict(), 'last_eval': last_eval}
+
+  step = start_step
+  while step < total_steps:
+    t0 = time.perf_counter()
+    batch = next(train_iter)
+    progress.data_wait += time.perf_counter() - t0
+    state, metrics = jitted_train_step(state, batch)
+    step += 1
+    pending.append(metrics)
+
+    if step % config.train.log_every_steps == 0 or step == total_steps:
+      means = {k: float(np.mean(v)) for k, v in jax.device_get(
+          jax.tree.map(lambda *xs: np.stack(xs), *pending)).items()}
+      pending = []
+      if not np.isfinite(means['loss']):
+        raise FloatingPointError(f'non-finite loss {means["loss"]} at step {step}')
+      means.update(progress.report(step, means))
+      writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+
+    if step % eval_every == 0 or step == total_steps:
+      last_eval = evaluate(state, eval_loader, jitted_eval_step)
+      last_eval['step'] = step
+      print(f'eval at step {step} (epoch {step / steps_per_epoch:.1f}): '
+            f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
+            f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
+      writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
+      if config.optimizer.schedule == 'plateau':
+        factor = plateau.update(1.0 - last_eval['top1'])
+        if factor != 1.0:
+          new_lr = float(optim.current_learning_rate(state.opt_state)) * factor
+          state = state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
+          print(f'validation error stopped improving: lr -> {new_lr:.3g} '
+                f'(decay {plateau.decays} of {plateau.max_decays})', flush=True)
+
+    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
+      checkpoints.save(step, state, train_iter, meta())
+
+  checkpoints.close()
+  writer.close()
+  summary = {'final_step': step, 'total_steps': total_steps,
+             'wall_time_s': time.perf_counter() - wall_start,
+             'eval': last_eval}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+  if last_eval:
+    print(f'done: step {step}/{total_steps}, val top1 {last_eval["top1"]:.4f} '
+          f'top5 {last_eval["top5"]:.4f}, {summary["wall_time_s"]:.0f} s', flush=True)
+  return summary

@@ -1,0 +1,62 @@
+r"""Train (and evaluate) AlexNet from a config file.
+
+  python launch.py --config=configs/alexnet.py:demo --workdir=runs/demo
+  python launch.py --config=configs/alexnet.py --workdir=runs/imagenet \
+      --config.dataset.data_dir=/data/tfds --config.optimizer.lr=0.02
+
+Any config value can be overridden with --config.<key>=<value>; an unknown key is an error.
+Re-running the same command with the same --workdir resumes from its latest checkpoint.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from alexnet_jax.errors import UserError
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF (TensorBoard files, TFDS) is chatty.
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/alexnet.py or configs/alexnet.py:demo.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints, metrics.jsonl, TensorBoard files and '
+    'summary.json. An existing workdir is resumed.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with any bad --config override reported as one line (exit 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).strip()
+    if 'Traceback' in message:  # a config file that raised: its last line says why
+      message = message.splitlines()[-1]
+    if isinstance(e, AttributeError):
+      message = f'unknown config key {message.strip(chr(34) + chr(39))}'
+    print(f'error: {message}', file=sys.stderr)
+    print(f'usage: python {argv[0]} --config=configs/alexnet.py[:variant] --workdir=DIR '
+          '[--config.KEY=VALUE ...]; --help for all flags', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
+  # Imported here so that --help and flag errors answer without loading JAX.
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,292 @@
+"""Tests of alexnet_jax.preprocessing against independent truths (hand slicing, float64 maths)."""
+import glob
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import preprocessing as pp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JPEGS = sorted(glob.glob(os.path.join(ROOT, 'data/clothing10-128/train/*/*.jpg')))
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+  buf = io.BytesIO()
+  img.save(buf, format=fmt)
+  return buf.getvalue()
+
+
+def _arange_image(h, w, c=3, dtype=np.float32):
+  return np.arange(h * w * c, dtype=dtype).reshape(h, w, c)
+
+
+# --- decode_image ---
+
+
+def test_decode_jpeg_matches_pil():
+  data = open(JPEGS[0], 'rb').read()
+  img = pp.decode_image(data)
+  with Image.open(JPEGS[0]) as ref:
+    expected = np.asarray(ref)
+  assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
+  np.testing.assert_array_equal(img, expected)
+
+
+def test_decode_grayscale_png_gives_three_equal_channels():
+  gray = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
+  img = pp.decode_image(_encode(Image.fromarray(gray, mode='L'), 'PNG'))
+  assert img.shape == (20, 30, 3)
+  for c in range(3):
+    np.testing.assert_array_equal(img[:, :, c], gray)
+
+
+def test_decode_rgba_and_la_drop_alpha():
+  rgb = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
+  alpha = np.full((8, 9, 1), 7, np.uint8)
+  img = pp.decode_image(_encode(Image.fromarray(np.concatenate([rgb, alpha], -1), 'RGBA'), 'PNG'))
+  np.testing.assert_array_equal(img, rgb)
+  la = np.stack([rgb[:, :, 0], alpha[:, :, 0]], -1)
+  img = pp.decode_image(_encode(Image.fromarray(la, 'LA'), 'PNG'))
+  np.testing.assert_array_equal(img, np.repeat(rgb[:, :, :1], 3, -1))
+
+
+def test_decode_palette_image():
+  colours = np.array([[255, 0, 0], [0, 128, 255], [10, 20, 30]], np.uint8)
+  index = np.array([[0, 1, 2, 1], [2, 2, 0, 0]], np.uint8)
+  pal = Image.fromarray(index, mode='P')
+  pal.putpalette(colours.flatten().tolist())
+  img = pp.decode_image(_encode(pal, 'PNG'))
+  np.testing.assert_array_equal(img, colours[index])
+
+
+def test_decode_cmyk():
+  # K = 0 with pure inks: cyan, magenta, yellow, white, whatever the CMYK->RGB formula.
+  cmyk = np.array([[[255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 255, 0], [0, 0, 0, 0]]], np.uint8)
+  img = pp.decode_image(_encode(Image.fromarray(cmyk, 'CMYK'), 'TIFF'))
+  expected = np.array([[[0, 255, 255], [255, 0, 255], [255, 255, 0], [255, 255, 255]]], np.uint8)
+  np.testing.assert_array_equal(img, expected)
+
+
+@pytest.mark.parametrize('data', [b'', b'not an image at all', None])
+def test_decode_garbage_raises_value_error(data):
+  if data is None:  # a truncated JPEG
+    data = open(JPEGS[0], 'rb').read()[:300]
+  with pytest.raises(ValueError, match='cannot decode image'):
+    pp.decode_image(data)
+
+
+def test_as_rgb():
+  gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  np.testing.assert_array_equal(pp.as_rgb(gray), np.stack([gray] * 3, -1))
+  np.testing.assert_array_equal(pp.as_rgb(gray[:, :, None]), np.stack([gray] * 3, -1))
+  rgba = np.arange(48, dtype=np.uint8).reshape(3, 4, 4)
+  np.testing.assert_array_equal(pp.as_rgb(rgba), rgba[:, :, :3])
+  with pytest.raises(ValueError):
+    pp.as_rgb(np.zeros((3, 4, 3), np.float32))
+
+
+# --- resize / crops ---
+
+
+@pytest.mark.parametrize('shape,size,expected', [
+    ((128, 171), 256, (256, 342)),  # landscape: 171 * 2
+    ((171, 128), 256, (342, 256)),  # portrait
+    ((128, 128), 72, (72, 72)),
+    ((3, 5), 2, (2, 3)),  # 5 * 2 / 3 = 3.33 -> 3
+    ((400, 533), 256, (256, 341)),  # 341.12 -> 341
+])
+def test_resize_shorter_side_shape_and_values(shape, size, expected):
+  img = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+  out = pp.resize_shorter_side(img, size)
+  assert out.shape == expected + (3,) and out.dtype == np.uint8
+  ref = np.asarray(Image.fromarray(img).resize(expected[::-1], Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(out, ref)
+
+
+def test_resize_is_antialiased_and_keeps_constants():
+  # A 1-pixel checkerboard shrunk 4x must become grey (~127), not an aliased 0/255 pattern.
+  board = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+  out = pp.resize_shorter_side(np.stack([board] * 3, -1), 16)
+  assert out.shape == (16, 16, 3)
+  assert out.min() >= 100 and out.max() <= 155
+  const = np.full((50, 70, 3), 93, np.uint8)
+  np.testing.assert_array_equal(pp.resize_shorter_side(const, 20), np.full((20, 28, 3), 93))
+
+
+def test_resize_noop_when_already_at_size():
+  img = np.random.default_rng(1).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(pp.resize_shorter_side(img, 32), img)
+
+
+def test_center_crop_exact_slice():
+  img = _arange_image(7, 10)
+  np.testing.assert_array_equal(pp.center_crop(img, 3), img[2:5, 3:6])
+  np.testing.assert_array_equal(pp.center_crop(img, 7), img[:, 1:8])
+  with pytest.raises(ValueError):
+    pp.center_crop(img, 8)
+
+
+def test_random_crop_is_a_uniform_window():
+  img = _arange_image(5, 6)  # every 3x3 window is different
+  windows = {(y, x): img[y:y + 3, x:x + 3] for y in range(3) for x in range(4)}
+  rng = np.random.default_rng(0)
+  seen = set()
+  for _ in range(300):
+    out = pp.random_crop(img, 3, rng)
+    match = [k for k, w in windows.items() if np.array_equal(out, w)]
+    assert len(match) == 1
+    seen.add(match[0])
+  assert seen == set(windows)  # all 12 offsets occur
+  a = pp.random_crop(img, 3, np.random.default_rng(5))
+  b = pp.random_crop(img, 3, np.random.default_rng(5))
+  np.testing.assert_array_equal(a, b)
+
+
+def test_random_flip_is_identity_or_mirror_half_the_time():
+  img = _arange_image(4, 5)
+  rng = np.random.default_rng(0)
+  flips = 0
+  for _ in range(1000):
+    out = pp.random_flip(img, rng)
+    if np.array_equal(out, img[:, ::-1]):
+      flips += 1
+    else:
+      np.testing.assert_array_equal(out, img)
+  assert 430 < flips < 570
+
+
+def test_ten_crops_exact_slices():
+  img = _arange_image(9, 11)
+  s = 5
+  crops = [img[0:5, 0:5], img[0:5, 6:11], img[4:9, 0:5], img[4:9, 6:11], img[2:7, 3:8]]
+  expected = np.stack(crops + [c[:, ::-1] for c in crops])
+  out = pp.ten_crops(img, s)
+  assert out.shape == (10, 5, 5, 3)
+  np.testing.assert_array_equal(out, expected)
+
+
+# --- colour / normalisation ---
+
+
+def test_imagenet_constants():
+  np.testing.assert_array_equal(pp.IMAGENET_EIGVAL, [55.46, 4.794, 1.148])
+  np.testing.assert_array_equal(pp.IMAGENET_EIGVEC, [[-0.5675, 0.7192, 0.4009],
+                                                     [-0.5808, -0.0045, -0.8140],
+                                                     [-0.5836, -0.6948, 0.4203]])
+  np.testing.assert_array_equal(pp.IMAGENET_MEAN, [123.68, 116.78, 103.94])
+  np.testing.assert_array_equal(pp.IMAGENET_STD, [58.393, 57.12, 57.375])
+
+
+def test_pca_lighting_formula_float64():
+  img = np.random.default_rng(0).uniform(-100, 100, (6, 7, 3)).astype(np.float32)
+  for seed in range(5):
+    out = pp.pca_lighting(img, np.random.default_rng(seed), std=0.1)
+    alpha = np.random.default_rng(seed).normal(0.0, 0.1, size=3)
+    shift = np.zeros(3)
+    for i in range(3):  # sum_i alpha_i * lambda_i * p_i, p_i = column i
+      shift += alpha[i] * pp.IMAGENET_EIGVAL[i] * pp.IMAGENET_EIGVEC[:, i]
+    expected = img.astype(np.float64) + shift
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+    # the same shift on every pixel
+    diff = out.astype(np.float64) - img
+    np.testing.assert_allclose(diff, np.broadcast_to(diff[0, 0], diff.shape), atol=1e-4)
+
+
+def test_pca_lighting_custom_eigen_and_std():
+  eigval = np.array([3.0, 2.0, 1.0])
+  eigvec = np.eye(3)
+  img = np.zeros((2, 2, 3), np.float32)
+  out = pp.pca_lighting(img, np.random.default_rng(7), eigval, eigvec, std=0.5)
+  alpha = np.random.default_rng(7).normal(0, 0.5, 3)
+  np.testing.assert_allclose(out[1, 1], alpha * eigval, atol=1e-6)
+
+
+def test_subtract_mean_and_standardize():
+  img = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+  mean_img = np.random.default_rng(1).uniform(0, 255, (4, 5, 3)).astype(np.float32)
+  out = pp.subtract_mean(img, mean_img)
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, img.astype(np.float64) - mean_img, atol=1e-4)
+  out = pp.subtract_mean(img, [10.0, 20.0, 30.0])
+  for c, m in enumerate([10.0, 20.0, 30.0]):
+    np.testing.assert_array_equal(out[:, :, c], img[:, :, c].astype(np.float32) - m)
+  with pytest.raises(ValueError):
+    pp.subtract_mean(img, np.zeros((5, 5, 3)))
+  std = np.array([2.0, 4.0, 8.0])
+  np.testing.assert_allclose(pp.standardize(out, std), out / std, rtol=1e-6)
+
+
+# --- composed transforms ---
+
+
+def _square(size=32, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('pixel_mean', [True, False])
+@pytest.mark.parametrize('flip,lighting,use_std', [(True, 0.1, True), (False, 0.0, False),
+                                                   (True, 0.0, True), (False, 0.3, False)])
+def test_train_transform_equals_paper_order(pixel_mean, flip, lighting, use_std):
+  """Same bits as: mean image subtracted from the whole 32x32, then crop, flip, PCA, /std."""
+  img = _square()
+  mean = (np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+          if pixel_mean else np.array([120.0, 110.0, 100.0], np.float32))
+  std = np.array([60.0, 55.0, 50.0], np.float32) if use_std else None
+  eigval, eigvec = pp.IMAGENET_EIGVAL, pp.IMAGENET_EIGVEC
+  for seed in range(20):
+    out = pp.train_transform(img, np.random.default_rng(seed), image_size=27, mean=mean, std=std,
+                             flip=flip, lighting_std=lighting, eigval=eigval, eigvec=eigvec)
+    rng = np.random.default_rng(seed)
+    x = img.astype(np.float32) - mean
+    x = pp.random_crop(x, 27, rng)
+    if flip:
+      x = pp.random_flip(x, rng)
+    if lighting:
+      x = pp.pca_lighting(x, rng, eigval, eigvec, lighting)
+    if use_std:
+      x = x / std
+    assert out.shape == (27, 27, 3) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, x)
+
+
+def test_train_transform_without_augmentation_is_a_window_of_the_centred_image():
+  img = _square(16)
+  mean = np.full((16, 16, 3), 100.0, np.float32)
+  centred = img.astype(np.float32) - 100.0
+  out = pp.train_transform(img, np.random.default_rng(3), image_size=16, mean=mean, flip=False,
+                           lighting_std=0.0)
+  np.testing.assert_array_equal(out, centred)
+
+
+@pytest.mark.parametrize('ten_crop', [False, True])
+def test_eval_transform(ten_crop):
+  img = _square(20)
+  mean = np.random.default_rng(4).uniform(0, 255, (20, 20, 3)).astype(np.float32)
+  std = np.array([50.0, 60.0, 70.0], np.float32)
+  out = pp.eval_transform(img, image_size=15, mean=mean, std=std, ten_crop=ten_crop)
+  x = (img.astype(np.float64) - mean) / std
+  if ten_crop:
+    assert out.shape == (10, 15, 15, 3)
+    np.testing.assert_allclose(out[4], x[2:17, 2:17], rtol=1e-6, atol=1e-5)  # centre
+    np.testing.assert_allclose(out[6], x[0:15, 5:20][:, ::-1], rtol=1e-6, atol=1e-5)
+  else:
+    assert out.shape == (15, 15, 3)
+    np.testing.assert_allclose(out, x[2:17, 2:17], rtol=1e-6, atol=1e-5)
+  assert out.dtype == np.float32
+
+
+def test_decode_and_resize_real_file():
+  data = open(JPEGS[3], 'rb').read()
+  with Image.open(JPEGS[3]) as ref:
+    decoded = np.asarray(ref)
+  h, w = decoded.shape[:2]
+  assert min(h, w) == 128
+  out = pp.decode_and_resize(data, 128)  # no resize: just the central 128 x 128 patch
+  y, x = (h - 128) // 2, (w - 128) // 2
+  np.testing.assert_array_equal(out, decoded[y:y + 128, x:x + 128])
+  np.testing.assert_array_equal(pp.decode_and_resize(decoded, 128), out)  # decoded input
+  assert pp.decode_and_resize(data, 72).shape == (72, 72, 3)
