@@ -141,10 +141,18 @@ class _Progress:
     self.last_time = self.start
     self.last_step = start_step
     self.data_wait = 0.0
+    self.excluded = 0.0  # evaluation and checkpoint time, kept out of img/s
+
+  def restart(self, step: int) -> None:
+    self.last_time, self.last_step, self.data_wait, self.excluded = (
+        time.perf_counter(), step, 0.0, 0.0)
+
+  def exclude(self, seconds: float) -> None:
+    self.excluded += seconds
 
   def report(self, step: int, means: dict[str, float]) -> dict[str, float]:
     now = time.perf_counter()
-    elapsed = max(now - self.last_time, 1e-9)
+    elapsed = max(now - self.last_time - self.excluded, 1e-9)
     steps = max(step - self.last_step, 1)
     rate = steps * self.batch_size / elapsed
     wait = self.data_wait / elapsed
@@ -153,7 +161,7 @@ class _Progress:
           f'top1 {means["top1"]:.3f} top5 {means["top5"]:.3f} | lr {means["lr"]:.3g} | '
           f'{rate:.1f} img/s | data wait {100 * wait:.0f}% | ETA {_format_eta(eta)}',
           flush=True)
-    self.last_time, self.last_step, self.data_wait = now, step, 0.0
+    self.restart(step)
     return {'img_per_sec': rate, 'data_wait_frac': wait}
 
 
@@ -216,6 +224,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state, metrics = jitted_train_step(state, batch)
     step += 1
     pending.append(metrics)
+    if step == start_step + 1:  # keep compilation out of the first img/s figure
+      jax.block_until_ready(metrics)
+      print(f'first step (compilation included) took {time.perf_counter() - t0:.1f} s',
+            flush=True)
+      progress.restart(step)
 
     if step % config.train.log_every_steps == 0 or step == total_steps:
       means = {k: float(np.mean(v)) for k, v in jax.device_get(
@@ -226,6 +239,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       means.update(progress.report(step, means))
       writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
 
+    t0 = time.perf_counter()
     if step % eval_every == 0 or step == total_steps:
       last_eval = evaluate(state, eval_loader, jitted_eval_step)
       last_eval['step'] = step
@@ -243,9 +257,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
       checkpoints.save(step, state, train_iter, meta())
+    progress.exclude(time.perf_counter() - t0)
 
   checkpoints.close()
   writer.close()
+  input_pipeline.close_iterator(train_iter)
   summary = {'final_step': step, 'total_steps': total_steps,
              'wall_time_s': time.perf_counter() - wall_start,
              'eval': last_eval}
