@@ -4,7 +4,9 @@ r"""Train (and evaluate) AlexNet from a config file.
   python launch.py --config=configs/alexnet.py --workdir=runs/imagenet \
       --config.dataset.data_dir=/data/tfds --config.optimizer.lr=0.02
 
-Any config value can be overridden with --config.<key>=<value>; an unknown key is an error.
+Config variants (after the ':'): none = the paper's recipe on imagenet2012; demo = the full
+AlexNet on the embedded photos in data/clothing10-128 (minutes on a CPU); tiny = a narrow net
+for tests. Any config value can be overridden with --config.<key>=<value>; an unknown key is an error.
 Re-running the same command with the same --workdir resumes from its latest checkpoint.
 """
 import os

@@ -3,14 +3,12 @@
 train_step / eval_step are pure functions of (state, batch); the loop around them owns the
 host side: data, periodic evaluation, the plateau rule, metrics, checkpoints and resume.
 """
-import functools
+import dataclasses
 import json
 import os
 import time
 from typing import Any
 
-from absl import logging
-import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -165,59 +163,91 @@ class _Progress:
     return {'img_per_sec': rate, 'data_wait_frac': wait}
 
 
+@dataclasses.dataclass(frozen=True)
+class RunLength:
+  """How long the run is, and every how many steps it logs, evaluates and checkpoints."""
+  steps_per_epoch: int
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+
+  @classmethod
+  def from_config(cls, train_config, num_train: int) -> 'RunLength':
+    batch_size = train_config.batch_size
+    if batch_size <= 0:
+      raise UserError(f'config.train.batch_size={batch_size} must be > 0')
+    steps_per_epoch = num_train // batch_size
+    if steps_per_epoch == 0:
+      raise UserError(f'config.train.batch_size={batch_size} exceeds the {num_train} '
+                      'training examples')
+    total = (train_config.num_steps if train_config.num_steps > 0
+             else int(train_config.num_epochs * steps_per_epoch))
+    return cls(steps_per_epoch=steps_per_epoch, total_steps=total,
+               log_every=max(1, train_config.log_every_steps),
+               eval_every=max(1, int(train_config.eval_every_epochs * steps_per_epoch)),
+               checkpoint_every=max(1, train_config.checkpoint_every_steps))
+
+  def due(self, step: int, every: int) -> bool:
+    return step % every == 0 or step == self.total_steps
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+  """Means of the per-step metrics since the last report (one device->host transfer)."""
+  stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
+  return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def _apply_plateau_rule(state: TrainState, plateau: optim.PlateauRule,
+                        val_error: float) -> TrainState:
+  factor = plateau.update(val_error)
+  if factor == 1.0:
+    return state
+  new_lr = float(optim.current_learning_rate(state.opt_state)) * factor
+  print(f'validation error stopped improving: lr -> {new_lr:.3g} '
+        f'(decay {plateau.decays} of {plateau.max_decays})', flush=True)
+  return state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains config's model in workdir, resuming from its latest checkpoint; returns a summary."""
   wall_start = time.perf_counter()
   _check_workdir(workdir)
   info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
-  batch_size = config.train.batch_size
-  if batch_size <= 0:
-    raise UserError(f'config.train.batch_size={batch_size} must be > 0')
-  steps_per_epoch = info.num_train // batch_size
-  if steps_per_epoch == 0:
-    raise UserError(f'config.train.batch_size={batch_size} exceeds the {info.num_train} '
-                    'training examples')
-  total_steps = (config.train.num_steps if config.train.get('num_steps', -1) > 0
-                 else int(config.train.num_epochs * steps_per_epoch))
-  eval_every = max(1, int(config.train.eval_every_epochs * steps_per_epoch))
-
+  run = RunLength.from_config(config.train, info.num_train)
   model = models.from_config(config.model)
-  tx = optim.create_optimizer(config.optimizer, steps_per_epoch, total_steps)
+  tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps)
   plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
                               patience=config.optimizer.plateau_patience,
                               max_decays=config.optimizer.plateau_max_decays)
-  train_loader = input_pipeline.create_train_loader(config, seed=config.seed)
+  train_iter = iter(input_pipeline.create_train_loader(config, seed=config.seed))
   eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
                              config.input.image_size)
-  train_iter = iter(train_loader)
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
   start_step = checkpoints.latest_step() or 0
   if start_step:
     state, meta = checkpoints.restore(start_step, state, train_iter)
     plateau = optim.PlateauRule.from_dict(meta['plateau'])
-    last_eval = meta.get('last_eval', {})
+    last_eval = meta['last_eval']
     print(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
         f'{info.num_train} train / {info.num_eval} eval images, {info.num_classes} classes | '
-        f'batch {batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps | '
-        f'{jax.device_count()} {jax.devices()[0].platform} device(s)', flush=True)
+        f'batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
+        f'{run.total_steps} steps | {jax.device_count()} {jax.devices()[0].platform} device(s)',
+        flush=True)
 
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
   jitted_train_step = jax.jit(train_step, donate_argnums=0)
   jitted_eval_step = jax.jit(eval_step)
-  progress = _Progress(total_steps, start_step, batch_size)
+  progress = _Progress(run.total_steps, start_step, config.train.batch_size)
   pending: list[dict] = []
-
-  def meta():
-    return {'plateau': plateau.to_dict(), 'last_eval': last_eval}
-
   step = start_step
-  while step < total_steps:
+  while step < run.total_steps:
     t0 = time.perf_counter()
     batch = next(train_iter)
     progress.data_wait += time.perf_counter() - t0
@@ -230,45 +260,36 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             flush=True)
       progress.restart(step)
 
-    if step % config.train.log_every_steps == 0 or step == total_steps:
-      means = {k: float(np.mean(v)) for k, v in jax.device_get(
-          jax.tree.map(lambda *xs: np.stack(xs), *pending)).items()}
-      pending = []
+    if run.due(step, run.log_every):
+      means, pending = _mean_metrics(pending), []
       if not np.isfinite(means['loss']):
         raise FloatingPointError(f'non-finite loss {means["loss"]} at step {step}')
       means.update(progress.report(step, means))
       writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
 
     t0 = time.perf_counter()
-    if step % eval_every == 0 or step == total_steps:
-      last_eval = evaluate(state, eval_loader, jitted_eval_step)
-      last_eval['step'] = step
-      print(f'eval at step {step} (epoch {step / steps_per_epoch:.1f}): '
+    if run.due(step, run.eval_every):
+      last_eval = {**evaluate(state, eval_loader, jitted_eval_step), 'step': step}
+      print(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
             f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
             f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
       writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
       if config.optimizer.schedule == 'plateau':
-        factor = plateau.update(1.0 - last_eval['top1'])
-        if factor != 1.0:
-          new_lr = float(optim.current_learning_rate(state.opt_state)) * factor
-          state = state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
-          print(f'validation error stopped improving: lr -> {new_lr:.3g} '
-                f'(decay {plateau.decays} of {plateau.max_decays})', flush=True)
-
-    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
-      checkpoints.save(step, state, train_iter, meta())
+        state = _apply_plateau_rule(state, plateau, 1.0 - last_eval['top1'])
+    if run.due(step, run.checkpoint_every):
+      checkpoints.save(step, state, train_iter,
+                       {'plateau': plateau.to_dict(), 'last_eval': last_eval})
     progress.exclude(time.perf_counter() - t0)
 
   checkpoints.close()
   writer.close()
   input_pipeline.close_iterator(train_iter)
-  summary = {'final_step': step, 'total_steps': total_steps,
-             'wall_time_s': time.perf_counter() - wall_start,
-             'eval': last_eval}
+  summary = {'final_step': step, 'total_steps': run.total_steps,
+             'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2)
   if last_eval:
-    print(f'done: step {step}/{total_steps}, val top1 {last_eval["top1"]:.4f} '
+    print(f'done: step {step}/{run.total_steps}, val top1 {last_eval["top1"]:.4f} '
           f'top5 {last_eval["top5"]:.4f}, {summary["wall_time_s"]:.0f} s', flush=True)
   return summary

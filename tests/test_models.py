@@ -92,8 +92,8 @@ def run_small(seed=0, train=False, rng=1, **switches):
   model = models.AlexNet(**{**SMALL, **switches})
   params = init_params(model, IMAGE, seed)
   x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
-  logits, state = model.apply({'params': params}, x, train=train, mutable=['intermediates'],
-                              rngs={'dropout': jax.random.PRNGKey(rng)})
+  apply = jax.jit(functools.partial(model.apply, train=train, mutable=['intermediates']))
+  logits, state = apply({'params': params}, x, rngs={'dropout': jax.random.PRNGKey(rng)})
   inter = {k: np.asarray(v[0], np.float64) for k, v in state['intermediates'].items()}
   return params, x, logits, inter
 

@@ -117,9 +117,9 @@ def test_ten_crop_eval_step_averages_softmax_over_crops():
   mask = jnp.array([True, True, False])
   sums = train.eval_step(state, {'image': images, 'label': labels, 'mask': mask})
   # Independent: each crop through the net alone, softmax in float64, averaged.
-  probs = np.stack([
-      np.mean([_softmax64(model.apply({'params': params}, images[b, c][None], train=False)[0])
-               for c in range(10)], axis=0) for b in range(3)])
+  one_crop = jax.jit(lambda image: model.apply({'params': params}, image[None], train=False)[0])
+  probs = np.stack([np.mean([_softmax64(one_crop(images[b, c])) for c in range(10)], axis=0)
+                    for b in range(3)])
   ranks = np.argsort(-probs, axis=1)
   assert float(sums['count']) == 2
   assert float(sums['top1']) == sum(ranks[b, 0] == labels[b] for b in range(2))
