@@ -52,8 +52,10 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   # Imported here so that --help and flag errors answer without loading JAX.
+  from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   try:
+    multihost.initialize(_CONFIG.value.distributed)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -33,13 +33,22 @@ class Checkpoints:
         meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, like_state, data_iterator):
-    """Returns (state, meta): state shaped like like_state; data_iterator is set in place."""
+    """Returns (state, meta, data_restored).
+
+    state is laid out like like_state (its shardings: a checkpoint restores onto another
+    mesh or process count). data_iterator is set to its saved position in place when the
+    checkpoint has a position for this process; one saved by a different number of processes
+    has not, and the data order then starts afresh (data_restored False).
+    """
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator),
-        meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
+    items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
+    data_file = os.path.join(self.directory, str(step), 'data',
+                             f'process_{jax.process_index()}-of-{jax.process_count()}.json')
+    data_restored = os.path.exists(data_file)
+    if data_restored:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored.state, restored.meta, data_restored
 
   def close(self) -> None:
     self.manager.wait_until_finished()

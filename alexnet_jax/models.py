@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax import lrn as lrn_lib
+from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
 
 GROUPS = 2  # the paper's two GPUs (section 3.2)
@@ -86,13 +87,17 @@ class GroupedConv(nn.Module):
         window_strides=(self.stride, self.stride),
         padding=[(self.padding, self.padding)] * 2,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = x.astype(self.dtype)
-    outs = []
-    for g in range(GROUPS):  # two real convolutions, one per paper GPU
-      x_g = x if self.shared_input else x[g]
-      y = conv(x_g, kernel_GxKxKxIxO[g].astype(self.dtype))
-      outs.append(y + bias_GxO[g].astype(self.dtype))
-    return jnp.stack(outs)
+
+    def local_groups(x, kernel, bias):
+      # The groups this device holds: both on one device, one each with the paper's split.
+      outs = []
+      for g in range(kernel.shape[0]):
+        x_g = x if self.shared_input else x[g]
+        outs.append(conv(x_g, kernel[g].astype(self.dtype)) + bias[g].astype(self.dtype))
+      return jnp.stack(outs)
+
+    return sharding.per_group(local_groups, self.shared_input)(
+        x.astype(self.dtype), kernel_GxKxKxIxO, bias_GxO)
 
 
 def merge_groups(x_GxBxHxWxC: jax.Array) -> jax.Array:
@@ -102,10 +107,10 @@ def merge_groups(x_GxBxHxWxC: jax.Array) -> jax.Array:
 
 
 def grouped_max_pool(x_GxBxHxWxC: jax.Array, window: int, stride: int) -> jax.Array:
-  g, b = x_GxBxHxWxC.shape[:2]
-  y = nn.max_pool(x_GxBxHxWxC.reshape((g * b,) + x_GxBxHxWxC.shape[2:]),
-                  (window, window), (stride, stride), padding='VALID')
-  return y.reshape((g, b) + y.shape[1:])
+  """Max pooling over H and W of each group (the group and batch axes stay as they are, so a
+  group and batch split over devices stays local)."""
+  return jax.lax.reduce_window(x_GxBxHxWxC, -jnp.inf, jax.lax.max,
+                               (1, 1, window, window, 1), (1, 1, stride, stride, 1), 'VALID')
 
 
 class AlexNet(nn.Module):
@@ -140,6 +145,7 @@ class AlexNet(nn.Module):
         x = pool(normalize(x))
       else:
         x = normalize(pool(x))
+      x = sharding.constrain(x, 'grouped')  # LRN and pooling stay on each group's device
       self.sow('intermediates', name, x)
       return x
 
@@ -158,19 +164,26 @@ class AlexNet(nn.Module):
     self.sow('intermediates', 'conv4_out', x)
     x = act(conv(self._channels(256), 3, padding=1, bias_value=1.0, name='conv5')(x))
     self.sow('intermediates', 'conv5_out', x)
-    x = pool(x)
+    x = sharding.constrain(pool(x), 'grouped')
     self.sow('intermediates', 'pool5', x)
     x = merge_groups(x)
     x = x.reshape(x.shape[0], -1)
     # Section 4.2: dropout 0.5 on the inputs of fc6 and fc7 (inverted dropout, the modern
     # equivalent of the paper's test-time x0.5).
+    # Each FC layer sees all of its input (both GPUs' units, section 3.2) and computes its own
+    # half of the outputs.
     for name in ('fc6', 'fc7'):
+      x = sharding.constrain(x, 'batch')
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0), name=name)(x))
+      x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0),
+                    name=name)(x))
+      x = sharding.constrain(x, 'units')
       self.sow('intermediates', f'{name}_out', x)
+    x = sharding.constrain(x, 'batch')
     x = dense(self.num_classes, bias_init=_bias_init(self.init_scheme, 0.0), name='fc8')(x)
-    return x.astype(jnp.float32)
+    # The logits are gathered whole for the softmax.
+    return sharding.constrain(x.astype(jnp.float32), 'batch')
 
 
 def from_config(model_config) -> AlexNet:

@@ -20,7 +20,14 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import metric_logging
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
+
+
+def _log(*args, **kwargs) -> None:
+  """Progress lines, from the first process only (every process runs the same loop)."""
+  if jax.process_index() == 0:
+    print(*args, **kwargs)
 
 
 class TrainState(train_state.TrainState):
@@ -29,17 +36,21 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation, rng: jax.Array,
-                       image_size: int) -> TrainState:
-  params_rng, dropout_rng = jax.random.split(rng)
+                       image_size: int, mesh: jax.sharding.Mesh | None = None) -> TrainState:
+  """A fresh TrainState; with a mesh, every leaf is created where sharding.PARAM_RULES puts it."""
 
-  @jax.jit
   def init(key):
-    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    return model.init({'params': key}, dummy, train=False)['params']
+    params_rng, dropout_rng = jax.random.split(key)
+    # One dummy image per data shard: the sharded model splits the batch over 'data'.
+    dummy = jnp.zeros((mesh.shape['data'] if mesh else 1, image_size, image_size, 3))
+    params = model.init({'params': params_rng}, dummy, train=False)['params']
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
+    return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so that it checkpoints
 
-  state = TrainState.create(apply_fn=model.apply, params=init(params_rng), tx=tx,
-                            rng=dropout_rng)
-  return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so that it checkpoints
+  if mesh is None:
+    return jax.jit(init)(rng)
+  shardings = sharding.tree_shardings(jax.eval_shape(init, rng), mesh)
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -48,10 +59,14 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is among the k highest logits."""
-  k = min(k, logits.shape[-1])
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+  """1.0 where fewer than k classes score higher than the label.
+
+  Written as a count rather than lax.top_k: it is elementwise per example, so a batch split
+  over devices stays split (XLA gathers the whole batch for a top_k).
+  """
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  higher = jnp.sum(logits > label_logit, axis=-1)
+  return (higher < k).astype(jnp.float32)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
@@ -102,10 +117,18 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.A
   }
 
 
-def evaluate(state: TrainState, eval_loader, jitted_eval_step) -> dict[str, float]:
+def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
+  """This process's part of the batch -> one global array per key, split over 'data'."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(batch_sharding, v)
+          for k, v in local_batch.items()}
+
+
+def evaluate(state: TrainState, eval_loader, jitted_eval_step,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
   totals = None
   for batch in eval_loader:
-    sums = jitted_eval_step(state, batch)
+    sums = jitted_eval_step(state, global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals['count']), 1.0)
@@ -116,7 +139,7 @@ def evaluate(state: TrainState, eval_loader, jitted_eval_step) -> dict[str, floa
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{os.getpid()}')  # one per process
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -155,7 +178,7 @@ class _Progress:
     rate = steps * self.batch_size / elapsed
     wait = self.data_wait / elapsed
     eta = (self.total_steps - step) * elapsed / steps
-    print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f} | '
+    _log(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f} | '
           f'top1 {means["top1"]:.3f} top5 {means["top5"]:.3f} | lr {means["lr"]:.3g} | '
           f'{rate:.1f} img/s | data wait {100 * wait:.0f}% | ETA {_format_eta(eta)}',
           flush=True)
@@ -204,7 +227,7 @@ def _apply_plateau_rule(state: TrainState, plateau: optim.PlateauRule,
   if factor == 1.0:
     return state
   new_lr = float(optim.current_learning_rate(state.opt_state)) * factor
-  print(f'validation error stopped improving: lr -> {new_lr:.3g} '
+  _log(f'validation error stopped improving: lr -> {new_lr:.3g} '
         f'(decay {plateau.decays} of {plateau.max_decays})', flush=True)
   return state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
 
@@ -215,6 +238,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   _check_workdir(workdir)
   info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
   run = RunLength.from_config(config.train, info.num_train)
+  mesh = sharding.create_mesh(config.mesh)
+  sharding.check_batch(config.train.batch_size, mesh)
+  sharding.check_batch(config.eval.batch_size * jax.process_count(), mesh,
+                       'config.eval.batch_size x processes')
+  with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
+    return _train(config, workdir, info, run, mesh, wall_start)
+
+
+def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
+           mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   model = models.from_config(config.model)
   tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps)
   plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
@@ -224,26 +257,36 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
-                             config.input.image_size)
+                             config.input.image_size, mesh)
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
   start_step = checkpoints.latest_step() or 0
   if start_step:
-    state, meta = checkpoints.restore(start_step, state, train_iter)
+    state, meta, data_restored = checkpoints.restore(start_step, state, train_iter)
+    if not data_restored:
+      _log(f'the checkpoint at step {start_step} was written by another number of processes: '
+           'params and optimizer state restored, the data order starts afresh', flush=True)
     plateau = optim.PlateauRule.from_dict(meta['plateau'])
     last_eval = meta['last_eval']
-    print(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
+    _log(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  print(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
+  _log(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
         f'{info.num_train} train / {info.num_eval} eval images, {info.num_classes} classes | '
         f'batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
-        f'{run.total_steps} steps | {jax.device_count()} {jax.devices()[0].platform} device(s)',
-        flush=True)
+        f'{run.total_steps} steps', flush=True)
+  _log(f'mesh data={mesh.shape["data"]} x model={mesh.shape["model"]} over '
+        f'{jax.device_count()} {jax.devices()[0].platform} device(s) in '
+        f'{jax.process_count()} process(es) | batch {config.train.batch_size} global, '
+        f'{config.train.batch_size // mesh.shape["data"]} per data shard | lr '
+        f'{config.optimizer.lr:g}', flush=True)
 
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
-  jitted_train_step = jax.jit(train_step, donate_argnums=0)
-  jitted_eval_step = jax.jit(eval_step)
+  state_shardings = sharding.tree_shardings(state, mesh)
+  batch_shardings = sharding.batch_sharding(mesh)
+  jitted_train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+                              out_shardings=(state_shardings, None), donate_argnums=0)
+  jitted_eval_step = jax.jit(eval_step, in_shardings=(state_shardings, batch_shardings))
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)
   pending: list[dict] = []
   step = start_step
@@ -251,12 +294,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     batch = next(train_iter)
     progress.data_wait += time.perf_counter() - t0
-    state, metrics = jitted_train_step(state, batch)
+    state, metrics = jitted_train_step(state, global_batch(batch, mesh))
     step += 1
     pending.append(metrics)
     if step == start_step + 1:  # keep compilation out of the first img/s figure
       jax.block_until_ready(metrics)
-      print(f'first step (compilation included) took {time.perf_counter() - t0:.1f} s',
+      _log(f'first step (compilation included) took {time.perf_counter() - t0:.1f} s',
             flush=True)
       progress.restart(step)
 
@@ -269,8 +312,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     if run.due(step, run.eval_every):
-      last_eval = {**evaluate(state, eval_loader, jitted_eval_step), 'step': step}
-      print(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
+      last_eval = {**evaluate(state, eval_loader, jitted_eval_step, mesh), 'step': step}
+      _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
             f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
             f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
       writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
@@ -290,6 +333,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2)
   if last_eval:
-    print(f'done: step {step}/{run.total_steps}, val top1 {last_eval["top1"]:.4f} '
+    _log(f'done: step {step}/{run.total_steps}, val top1 {last_eval["top1"]:.4f} '
           f'top5 {last_eval["top5"]:.4f}, {summary["wall_time_s"]:.0f} s', flush=True)
   return summary

@@ -72,6 +72,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.step_epochs = 30.0  # 'step': divide by 10 every this many epochs.
   config.optimizer.warmup_epochs = 0.0  # 'cosine': linear warm-up first.
 
+  # Devices: a ('data', 'model') mesh. model=2 is the paper's two-GPU split (each device holds
+  # one channel group); data=-1 uses every remaining device for data parallelism.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+
+  # Several hosts: every process runs the same command. auto=True starts jax.distributed in a
+  # detected cluster (SLURM, Open MPI, multi-host TPU, JAX_COORDINATOR_ADDRESS); or set the
+  # coordinator ('host:port'), the number of processes and this process's id explicitly.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.auto = True
+  config.distributed.coordinator_address = ''
+  config.distributed.num_processes = -1
+  config.distributed.process_id = -1
+
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128  # global batch.
   config.train.num_epochs = 90

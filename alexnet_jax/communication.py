@@ -1,0 +1,149 @@
+r"""What crosses the 'model' axis in one training step: read from the compiled HLO, and derived
+from the paper's architecture (section 3.2: the GPUs talk at conv3's input and at the FC layers).
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m alexnet_jax.communication \
+      [--batch=128] [--image_size=227] [--width=1.0]
+
+prints every collective of the compiled train step on a (data=1, model=2) mesh with its bytes,
+beside the exchange the paper's split needs in theory.
+"""
+import dataclasses
+import functools
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_COLLECTIVE = re.compile(
+    r'=\s*(?P<shapes>\(.*?\)|\S+)\s+(?P<kind>all-gather|all-reduce|reduce-scatter|'
+    r'collective-permute|all-to-all)(?:-start)?\(')
+_SHAPE = re.compile(r'(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]')
+_BYTES = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'f64': 8, 'pred': 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+  kind: str  # all-gather, all-reduce, ...
+  operands: tuple[tuple[str, tuple[int, ...]], ...]  # (dtype, shape) of each result
+  group_size: int  # devices that exchange data; 1 = no communication
+  op_name: str
+
+  def elements(self) -> list[int]:
+    return [math.prod(shape) for _, shape in self.operands]
+
+  def bytes_sent_per_device(self) -> float:
+    """Ring algorithms: an all-gather sends (n-1)/n of the result, an all-reduce twice that."""
+    n = self.group_size
+    total = sum(math.prod(s) * _BYTES.get(d, 4) for d, s in self.operands)
+    factor = {'all-reduce': 2 * (n - 1) / n}.get(self.kind, (n - 1) / n)
+    return total * factor
+
+
+def _group_size(line: str) -> int:
+  explicit = re.search(r'replica_groups=\{\{([\d,]*)\}', line)
+  if explicit:
+    return len(explicit.group(1).split(','))
+  iota = re.search(r'replica_groups=\[(\d+),(\d+)\]<=', line)
+  if iota:
+    return int(iota.group(2))
+  mesh = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+  if mesh:
+    sizes = dict(re.findall(r"'(\w+)'=(\d+)", mesh.group(1)))
+    axes = re.findall(r"'(\w+)'", mesh.group(2))
+    return math.prod(int(sizes[a]) for a in axes)
+  return 1
+
+
+def collectives(hlo_text: str) -> list[Collective]:
+  """Every collective op in an optimized HLO module's text."""
+  found = []
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE.search(line)
+    if not match or '-done' in line.split('=')[1][:40]:
+      continue
+    operands = tuple((m.group('dtype'), tuple(int(d) for d in m.group('dims').split(',') if d))
+                     for m in _SHAPE.finditer(match.group('shapes')))
+    op_name = re.search(r'op_name="([^"]*)"', line)
+    found.append(Collective(match.group('kind'), operands, _group_size(line),
+                            op_name.group(1) if op_name else ''))
+  return found
+
+
+def paper_exchange(model, batch: int, image_size: int) -> dict[str, int]:
+  """Elements of each activation the paper's GPUs exchange, from the model's own shapes.
+
+  Forward, each device needs the other's half of: conv3's input (pool2), fc6's input (pool5),
+  fc7's and fc8's inputs (the units of fc6 / fc7), and the logits (fc8's units) for the softmax.
+  Backward, the gradients of the same inputs flow the other way (the logits' gradient is
+  already split, so it needs none).
+  """
+  params = jax.eval_shape(functools.partial(model.init, train=False),
+                          {'params': jax.random.PRNGKey(0)},
+                          jnp.zeros((1, image_size, image_size, 3)))
+  x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
+  logits, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']), params, x)
+  inter = {k: math.prod(v[0].shape) for k, v in state['intermediates'].items()}
+  return {'conv3 input (pool2)': inter['pool2'], 'fc6 input (pool5)': inter['pool5'],
+          'fc7 input (fc6 units)': inter['fc6_out'], 'fc8 input (fc7 units)': inter['fc7_out'],
+          'logits (fc8 units)': math.prod(logits.shape)}
+
+
+def expected_model_collectives(model, batch: int, image_size: int) -> dict[str, list[int]]:
+  """Element counts of the collectives the split needs: gathers forward, sums backward."""
+  exchange = paper_exchange(model, batch, image_size)
+  forward = sorted(exchange.values())
+  backward = sorted(v for k, v in exchange.items() if not k.startswith('logits'))
+  return {'gather': forward, 'reduce': backward}
+
+
+def main():
+  import argparse  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import models, optim, sharding, train  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--image_size', type=int, default=227)
+  parser.add_argument('--width', type=float, default=1.0)
+  parser.add_argument('--num_classes', type=int, default=1000)
+  args = parser.parse_args()
+  if jax.device_count() < 2:
+    raise SystemExit('needs 2 devices: set XLA_FLAGS=--xla_force_host_platform_device_count=2')
+  mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 2}),
+                              jax.devices()[:2])
+  model = models.AlexNet(width=args.width, num_classes=args.num_classes)
+  opt = ml_collections.ConfigDict(dict(name='sgd', lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                       schedule='constant'))
+  with jax.set_mesh(mesh):
+    state = jax.eval_shape(lambda: train.create_train_state(
+        model, optim.create_optimizer(opt, 1, 1), jax.random.PRNGKey(0), args.image_size, mesh))
+    batch = {'image': jax.ShapeDtypeStruct((args.batch, args.image_size, args.image_size, 3),
+                                           jnp.float32),
+             'label': jax.ShapeDtypeStruct((args.batch,), jnp.int32)}
+    step = jax.jit(train.train_step, in_shardings=(sharding.tree_shardings(state, mesh),
+                                                   sharding.batch_sharding(mesh)))
+    hlo = step.lower(state, batch).compile().as_text()
+  print(f'train step, batch {args.batch}, {args.image_size}px, mesh data=1 x model=2, float32')
+  print(f'{"collective":<14}{"elements":>14}{"MB sent/device":>16}  op')
+  total = 0.0
+  for c in collectives(hlo):
+    if c.group_size < 2:
+      continue
+    total += c.bytes_sent_per_device()
+    print(f'{c.kind:<14}{sum(c.elements()):>14,}{c.bytes_sent_per_device() / 1e6:>16.3f}  '
+          f'{c.op_name[-60:]}')
+  theory = 0.0
+  print('\nthe paper\'s split, in theory (each device sends the half it computed):')
+  for name, n in paper_exchange(model, args.batch, args.image_size).items():
+    directions = 1 if name.startswith('logits') else 2  # activations forward, gradients back
+    sent = n / 2 * 4 * directions
+    theory += sent
+    print(f'  {name:<24}{n:>12,} elements x {directions} -> {sent / 1e6:9.3f} MB')
+  print(f'\ncompiled step: {total / 1e6:.3f} MB sent per device per step; '
+        f'theory: {theory / 1e6:.3f} MB; ratio {total / theory:.2f}')
+
+
+if __name__ == '__main__':
+  main()
