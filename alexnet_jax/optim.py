@@ -35,10 +35,24 @@ def adamw(learning_rate, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(learning_rate, weight_decay=weight_decay)
 
 
-def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int):
+PAPER_BATCH = 128
+
+
+def base_learning_rate(opt_config, global_batch: int = PAPER_BATCH) -> float:
+  """config.optimizer.lr, scaled linearly with the global batch when lr_scaling='linear'."""
+  scaling = opt_config.get('lr_scaling', 'none')
+  if scaling == 'none':
+    return opt_config.lr
+  if scaling == 'linear':
+    return opt_config.lr * global_batch / PAPER_BATCH
+  raise UserError(f"config.optimizer.lr_scaling={scaling!r}; choose one of none, linear")
+
+
+def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int,
+                           global_batch: int = PAPER_BATCH):
   """A float for 'plateau' and 'constant' (the train loop changes it), else a schedule."""
   name = opt_config.schedule
-  lr = opt_config.lr
+  lr = base_learning_rate(opt_config, global_batch)
   if name in ('plateau', 'constant'):
     return lr
   if name == 'step':
@@ -50,8 +64,8 @@ def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int):
                                             max(total_steps, warmup + 1))
 
 
-def create_optimizer(opt_config, steps_per_epoch: int,
-                     total_steps: int) -> optax.GradientTransformation:
+def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
+                     global_batch: int = PAPER_BATCH) -> optax.GradientTransformation:
   """The configured optimizer; its learning rate lives in opt_state.hyperparams."""
   if opt_config.lr <= 0:
     raise UserError(f'config.optimizer.lr={opt_config.lr} must be > 0')
@@ -60,7 +74,7 @@ def create_optimizer(opt_config, steps_per_epoch: int,
   if opt_config.schedule not in SCHEDULES:
     raise UserError(f'config.optimizer.schedule={opt_config.schedule!r}; choose one of '
                     f'{", ".join(SCHEDULES)}')
-  schedule = learning_rate_schedule(opt_config, steps_per_epoch, total_steps)
+  schedule = learning_rate_schedule(opt_config, steps_per_epoch, total_steps, global_batch)
   if opt_config.name == 'sgd':
     return optax.inject_hyperparams(paper_sgd)(
         learning_rate=schedule, momentum=opt_config.momentum,

@@ -249,7 +249,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
            mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   model = models.from_config(config.model)
-  tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps)
+  tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps,
+                              config.train.batch_size)
   plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
                               patience=config.optimizer.plateau_patience,
                               max_decays=config.optimizer.plateau_max_decays)
@@ -278,8 +279,9 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   _log(f'mesh data={mesh.shape["data"]} x model={mesh.shape["model"]} over '
         f'{jax.device_count()} {jax.devices()[0].platform} device(s) in '
         f'{jax.process_count()} process(es) | batch {config.train.batch_size} global, '
-        f'{config.train.batch_size // mesh.shape["data"]} per data shard | lr '
-        f'{config.optimizer.lr:g}', flush=True)
+        f'{config.train.batch_size // mesh.shape["data"]} per data shard | base lr '
+        f'{optim.base_learning_rate(config.optimizer, config.train.batch_size):g} '
+        f'(lr_scaling={config.optimizer.lr_scaling})', flush=True)
 
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
   state_shardings = sharding.tree_shardings(state, mesh)

@@ -14,7 +14,7 @@ def opt_config(**overrides):
   c = ml_collections.ConfigDict(dict(
       name='sgd', lr=0.01, momentum=0.9, weight_decay=5e-4, schedule='plateau',
       plateau_factor=0.1, plateau_patience=1, plateau_max_decays=3, step_epochs=30,
-      warmup_epochs=0.0))
+      warmup_epochs=0.0, lr_scaling='none'))
   c.update(overrides)
   return c
 
@@ -97,10 +97,19 @@ def test_schedule_drives_the_injected_learning_rate():
   assert seen == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
 
 
+def test_linear_lr_scaling_with_the_global_batch():
+  assert optim.base_learning_rate(opt_config(lr_scaling='linear'), 512) == pytest.approx(0.04)
+  assert optim.base_learning_rate(opt_config(lr_scaling='none'), 512) == 0.01
+  tx = optim.create_optimizer(opt_config(lr_scaling='linear', schedule='constant'), 1, 1, 256)
+  _, state = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), jnp.zeros(2))
+  assert float(optim.current_learning_rate(state)) == pytest.approx(0.02)
+
+
 @pytest.mark.parametrize('override,message', [
     (dict(lr=-0.1), 'lr=-0.1 must be > 0'),
     (dict(schedule='linear'), "schedule='linear'"),
     (dict(name='rmsprop'), "name='rmsprop'"),
+    (dict(lr_scaling='sqrt'), "lr_scaling='sqrt'"),
 ])
 def test_bad_optimizer_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
