@@ -8,6 +8,8 @@ Config variants (after the ':'): none = the paper's recipe on imagenet2012; demo
 AlexNet on the embedded photos in data/clothing10-128 (minutes on a CPU); tiny = a narrow net
 for tests. Any config value can be overridden with --config.<key>=<value>; an unknown key is an error.
 Re-running the same command with the same --workdir resumes from its latest checkpoint.
+A sweep config (configs/sweeps/ablations.py) runs every variant x seed under --workdir and
+writes a results table and plots there; --dry_run prints the runs' commands instead.
 """
 import os
 import sys
@@ -27,6 +29,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics.jsonl, TensorBoard files and '
     'summary.json. An existing workdir is resumed.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'With a sweep config (configs/sweeps/*.py): print one launch command per '
+    'run instead of running them.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -52,9 +57,13 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   # Imported here so that --help and flag errors answer without loading JAX.
-  from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   try:
+    if 'sweep' in _CONFIG.value:
+      from alexnet_jax import sweep  # pylint: disable=g-import-not-at-top
+      sweep.run_sweep(_CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value)
+      return
+    from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import train  # pylint: disable=g-import-not-at-top
     multihost.initialize(_CONFIG.value.distributed)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:

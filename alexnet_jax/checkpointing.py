@@ -53,3 +53,37 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(config, params, step) of a finished or running training run, for eval and tools.
+
+  The config is the run's own (workdir/config.json, written at start); params are restored
+  as host numpy arrays from the latest checkpoint, or from `step`.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(workdir, 'config.json')
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.exists(config_path) or not os.path.isdir(directory):
+    raise UserError(f'{workdir!r} holds no training run (no config.json and checkpoints/)')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+  if not steps:
+    raise UserError(f'{workdir!r} has no finished checkpoint yet')
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise UserError(f'{workdir!r} has no checkpoint at step {step}; it has {steps}')
+  path = os.path.join(directory, str(step), 'state')
+  metadata = ocp.StandardCheckpointer().metadata(path)
+  tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  target = {'params': jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree['params'])}
+  restored = ocp.PyTreeCheckpointer().restore(
+      path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+  return config, jax.device_get(restored['params']), step

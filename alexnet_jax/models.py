@@ -39,11 +39,12 @@ INITS = ('paper', 'he')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def _kernel_init(init: str) -> Callable[..., jax.Array]:
+def _kernel_init(init: str, grouped: bool = False) -> Callable[..., jax.Array]:
   if init == 'paper':
     return nn.initializers.normal(stddev=0.01)  # section 5: N(0, 0.01) for every layer
-  # He et al. 2015: fan-in scaling. Grouped kernels have a leading group axis (batch_axis=0),
-  # dense kernels do not; variance_scaling computes fan-in from the receptive field either way.
+  if grouped:  # He et al. 2015 per group: fan-in = kh * kw * Cin, the group axis is a batch
+    return nn.initializers.variance_scaling(2.0, 'fan_in', 'normal', in_axis=(1, 2, 3),
+                                            out_axis=-1, batch_axis=(0,))
   return nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
@@ -72,12 +73,7 @@ class GroupedConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     in_features = x.shape[-1]
-    if self.init_scheme == 'paper':
-      kernel_init = _kernel_init('paper')
-    else:
-      kernel_init = nn.initializers.variance_scaling(
-          2.0, 'fan_in', 'normal', in_axis=(1, 2, 3), out_axis=-1, batch_axis=(0,))
-    kernel_GxKxKxIxO = self.param('kernel', kernel_init,
+    kernel_GxKxKxIxO = self.param('kernel', _kernel_init(self.init_scheme, grouped=True),
                                   (GROUPS, k, k, in_features, self.features // GROUPS),
                                   jnp.float32)
     bias_GxO = self.param('bias', _bias_init(self.init_scheme, self.bias_value),

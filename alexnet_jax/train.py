@@ -283,6 +283,9 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
         f'{optim.base_learning_rate(config.optimizer, config.train.batch_size):g} '
         f'(lr_scaling={config.optimizer.lr_scaling})', flush=True)
 
+  if jax.process_index() == 0:  # what the eval/predict/figure tools rebuild the model from
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2))
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
   state_shardings = sharding.tree_shardings(state, mesh)
   batch_shardings = sharding.batch_sharding(mesh)

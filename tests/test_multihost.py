@@ -94,6 +94,17 @@ def test_two_processes_match_one(tmp_path):
   # Training moved the params (so matching the reference means something).
   assert not np.allclose(saved.params['fc8']['kernel'], initial['fc8']['kernel'])
 
+  # The same run resumed by ONE process with 4 devices: the params carry over, the data order
+  # (saved per process) starts afresh, and training goes on.
+  cmd = [sys.executable, 'launch.py', '--config=configs/alexnet.py:tiny', f'--workdir={workdir}']
+  cmd += [f'--config.{k}={v}' for k, v in OVERRIDES.items() if k != 'train.num_steps']
+  cmd += [f'--config.train.num_steps={STEPS + 1}']
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert f'at step {STEPS}' in out.stdout and 'another number of processes' in out.stdout
+  assert f'step {STEPS + 1}/{STEPS + 1}' in out.stdout
+
 
 def test_cluster_detection():
   assert not multihost.cluster_detected({})

@@ -1,0 +1,92 @@
+"""Sweeps: runs every variant x seed through launch.py, skips finished runs, writes the report."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import ml_collections
+import numpy as np
+
+from alexnet_jax import report
+from alexnet_jax import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def launch(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS='')
+  proc = subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return proc.stdout
+
+
+def test_quick_sweep_end_to_end_and_resumable(tmp_path):
+  sweep_dir = str(tmp_path / 'sweep')
+  out = launch('--config=configs/sweeps/ablations.py:quick', f'--workdir={sweep_dir}')
+  assert '[1/2] baseline seed 0' in out and '[2/2] no_lrn seed 0' in out
+  with open(os.path.join(sweep_dir, 'results.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert [r['variant'] for r in rows] == ['baseline', 'no_lrn']
+  for r in rows:
+    with open(os.path.join(sweep_dir, r['variant'], 'seed0', 'summary.json')) as f:
+      summary = json.load(f)
+    assert float(r['top1']) == summary['eval']['top1'] and int(r['steps']) == 4
+  # The no_lrn run really ran without LRN (its own config says so).
+  with open(os.path.join(sweep_dir, 'no_lrn', 'seed0', 'config.json')) as f:
+    assert json.load(f)['model']['lrn'] is False
+  markdown = open(os.path.join(sweep_dir, 'results.md')).read().splitlines()
+  assert len(markdown) == 4 and markdown[3].startswith('| no_lrn | 1 |')
+  for name in ('val_curves.png', 'deltas.png'):
+    path = os.path.join(sweep_dir, name)
+    with open(path, 'rb') as f:
+      assert f.read(8) == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+  # Re-running skips both finished runs.
+  again = launch('--config=configs/sweeps/ablations.py:quick', f'--workdir={sweep_dir}')
+  assert again.count('finished earlier, skipped') == 2
+
+
+def test_dry_run_prints_one_command_per_run(tmp_path):
+  out = launch('--config=configs/sweeps/ablations.py', f'--workdir={tmp_path}', '--dry_run')
+  lines = out.strip().splitlines()
+  assert len(lines) == 6 * 2  # 6 variants x 2 seeds
+  assert sum('--config.model.lrn=False' in line for line in lines) == 2
+  assert all('--config=configs/alexnet.py:demo' in line and '--config.train.num_epochs=3' in line
+             for line in lines)
+  assert not os.listdir(tmp_path)  # nothing was run
+
+
+def write_run(workdir, top1, top5, losses):
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump({'final_step': 10, 'total_steps': 10, 'wall_time_s': 5.0,
+               'eval': {'top1': top1, 'top5': top5}}, f)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for step, loss in enumerate(losses, 1):
+      f.write(json.dumps({'step': step, 'train/loss': loss}) + '\n')
+    f.write(json.dumps({'step': 10, 'eval/top1': top1}) + '\n')
+
+
+def test_report_statistics_by_hand(tmp_path):
+  config = ml_collections.ConfigDict({'base': 'x', 'seeds': (0, 1), 'common': '',
+                                      'variants': ('baseline:', 'no_lrn:model.lrn=False'),
+                                      'baseline': 'baseline'})
+  write_run(tmp_path / 'baseline' / 'seed0', 0.40, 0.80, [2.0, 1.5])
+  write_run(tmp_path / 'baseline' / 'seed1', 0.50, 0.90, [2.0, 1.7])
+  write_run(tmp_path / 'no_lrn' / 'seed0', 0.30, 0.70, [2.0, 1.9])
+  write_run(tmp_path / 'no_lrn' / 'seed1', 0.36, 0.76, [2.0, 2.1])
+  rows = {r['variant']: r for r in report.collect(str(tmp_path), config)}
+  base, ablated = rows['baseline'], rows['no_lrn']
+  assert base['top1'] == 0.45 and abs(base['top1_std'] - np.std([0.4, 0.5], ddof=1)) < 1e-12
+  assert abs(ablated['train_loss'] - 2.0) < 1e-12  # mean of the final losses 1.9 and 2.1
+  assert abs(ablated['delta_top1'] - (0.33 - 0.45)) < 1e-12
+  expected_std = np.sqrt(np.var([0.3, 0.36], ddof=1) / 2 + np.var([0.4, 0.5], ddof=1) / 2)
+  assert abs(ablated['delta_top1_std'] - expected_std) < 1e-12
+  # An unfinished run is left out of the table.
+  assert sweep.is_finished(str(tmp_path / 'no_lrn' / 'seed1'))
+  assert not sweep.is_finished(str(tmp_path / 'no_lrn' / 'seed2'))
