@@ -286,6 +286,8 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   if jax.process_index() == 0:  # what the eval/predict/figure tools rebuild the model from
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
+    with open(os.path.join(workdir, 'classes.json'), 'w') as f:
+      json.dump(list(info.class_names), f)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
   state_shardings = sharding.tree_shardings(state, mesh)
   batch_shardings = sharding.batch_sharding(mesh)

@@ -1,0 +1,92 @@
+r"""The paper's figures from a training run.
+
+  python -m alexnet_jax.figures conv1 --workdir=runs/demo --out=conv1.png
+
+conv1 (Figure 3): the 96 first-layer kernels (11x11x3), each contrast-normalised on its own,
+the first group's 48 above and the second's below, as in the paper. It also prints, per group,
+the mean chroma fraction of its kernels: the share of a kernel's energy that is colour (the
+deviation of R, G, B from their mean at each pixel) rather than luminance. The paper saw the
+first GPU's kernels come out largely colour-agnostic and the second's colour-specific.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from alexnet_jax import checkpointing
+from alexnet_jax.errors import UserError
+
+
+def chroma_fraction(kernels_Nx11x11x3: np.ndarray) -> np.ndarray:
+  """Per kernel: sum over pixels of |rgb - mean(rgb)|^2 over the kernel's total energy about
+  its mean. 0 for a gray (R=G=B) kernel; larger the more colour-specific."""
+  k = np.asarray(kernels_Nx11x11x3, np.float64)
+  colour = k - k.mean(axis=-1, keepdims=True)
+  centred = k - k.mean(axis=(1, 2, 3), keepdims=True)
+  return np.sum(colour ** 2, axis=(1, 2, 3)) / np.maximum(np.sum(centred ** 2, axis=(1, 2, 3)),
+                                                          1e-30)
+
+
+def kernels_by_group(conv1_kernel_GxKxKx3xO: np.ndarray) -> np.ndarray:
+  """G x kh x kw x 3 x O -> G x O x kh x kw x 3."""
+  return np.transpose(np.asarray(conv1_kernel_GxKxKx3xO), (0, 4, 1, 2, 3))
+
+
+def kernel_grid(conv1_kernel_GxKxKx3xO: np.ndarray, columns: int = 16, gap: int = 1,
+                group_gap: int = 4) -> np.ndarray:
+  """An RGB image in [0, 1]: each group's kernels in rows of `columns`, groups stacked."""
+  groups = kernels_by_group(conv1_kernel_GxKxKx3xO)
+  g, n, kh, kw, _ = groups.shape
+  rows = -(-n // columns)
+  height = g * rows * (kh + gap) + (g - 1) * group_gap
+  image = np.ones((height, columns * (kw + gap) - gap, 3))
+  for gi in range(g):
+    for i in range(n):
+      k = groups[gi, i]
+      k = (k - k.min()) / max(k.max() - k.min(), 1e-12)  # contrast-normalised per kernel
+      top = gi * (rows * (kh + gap) + group_gap) + (i // columns) * (kh + gap)
+      left = (i % columns) * (kw + gap)
+      image[top:top + kh, left:left + kw] = k
+  return image
+
+
+def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  _, params, step = checkpointing.load_run(workdir, step)
+  kernel = params['conv1']['kernel']
+  image = kernel_grid(kernel)
+  chroma = [float(chroma_fraction(k).mean()) for k in kernels_by_group(kernel)]
+  fig, ax = plt.subplots(figsize=(8, 8 * image.shape[0] / image.shape[1] + 0.6))
+  ax.imshow(image, interpolation='nearest')
+  ax.set_axis_off()
+  ax.set_title(f'conv1 kernels at step {step}: group 1 above (chroma {chroma[0]:.2f}), '
+               f'group 2 below (chroma {chroma[1]:.2f})', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
+  return {'step': step, 'chroma_per_group': chroma, 'out': out}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  sub = parser.add_subparsers(dest='figure', required=True)
+  c1 = sub.add_parser('conv1', help="Figure 3: the 96 conv1 kernels by group")
+  c1.add_argument('--workdir', required=True)
+  c1.add_argument('--out', default='conv1_kernels.png')
+  c1.add_argument('--step', type=int, default=None)
+  args = parser.parse_args(argv)
+  try:
+    result = conv1_figure(args.workdir, args.out, args.step)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  chroma = result['chroma_per_group']
+  print(f'conv1 kernels at step {result["step"]} -> {result["out"]}')
+  print(f'mean chroma fraction per group: group 1 {chroma[0]:.3f}, group 2 {chroma[1]:.3f} '
+        '(0 = gray, colour-agnostic kernels)')
+
+
+if __name__ == '__main__':
+  main()
