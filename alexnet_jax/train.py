@@ -127,9 +127,13 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) ->
 def evaluate(state: TrainState, eval_loader, jitted_eval_step,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
   totals = None
-  for batch in eval_loader:
-    sums = jitted_eval_step(state, global_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  batches = iter(eval_loader)
+  try:
+    for batch in batches:
+      sums = jitted_eval_step(state, global_batch(batch, mesh))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  finally:
+    input_pipeline.close_iterator(batches)  # frees the workers' shared memory now
   totals = jax.device_get(totals)
   count = max(float(totals['count']), 1.0)
   return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
