@@ -1,6 +1,10 @@
 r"""The paper's figures from a training run.
 
   python -m alexnet_jax.figures conv1 --workdir=runs/demo --out=conv1.png
+  python -m alexnet_jax.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
+
+relu_tanh (Figure 1): training error against steps for the two runs of
+configs/sweeps/figure1.py, and the ratio of steps each needs to reach the same error.
 
 conv1 (Figure 3): the 96 first-layer kernels (11x11x3), each contrast-normalised on its own,
 the first group's 48 above and the second's below, as in the paper. It also prints, per group,
@@ -9,6 +13,7 @@ deviation of R, G, B from their mean at each pixel) rather than luminance. The p
 first GPU's kernels come out largely colour-agnostic and the second's colour-specific.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -69,6 +74,57 @@ def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
   return {'step': step, 'chroma_per_group': chroma, 'out': out}
 
 
+def training_error_curve(workdir: str, smooth: int = 5) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, training error) from a run's metrics.jsonl, a running mean over `smooth` logs."""
+  from alexnet_jax import metric_logging  # pylint: disable=g-import-not-at-top
+  records = [r for r in metric_logging.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+             if 'train/top1' in r]
+  if not records:
+    raise UserError(f'{workdir!r} has no training metrics')
+  steps = np.array([r['step'] for r in records])
+  error = 1.0 - np.array([r['train/top1'] for r in records])
+  kernel = np.ones(min(smooth, len(error))) / min(smooth, len(error))
+  smoothed = np.convolve(error, kernel, mode='valid')
+  return steps[len(steps) - len(smoothed):], smoothed
+
+
+def steps_to_reach(steps: np.ndarray, error: np.ndarray, level: float) -> int | None:
+  """The first step whose (smoothed) training error is at or below level."""
+  hit = np.nonzero(error <= level)[0]
+  return int(steps[hit[0]]) if len(hit) else None
+
+
+def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
+                     seed: int = 0) -> dict:
+  """Figure 1 from a configs/sweeps/figure1.py sweep: curves, and the steps ratio at `level`
+  (default: the lowest training error both activations reach)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  curves = {name: training_error_curve(os.path.join(sweep_dir, name, f'seed{seed}'))
+            for name in ('relu', 'tanh')}
+  if level is None:
+    level = max(float(err.min()) for _, err in curves.values())
+  reached = {name: steps_to_reach(steps, err, level) for name, (steps, err) in curves.items()}
+  ratio = (reached['tanh'] / reached['relu']
+           if reached['relu'] and reached['tanh'] else None)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, style in (('relu', '-'), ('tanh', '--')):
+    steps, err = curves[name]
+    ax.plot(steps, 100 * err, style, color='k', label=name)
+  ax.axhline(100 * level, color='C3', linewidth=0.8)
+  ax.set_xlabel('training step')
+  ax.set_ylabel('training error (%)')
+  title = f'ReLU (solid) vs tanh (dashed); {100 * level:.0f} % error reached at steps '
+  title += f'{reached["relu"]} vs {reached["tanh"]}'
+  ax.set_title(title, fontsize=9)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
+  return {'level': level, 'steps': reached, 'ratio': ratio, 'out': out}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='figure', required=True)
@@ -76,8 +132,20 @@ def main(argv=None):
   c1.add_argument('--workdir', required=True)
   c1.add_argument('--out', default='conv1_kernels.png')
   c1.add_argument('--step', type=int, default=None)
+  f1 = sub.add_parser('relu_tanh', help='Figure 1: training error of ReLU vs tanh')
+  f1.add_argument('--sweep_dir', required=True, help='a configs/sweeps/figure1.py workdir')
+  f1.add_argument('--out', default='relu_tanh.png')
+  f1.add_argument('--level', type=float, default=None,
+                  help='training error to compare at (default: the lowest both reach)')
   args = parser.parse_args(argv)
   try:
+    if args.figure == 'relu_tanh':
+      r = relu_tanh_figure(args.sweep_dir, args.out, args.level)
+      ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
+      print(f'training error {100 * r["level"]:.1f} %: ReLU at step {r["steps"]["relu"]}, '
+            f'tanh at step {r["steps"]["tanh"]}: tanh needs {ratio} the steps '
+            f'(paper, CIFAR-10 at 25 %: 6x) -> {r["out"]}')
+      return
     result = conv1_figure(args.workdir, args.out, args.step)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
