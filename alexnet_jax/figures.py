@@ -2,6 +2,10 @@ r"""The paper's figures from a training run.
 
   python -m alexnet_jax.figures conv1 --workdir=runs/demo --out=conv1.png
   python -m alexnet_jax.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
+  python -m alexnet_jax.figures retrieval --workdir=runs/demo --images_dir=data/clothing10-128/val
+
+retrieval (Figure 4, right): for a few query images of a folder, their nearest neighbours by
+Euclidean distance between fc7 activations.
 
 relu_tanh (Figure 1): training error against steps for the two runs of
 configs/sweeps/figure1.py, and the ratio of steps each needs to reach the same error.
@@ -125,6 +129,76 @@ def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
   return {'level': level, 'steps': reached, 'ratio': ratio, 'out': out}
 
 
+def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
+  """(fc7 activations N x 4096, the 256-px centre images) of image files, from a checkpoint."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline, models, preprocessing  # pylint: disable=g-import-not-at-top
+  config, params, _ = checkpointing.load_run(workdir)
+  prep = input_pipeline.preprocess_params(config)
+  model = models.from_config(config.model)
+
+  @jax.jit
+  def embed(x):
+    _, state = model.apply({'params': params}, x, train=False, mutable=['intermediates'])
+    return state['intermediates']['fc7_out'][0]
+
+  thumbs, feats = [], []
+  for start in range(0, len(paths), batch_size):
+    batch = []
+    for path in paths[start:start + batch_size]:
+      try:
+        with open(path, 'rb') as f:
+          image = preprocessing.decode_and_resize(f.read(), prep.resize_size)
+      except (OSError, ValueError) as e:
+        raise UserError(f'cannot read image {path!r}: {e}') from None
+      thumbs.append(image)
+      batch.append(preprocessing.eval_transform(image, image_size=prep.image_size,
+                                                mean=prep.mean, std=prep.std))
+    feats.append(np.asarray(embed(np.stack(batch))))
+  return np.concatenate(feats), thumbs
+
+
+def nearest_neighbours(features: np.ndarray, queries: list[int], k: int) -> np.ndarray:
+  """For each query index, the k indices nearest by Euclidean distance (itself first)."""
+  q = features[queries].astype(np.float64)
+  f = features.astype(np.float64)
+  dist = (np.sum(q ** 2, 1)[:, None] - 2 * q @ f.T + np.sum(f ** 2, 1)[None, :])
+  return np.argsort(dist, axis=1, kind='stable')[:, :k]
+
+
+def retrieval_figure(workdir: str, images_dir: str, out: str, num_queries: int = 5,
+                     k: int = 6, seed: int = 0) -> dict:
+  """Paper Figure 4 (right): query images and their nearest neighbours in fc7 space."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  paths = sorted(os.path.join(root, f) for root, _, files in os.walk(images_dir)
+                 for f in files if f.lower().endswith(('.jpg', '.jpeg', '.png')))
+  if len(paths) < 2:
+    raise UserError(f'{images_dir!r} holds fewer than 2 images')
+  features, thumbs = fc7_features(workdir, paths)
+  queries = sorted(np.random.default_rng(seed).choice(len(paths), min(num_queries, len(paths)),
+                                                      replace=False).tolist())
+  neighbours = nearest_neighbours(features, queries, min(k + 1, len(paths)))
+  fig, axes = plt.subplots(len(queries), neighbours.shape[1],
+                           figsize=(1.6 * neighbours.shape[1], 1.7 * len(queries)),
+                           squeeze=False)
+  for row, q in enumerate(queries):
+    for col, idx in enumerate(neighbours[row]):
+      ax = axes[row, col]
+      ax.imshow(thumbs[idx])
+      ax.set_xticks([])
+      ax.set_yticks([])
+      name = os.path.basename(os.path.dirname(paths[idx]))
+      ax.set_title(('query: ' if col == 0 else '') + name, fontsize=7)
+  fig.suptitle('Nearest neighbours in fc7 space (first column: the query)', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return {'queries': [paths[q] for q in queries],
+          'neighbours': [[paths[i] for i in row] for row in neighbours], 'out': out}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='figure', required=True)
@@ -137,8 +211,21 @@ def main(argv=None):
   f1.add_argument('--out', default='relu_tanh.png')
   f1.add_argument('--level', type=float, default=None,
                   help='training error to compare at (default: the lowest both reach)')
+  nn_ = sub.add_parser('retrieval', help='Figure 4 (right): nearest neighbours in fc7 space')
+  nn_.add_argument('--workdir', required=True)
+  nn_.add_argument('--images_dir', required=True, help='a folder of images (searched deeply)')
+  nn_.add_argument('--out', default='retrieval.png')
+  nn_.add_argument('--queries', type=int, default=5)
+  nn_.add_argument('--neighbours', type=int, default=6)
   args = parser.parse_args(argv)
   try:
+    if args.figure == 'retrieval':
+      r = retrieval_figure(args.workdir, args.images_dir, args.out, args.queries,
+                           args.neighbours)
+      for q, row in zip(r['queries'], r['neighbours']):
+        print(f'{q}: ' + ', '.join(os.path.relpath(p, args.images_dir) for p in row[1:]))
+      print(f'wrote {r["out"]}')
+      return
     if args.figure == 'relu_tanh':
       r = relu_tanh_figure(args.sweep_dir, args.out, args.level)
       ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'

@@ -131,3 +131,24 @@ def test_relu_tanh_ratio_from_curves(tmp_path):
   assert result['steps'] == {'relu': first(relu), 'tanh': first(tanh)}
   assert result['ratio'] == first(tanh) / first(relu) and result['ratio'] > 2
   assert matplotlib.image.imread(out).ndim == 3
+
+
+def test_nearest_neighbours_by_hand():
+  features = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 2.5]])
+  # Distances from point 0: 0, 5, 1, 2.5 -> order 0, 2, 3, 1.
+  np.testing.assert_array_equal(figures.nearest_neighbours(features, [0, 1], 3),
+                                [[0, 2, 3], [1, 3, 2]])
+
+
+def test_retrieval_figure(run_dir, tmp_path):
+  images = tmp_path / 'images'
+  for name in ('hat', 'shoes'):
+    (images / name).mkdir(parents=True)
+    for f in sorted(os.listdir(os.path.join(VAL, name)))[:4]:
+      (images / name / f).write_bytes(open(os.path.join(VAL, name, f), 'rb').read())
+  out = str(tmp_path / 'nn.png')
+  result = figures.retrieval_figure(run_dir, str(images), out, num_queries=3, k=4)
+  assert len(result['queries']) == 3
+  for query, row in zip(result['queries'], result['neighbours']):
+    assert row[0] == query and len(row) == 5 and len(set(row)) == 5  # itself first, distinct
+  assert matplotlib.image.imread(out).ndim == 3
