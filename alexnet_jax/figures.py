@@ -193,7 +193,7 @@ def retrieval_figure(workdir: str, images_dir: str, out: str, num_queries: int =
       ax.set_title(('query: ' if col == 0 else '') + name, fontsize=7)
   fig.suptitle('Nearest neighbours in fc7 space (first column: the query)', fontsize=9)
   fig.tight_layout()
-  fig.savefig(out, dpi=100)
+  fig.savefig(out, dpi=72)
   plt.close(fig)
   return {'queries': [paths[q] for q in queries],
           'neighbours': [[paths[i] for i in row] for row in neighbours], 'out': out}
