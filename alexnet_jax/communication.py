@@ -14,7 +14,6 @@ import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _COLLECTIVE = re.compile(
     r'=\s*(?P<shapes>\(.*?\)|\S+)\s+(?P<kind>all-gather|all-reduce|reduce-scatter|'

@@ -51,7 +51,7 @@ def test_resume_is_bit_identical(tmp_path):
   launch(straight, *common, f'--config.train.num_steps={2 * k}')
   launch(stopped, *common, f'--config.train.num_steps={k}')
   out = launch(stopped, *common, f'--config.train.num_steps={2 * k}').stdout
-  assert f'resumed from' in out and f'at step {k}' in out
+  assert 'resumed from' in out and f'at step {k}' in out
 
   step_a, params_a, opt_a = final_params(straight)
   step_b, params_b, opt_b = final_params(stopped)
