@@ -132,7 +132,7 @@ def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
 def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   """(fc7 activations N x 4096, the 256-px centre images) of image files, from a checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import input_pipeline, models, preprocessing  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import inference, input_pipeline, models  # pylint: disable=g-import-not-at-top
   config, params, _ = checkpointing.load_run(workdir)
   prep = input_pipeline.preprocess_params(config)
   model = models.from_config(config.model)
@@ -146,14 +146,9 @@ def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   for start in range(0, len(paths), batch_size):
     batch = []
     for path in paths[start:start + batch_size]:
-      try:
-        with open(path, 'rb') as f:
-          image = preprocessing.decode_and_resize(f.read(), prep.resize_size)
-      except (OSError, ValueError) as e:
-        raise UserError(f'cannot read image {path!r}: {e}') from None
+      image, net_input = inference.read_image(path, prep)
       thumbs.append(image)
-      batch.append(preprocessing.eval_transform(image, image_size=prep.image_size,
-                                                mean=prep.mean, std=prep.std))
+      batch.append(net_input)
     feats.append(np.asarray(embed(np.stack(batch))))
   return np.concatenate(feats), thumbs
 

@@ -52,21 +52,24 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   return result
 
 
+def read_image(path: str, prep: input_pipeline.PreprocessParams) -> tuple[np.ndarray, np.ndarray]:
+  """An image file -> (its uint8 resize x resize centre, the net's centre-crop input)."""
+  try:
+    with open(path, 'rb') as f:
+      image = preprocessing.decode_and_resize(f.read(), prep.resize_size)
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read image {path!r}: {e}') from None
+  return image, preprocessing.eval_transform(image, image_size=prep.image_size, mean=prep.mean,
+                                             std=prep.std)
+
+
 def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
   """For each image file: its top_k (class name, probability), most probable first."""
   config, params, _ = checkpointing.load_run(workdir)
   with open(os.path.join(workdir, 'classes.json')) as f:
     class_names = json.load(f)
   prep = input_pipeline.preprocess_params(config)
-  images = []
-  for path in paths:
-    try:
-      with open(path, 'rb') as f:
-        image = preprocessing.decode_and_resize(f.read(), prep.resize_size)
-    except (OSError, ValueError) as e:
-      raise UserError(f'cannot read image {path!r}: {e}') from None
-    images.append(preprocessing.eval_transform(image, image_size=prep.image_size,
-                                               mean=prep.mean, std=prep.std))
+  images = [read_image(path, prep)[1] for path in paths]
   model = models.from_config(config.model)
   logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
       params, jnp.asarray(np.stack(images)))

@@ -1,4 +1,5 @@
 """The paper's split and data parallelism against an unsharded run, and in the compiled HLO."""
+import contextlib
 import functools
 
 import jax
@@ -57,21 +58,13 @@ def run(mesh):
     grads_fn = jax.jit(loss_and_grads, in_shardings=shardings)
     put = lambda b: train.global_batch(b, mesh)
   losses, first_grads = [], None
-  with jax.set_mesh(mesh) if mesh is not None else _nullcontext():
+  with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
     for batch in batches():
       if first_grads is None:
         first_grads = jax.device_get(grads_fn(state, put(batch))[1])
       state, metrics = step(state, put(batch))
       losses.append(float(metrics['loss']))
   return np.array(losses), first_grads, jax.device_get(state.params), state
-
-
-class _nullcontext:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *args):
-    return False
 
 
 @functools.lru_cache(maxsize=None)
