@@ -1,16 +1,30 @@
 """Local Response Normalization, the paper's formula (Krizhevsky et al. 2012, section 3.3).
 
-    b[c] = a[c] / (k + alpha * sum_{j=max(0, c-n/2)}^{min(N-1, c+n/2)} a[j]^2) ** beta
+    b[c] = a[c] / D[c] ** beta,  D[c] = k + alpha * sum_{j=max(0, c-n/2)}^{min(N-1, c+n/2)} a[j]^2
 
 over the channels of one group (the paper's GPUs never normalised across the split), with
 n=5, k=2, alpha=1e-4, beta=0.75. alpha is NOT divided by n: that is the paper's and
 tf.nn.local_response_normalization's convention, unlike PyTorch/Caffe/MXNet (alpha/n).
 
-The window sum is written as 2r+1 shifted slices of the zero-padded squares, not as a
-reduce_window: it fuses with its neighbours and its autodiff is plain adds, where XLA's
-reduce_window gradient is a slow generic path. The computation is float32 even for bfloat16
-activations: D^-beta of a bf16 sum of squares loses most of its mantissa.
+The computation is float32 even for bfloat16 activations: D^-beta of a bf16 sum of squares
+loses most of its mantissa. Three implementations, equal in value (tested):
+
+  'fast'          (default) a jax.custom_vjp with the closed-form backward
+                    da[i] = g[i] D[i]^-beta - 2 alpha beta a[i] sum_{c in window(i)} g[c] b[c] / D[c]
+                  i.e. one more window sum over channels, recomputing D from the saved input
+                  rather than storing it (the step is memory-bound). Both window sums are
+                  reduce_windows of materialised arrays, which XLA runs as fast as anything
+                  here; only reduce_window's autodiff transpose is slow.
+  'autodiff'      the window sum as 2r+1 shifted slices of the zero-padded squares,
+                  differentiated by JAX (pads and slices transposed).
+  'reduce_window' the window sum as lax.reduce_window, differentiated by JAX, as the plain-JAX
+                  yardstick writes it.
+
+`python -m alexnet_jax.benchmark --mode=lrn` times the three alone, and the step benchmark
+with --lrn_impls=fast,autodiff,reduce_window inside the whole training step.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -19,17 +33,59 @@ DEPTH_RADIUS = 2  # n = 2 * DEPTH_RADIUS + 1 = 5 channels
 BIAS = 2.0  # k
 ALPHA = 1e-4
 BETA = 0.75
+IMPLS = ('fast', 'autodiff', 'reduce_window')
 
 
-def window_sum_of_squares(x32: jax.Array, depth_radius: int) -> jax.Array:
-  """sum_{j=c-r}^{c+r} x[j]^2 over the last axis, channels outside [0, N) counting zero."""
-  sq = jnp.square(x32)
-  padded = jnp.pad(sq, [(0, 0)] * (sq.ndim - 1) + [(depth_radius, depth_radius)])
-  n_channels = sq.shape[-1]
+def window_sum(x: jax.Array, depth_radius: int) -> jax.Array:
+  """sum_{j=c-r}^{c+r} x[j] over the last axis, channels outside [0, N) counting zero."""
+  padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(depth_radius, depth_radius)])
+  n_channels = x.shape[-1]
   total = padded[..., 0:n_channels]
   for offset in range(1, 2 * depth_radius + 1):
     total = total + padded[..., offset:offset + n_channels]
   return total
+
+
+def _window_sum_reduce_window(x: jax.Array, depth_radius: int) -> jax.Array:
+  n = 2 * depth_radius + 1
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1,) * (x.ndim - 1) + (n,),
+                               (1,) * x.ndim,
+                               [(0, 0)] * (x.ndim - 1) + [(depth_radius, depth_radius)])
+
+
+def _inverse_power(denom: jax.Array, beta: float) -> jax.Array:
+  # D ** -beta as exp(-beta * log D): D >= k = 2 > 0, and it avoids pow's special cases.
+  return jnp.exp(-beta * jnp.log(denom))
+
+
+def _lrn_forward(x32, depth_radius, bias, alpha, beta, sum_fn):
+  denom = bias + alpha * sum_fn(jnp.square(x32), depth_radius)
+  return x32 * _inverse_power(denom, beta), denom
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn_fast(x, depth_radius, bias, alpha, beta):
+  out, _ = _lrn_forward(x.astype(jnp.float32), depth_radius, bias, alpha, beta,
+                        _window_sum_reduce_window)
+  return out.astype(x.dtype)
+
+
+def _lrn_fast_fwd(x, depth_radius, bias, alpha, beta):
+  return _lrn_fast(x, depth_radius, bias, alpha, beta), x
+
+
+def _lrn_fast_bwd(depth_radius, bias, alpha, beta, x, g):
+  x32 = x.astype(jnp.float32)
+  out, denom = _lrn_forward(x32, depth_radius, bias, alpha, beta, _window_sum_reduce_window)
+  g32 = g.astype(jnp.float32)
+  # d b[c] / d a[i] = delta_ci D[c]^-beta - 2 alpha beta a[i] b[c] / D[c]  (i in c's window);
+  # the window is symmetric, so summing over c is the same window sum as the forward's.
+  spread = _window_sum_reduce_window(g32 * out / denom, depth_radius)
+  grad = g32 * _inverse_power(denom, beta) - (2.0 * alpha * beta) * x32 * spread
+  return (grad.astype(x.dtype),)
+
+
+_lrn_fast.defvjp(_lrn_fast_fwd, _lrn_fast_bwd)
 
 
 def local_response_norm(x: jax.Array,
@@ -38,7 +94,8 @@ def local_response_norm(x: jax.Array,
                         depth_radius: int = DEPTH_RADIUS,
                         bias: float = BIAS,
                         alpha: float = ALPHA,
-                        beta: float = BETA) -> jax.Array:
+                        beta: float = BETA,
+                        impl: str = 'fast') -> jax.Array:
   """LRN over the last axis, within each of `groups` equal channel groups; returns x.dtype.
 
   An input that already carries its groups on a leading axis (our model's G x B x H x W x C/G
@@ -47,9 +104,12 @@ def local_response_norm(x: jax.Array,
   n_channels = x.shape[-1]
   if n_channels % groups:
     raise ValueError(f'{n_channels} channels do not split into {groups} groups')
-  x32 = x.astype(jnp.float32)
-  grouped = x32.reshape(x.shape[:-1] + (groups, n_channels // groups))
-  denom = bias + alpha * window_sum_of_squares(grouped, depth_radius)
-  # D ** -beta as exp(-beta * log D): D >= k = 2 > 0, and it avoids pow's special cases.
-  out = grouped * jnp.exp(-beta * jnp.log(denom))
+  if impl not in IMPLS:
+    raise ValueError(f'LRN impl {impl!r}; choose one of {", ".join(IMPLS)}')
+  grouped = x.reshape(x.shape[:-1] + (groups, n_channels // groups))
+  if impl == 'fast':
+    out = _lrn_fast(grouped, depth_radius, float(bias), float(alpha), float(beta))
+  else:
+    sum_fn = window_sum if impl == 'autodiff' else _window_sum_reduce_window
+    out, _ = _lrn_forward(grouped.astype(jnp.float32), depth_radius, bias, alpha, beta, sum_fn)
   return out.reshape(x.shape).astype(x.dtype)

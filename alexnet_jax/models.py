@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax import lrn as lrn_lib
+from alexnet_jax import pooling
 from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
 
@@ -37,6 +38,15 @@ POOLS = {'overlap': (3, 2), 'disjoint': (2, 2)}  # (window, stride); paper secti
 LRN_ORDERS = ('paper', 'caffe')
 INITS = ('paper', 'he')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# How a device runs the groups it holds. 'halves': one plain convolution per group;
+# 'feature_group': the groups merged into one convolution (feature_group_count, or one wider
+# conv for a shared input). Chosen per backend by `python -m alexnet_jax.benchmark
+# --conv_impls=halves,feature_group`: on CPU (2-core x86, batch 32, float32) halves ran
+# the whole step 1.5x faster, because XLA's feature_group_count backward is a slow path; on
+# GPU ALEXNET.md reports halves ~17 % faster too (H100, batch 256). No backend measured so
+# far prefers feature_group, so 'auto' is halves everywhere until one does.
+CONV_IMPLS = ('auto', 'halves', 'feature_group')
+_AUTO_CONV_IMPL = {'cpu': 'halves', 'gpu': 'halves', 'tpu': 'halves'}
 
 
 def _kernel_init(init: str, grouped: bool = False) -> Callable[..., jax.Array]:
@@ -68,6 +78,7 @@ class GroupedConv(nn.Module):
   init_scheme: str = 'paper'
   bias_value: float = 0.0
   dtype: Any = jnp.float32
+  impl: str = 'auto'  # CONV_IMPLS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -84,8 +95,16 @@ class GroupedConv(nn.Module):
         padding=[(self.padding, self.padding)] * 2,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
+    impl = self.impl
+    if impl == 'auto':
+      impl = _AUTO_CONV_IMPL.get(jax.default_backend(), 'halves')
+
     def local_groups(x, kernel, bias):
       # The groups this device holds: both on one device, one each with the paper's split.
+      groups = kernel.shape[0]
+      if impl == 'feature_group' and groups > 1:
+        return _merged_groups_conv(conv, x, kernel.astype(self.dtype), bias.astype(self.dtype),
+                                   self.shared_input)
       outs = []
       for g in range(kernel.shape[0]):
         x_g = x if self.shared_input else x[g]
@@ -96,17 +115,24 @@ class GroupedConv(nn.Module):
         x.astype(self.dtype), kernel_GxKxKxIxO, bias_GxO)
 
 
+def _merged_groups_conv(conv, x, kernel_GxKxKxIxO, bias_GxO, shared_input: bool) -> jax.Array:
+  """The same G convolutions as one: a shared input gets one conv with G*O outputs, a grouped
+  one a feature_group_count=G conv on the channel-merged input. Returns G x B x H x W x O."""
+  g, k, _, cin, o = kernel_GxKxKxIxO.shape
+  kernel = jnp.transpose(kernel_GxKxKxIxO, (1, 2, 3, 0, 4)).reshape(k, k, cin, g * o)
+  if shared_input:
+    y = conv(x, kernel)
+  else:
+    y = conv(merge_groups(x), kernel, feature_group_count=g)
+  b, h, w, _ = y.shape
+  y = jnp.transpose(y.reshape(b, h, w, g, o), (3, 0, 1, 2, 4))
+  return y + bias_GxO[:, None, None, None, :]
+
+
 def merge_groups(x_GxBxHxWxC: jax.Array) -> jax.Array:
   """G x B x H x W x C/G -> B x H x W x C, group g's channels at [g*C/G, (g+1)*C/G)."""
   g, b, h, w, c = x_GxBxHxWxC.shape
   return jnp.transpose(x_GxBxHxWxC, (1, 2, 3, 0, 4)).reshape(b, h, w, g * c)
-
-
-def grouped_max_pool(x_GxBxHxWxC: jax.Array, window: int, stride: int) -> jax.Array:
-  """Max pooling over H and W of each group (the group and batch axes stay as they are, so a
-  group and batch split over devices stays local)."""
-  return jax.lax.reduce_window(x_GxBxHxWxC, -jnp.inf, jax.lax.max,
-                               (1, 1, window, window, 1), (1, 1, stride, stride, 1), 'VALID')
 
 
 class AlexNet(nn.Module):
@@ -120,6 +146,9 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   init_scheme: str = 'paper'
   width: float = 1.0  # channel multiplier; 1.0 is the paper's net
+  lrn_impl: str = 'fast'  # lrn.IMPLS: same values, different speed
+  conv_impl: str = 'auto'  # CONV_IMPLS: same values, different speed
+  pool_impl: str = 'fast'  # pooling.IMPLS: same values, different speed
 
   def _channels(self, n: int) -> int:
     return max(GROUPS, int(round(n * self.width / GROUPS)) * GROUPS)
@@ -128,15 +157,18 @@ class AlexNet(nn.Module):
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     window, stride = POOLS[self.pool]
-    pool = functools.partial(grouped_max_pool, window=window, stride=stride)
-    conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype)
+    pool = functools.partial(pooling.grouped_max_pool, window=window, stride=stride,
+                             impl=self.pool_impl)
+    conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype,
+                             impl=self.conv_impl)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
                               kernel_init=_kernel_init(self.init_scheme))
 
     def norm_and_pool(x, name):
       # Section 3.3: LRN follows the ReLU in layers 1 and 2; the paper normalises before
       # pooling, Caffe's CaffeNet after.
-      normalize = lrn_lib.local_response_norm if self.lrn else (lambda y: y)
+      normalize = (functools.partial(lrn_lib.local_response_norm, impl=self.lrn_impl)
+                   if self.lrn else (lambda y: y))
       if self.lrn_order == 'paper':
         x = pool(normalize(x))
       else:
@@ -184,18 +216,23 @@ class AlexNet(nn.Module):
 
 def from_config(model_config) -> AlexNet:
   """AlexNet from config.model, checking every switch's value."""
+  # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
+  model_config = {'lrn_impl': 'fast', 'conv_impl': 'auto', 'pool_impl': 'fast',
+                  **dict(model_config)}
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
-            ('init', INITS), ('dtype', DTYPES)]
+            ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
+            ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS)]
   for key, allowed in checks:
     if model_config[key] not in allowed:
       raise UserError(f'config.model.{key}={model_config[key]!r}; choose one of '
                        f'{", ".join(allowed)}')
-  if not 0.0 <= model_config.dropout < 1.0:
-    raise UserError(f'config.model.dropout={model_config.dropout} must be in [0, 1)')
-  if model_config.num_classes < 2:
-    raise UserError(f'config.model.num_classes={model_config.num_classes} must be >= 2')
-  return AlexNet(num_classes=model_config.num_classes, lrn=model_config.lrn,
-                 lrn_order=model_config.lrn_order, pool=model_config.pool,
-                 dropout=model_config.dropout, activation=model_config.activation,
-                 dtype=DTYPES[model_config.dtype], init_scheme=model_config.init,
-                 width=model_config.width)
+  if not 0.0 <= model_config['dropout'] < 1.0:
+    raise UserError(f'config.model.dropout={model_config["dropout"]} must be in [0, 1)')
+  if model_config['num_classes'] < 2:
+    raise UserError(f'config.model.num_classes={model_config["num_classes"]} must be >= 2')
+  return AlexNet(num_classes=model_config['num_classes'], lrn=model_config['lrn'],
+                 lrn_order=model_config['lrn_order'], pool=model_config['pool'],
+                 dropout=model_config['dropout'], activation=model_config['activation'],
+                 dtype=DTYPES[model_config['dtype']], init_scheme=model_config['init'],
+                 width=model_config['width'], lrn_impl=model_config['lrn_impl'],
+                 conv_impl=model_config['conv_impl'], pool_impl=model_config['pool_impl'])

@@ -62,6 +62,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype; params are always float32.
   config.model.init = 'paper'  # 'paper': N(0, 0.01), biases 1 in conv2/4/5, fc6/7; 'he'.
   config.model.width = 1.0  # channel multiplier; 1.0 is the paper's net (tests use less).
+  # Implementation choices with identical results (measured by `python -m alexnet_jax.benchmark`):
+  # LRN 'fast' (custom_vjp), 'autodiff' or 'reduce_window'; grouped convs 'auto' (per backend),
+  # 'halves' (one conv per group) or 'feature_group' (XLA's feature_group_count); max pooling
+  # 'fast' (custom_vjp) or 'xla' (reduce_window's own gradient).
+  config.model.lrn_impl = 'fast'
+  config.model.conv_impl = 'auto'
+  config.model.pool_impl = 'fast'
 
   # Optimizer: 'sgd' is the paper's update v <- 0.9 v - wd*lr*w - lr*g; w <- w + v.
   config.optimizer = ml_collections.ConfigDict()

@@ -58,16 +58,18 @@ def random_activations(seed, shape, scale):
   return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def ours_and_vjp(x, g, groups=1):
-  y, vjp = jax.vjp(lambda v: lrn.local_response_norm(v, groups=groups), jnp.asarray(x))
+def ours_and_vjp(x, g, groups=1, impl='fast'):
+  y, vjp = jax.vjp(lambda v: lrn.local_response_norm(v, groups=groups, impl=impl),
+                   jnp.asarray(x))
   return np.asarray(y), np.asarray(vjp(jnp.asarray(g))[0])
 
 
+@pytest.mark.parametrize('impl', lrn.IMPLS)
 @pytest.mark.parametrize('channels,scale', [(48, 30.0), (128, 30.0), (7, 100.0), (96, 5.0)])
-def test_values_and_gradients_match_float64_formula(channels, scale):
+def test_values_and_gradients_match_float64_formula(channels, scale, impl):
   x = random_activations(channels, (2, 3, 4, channels), scale)
   g = random_activations(channels + 1, x.shape, 1.0)
-  y, grad = ours_and_vjp(x, g)
+  y, grad = ours_and_vjp(x, g, impl=impl)
   assert max_rel_error(y, lrn_float64(x)) <= 1e-6
   ref_grad, size = lrn_vjp_float64(x, g)
   assert (np.abs(grad - ref_grad) / size).max() <= 1e-6
@@ -103,6 +105,28 @@ def test_window_never_crosses_group_boundary():
   assert np.all(grad[..., 48:] == 0) and np.all(grad[..., 45:48] != 0)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_fast_path_equals_reference_op(dtype):
+  # The custom_vjp forward is the reference forward, op for op: identical values. Its
+  # backward is the closed form, so gradients agree to float32 rounding of the summed terms.
+  x = jnp.asarray(random_activations(7, (2, 5, 6, 96), 30.0), dtype)
+  g = jnp.asarray(random_activations(8, x.shape, 1.0), dtype)
+  y_fast, vjp_fast = jax.vjp(lambda v: lrn.local_response_norm(v, groups=2), x)
+  y_ref, vjp_ref = jax.vjp(lambda v: lrn.local_response_norm(v, groups=2, impl='autodiff'), x)
+  np.testing.assert_array_equal(np.asarray(y_fast, np.float32), np.asarray(y_ref, np.float32))
+  grad_fast = np.asarray(vjp_fast(g)[0], np.float64)
+  grad_ref = np.asarray(vjp_ref(g)[0], np.float64)
+  assert grad_fast.dtype == grad_ref.dtype
+  _, size = lrn_vjp_float64(np.asarray(x[..., :48], np.float64), np.asarray(g[..., :48], np.float64))
+  bound = 1e-6 if dtype == jnp.float32 else 2.0 ** -8  # bf16: one rounding of the result.
+  assert np.max(np.abs(grad_fast - grad_ref)[..., :48] / size) <= bound
+  # Under jit, inside a larger function, as the model uses it.
+  jitted = jax.jit(jax.grad(lambda v: jnp.sum(lrn.local_response_norm(v) * g)))
+  np.testing.assert_allclose(np.asarray(jitted(x), np.float64), np.asarray(
+      jax.grad(lambda v: jnp.sum(lrn.local_response_norm(v, impl='autodiff') * g))(x),
+      np.float64), rtol=1e-5 if dtype == jnp.float32 else 2e-2, atol=1e-7)
+
+
 def test_bfloat16_input_is_computed_in_float32():
   x32 = random_activations(5, (2, 4, 4, 128), 30.0)
   x16 = jnp.asarray(x32, jnp.bfloat16)
@@ -118,8 +142,9 @@ def test_bfloat16_input_is_computed_in_float32():
 tf = pytest.importorskip('tensorflow')
 
 
+@pytest.mark.parametrize('impl', lrn.IMPLS)
 @pytest.mark.parametrize('channels', [48, 128])
-def test_matches_tensorflow_values_and_gradients(channels):
+def test_matches_tensorflow_values_and_gradients(channels, impl):
   x = random_activations(10 + channels, (2, 6, 6, channels), 30.0)
   g = random_activations(20 + channels, x.shape, 1.0)
   xt = tf.constant(x)
@@ -127,7 +152,7 @@ def test_matches_tensorflow_values_and_gradients(channels):
     tape.watch(xt)
     yt = tf.nn.local_response_normalization(xt, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)
   gt = tape.gradient(yt, xt, output_gradients=tf.constant(g))
-  y, grad = ours_and_vjp(x, g)
+  y, grad = ours_and_vjp(x, g, impl=impl)
   assert max_rel_error(y, yt.numpy()) <= 1e-6
   _, size = lrn_vjp_float64(x, g)
   assert (np.abs(grad - gt.numpy()) / size).max() <= 1e-6

@@ -226,3 +226,30 @@ def test_from_config_maps_every_switch():
 def test_bad_model_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
     models.from_config(config_model(**override))
+
+
+@pytest.mark.parametrize('switch', [dict(conv_impl='feature_group'), dict(pool_impl='xla'),
+                                    dict(lrn_impl='autodiff'), dict(lrn_impl='reduce_window')])
+def test_implementation_choices_give_the_same_net(switch):
+  # Speed switches only: the same params give the same loss and gradients, within float32
+  # rounding of sums taken in another order.
+  x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
+  base = models.AlexNet(**{**SMALL, 'dropout': 0.0})
+  params = init_params(base, IMAGE)
+
+  def loss_and_grads(model):
+    return jax.jit(jax.value_and_grad(
+        lambda p: jnp.sum(model.apply({'params': p}, x, train=True) ** 2)))(params)
+
+  loss, grads = loss_and_grads(base)
+  loss_other, grads_other = loss_and_grads(base.clone(**switch))
+  np.testing.assert_allclose(loss_other, loss, rtol=1e-5)
+  for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_other)):
+    np.testing.assert_allclose(h, g, rtol=1e-4, atol=1e-5 * float(np.abs(g).max()))
+  m = models.from_config(config_model(**switch))
+  assert all(getattr(m, k) == v for k, v in switch.items())
+
+
+def test_bad_implementation_choice_is_one_clear_error():
+  with pytest.raises(UserError, match="conv_impl='cudnn'"):
+    models.from_config(config_model(conv_impl='cudnn'))
