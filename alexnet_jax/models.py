@@ -38,15 +38,19 @@ POOLS = {'overlap': (3, 2), 'disjoint': (2, 2)}  # (window, stride); paper secti
 LRN_ORDERS = ('paper', 'caffe')
 INITS = ('paper', 'he')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-# How a device runs the groups it holds. 'halves': one plain convolution per group;
-# 'feature_group': the groups merged into one convolution (feature_group_count, or one wider
-# conv for a shared input). Chosen per backend by `python -m alexnet_jax.benchmark
-# --conv_impls=halves,feature_group`: on CPU (2-core x86, batch 32, float32) halves ran
-# the whole step 1.5x faster, because XLA's feature_group_count backward is a slow path; on
-# GPU ALEXNET.md reports halves ~17 % faster too (H100, batch 256). No backend measured so
-# far prefers feature_group, so 'auto' is halves everywhere until one does.
-CONV_IMPLS = ('auto', 'halves', 'feature_group')
-_AUTO_CONV_IMPL = {'cpu': 'halves', 'gpu': 'halves', 'tpu': 'halves'}
+# How a device runs the groups it holds, chosen per backend by measurement
+# (`python -m alexnet_jax.benchmark --conv_impls=halves,feature_group,im2col`):
+#   'halves'        one plain convolution per group;
+#   'feature_group' the groups merged into one convolution (feature_group_count=G, or one conv
+#                   with G x the outputs for a shared input);
+#   'im2col'        halves, except a strided conv on a shared input (conv1: 11x11 stride 4 on
+#                   3 channels) is one matmul of its 11*11*3 patches with both groups' kernels.
+# On CPU (XLA's YNNPACK convs) conv1's forward and weight gradient ran ~20-25 GFLOP/s as
+# convolutions but much faster as a matmul; XLA's feature_group_count backward is a slow
+# path there too. On GPU ALEXNET.md reports halves ~17 % faster than feature_group_count
+# (H100, batch 256); im2col was not measured there, so GPU and TPU stay on halves.
+CONV_IMPLS = ('auto', 'halves', 'feature_group', 'im2col')
+_AUTO_CONV_IMPL = {'cpu': 'im2col', 'gpu': 'halves', 'tpu': 'halves'}
 
 
 def _kernel_init(init: str, grouped: bool = False) -> Callable[..., jax.Array]:
@@ -102,6 +106,9 @@ class GroupedConv(nn.Module):
     def local_groups(x, kernel, bias):
       # The groups this device holds: both on one device, one each with the paper's split.
       groups = kernel.shape[0]
+      if impl == 'im2col' and self.shared_input and self.stride > 1:
+        return _im2col_conv(x, kernel.astype(self.dtype), bias.astype(self.dtype),
+                            self.stride, self.padding)
       if impl == 'feature_group' and groups > 1:
         return _merged_groups_conv(conv, x, kernel.astype(self.dtype), bias.astype(self.dtype),
                                    self.shared_input)
@@ -113,6 +120,25 @@ class GroupedConv(nn.Module):
 
     return sharding.per_group(local_groups, self.shared_input)(
         x.astype(self.dtype), kernel_GxKxKxIxO, bias_GxO)
+
+
+def _im2col_conv(x_BxHxWxC, kernel_GxKxKxIxO, bias_GxO, stride: int, padding: int) -> jax.Array:
+  """A strided convolution as one matmul: the k*k*C patch under every output position
+  (strided slices, no gradient needed: this is the input image) times all local groups'
+  kernels at once. Returns G x B x H' x W' x O."""
+  x = x_BxHxWxC
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  b, h, w, c = x.shape
+  g, k, _, _, o = kernel_GxKxKxIxO.shape
+  out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+  columns = [jax.lax.slice(x, (0, i, j, 0),
+                           (b, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+                           (1, stride, stride, 1))
+             for i in range(k) for j in range(k)]
+  patches = jnp.concatenate(columns, axis=-1)  # (i, j, c) order, as the kernel's k x k x C
+  y = jnp.einsum('bhwp,gpo->gbhwo', patches, kernel_GxKxKxIxO.reshape(g, k * k * c, o))
+  return y + bias_GxO[:, None, None, None, :]
 
 
 def _merged_groups_conv(conv, x, kernel_GxKxKxIxO, bias_GxO, shared_input: bool) -> jax.Array:

@@ -228,7 +228,8 @@ def test_bad_model_config_is_one_clear_error(override, message):
     models.from_config(config_model(**override))
 
 
-@pytest.mark.parametrize('switch', [dict(conv_impl='feature_group'), dict(pool_impl='xla'),
+@pytest.mark.parametrize('switch', [dict(conv_impl='feature_group'), dict(conv_impl='im2col'),
+                                    dict(conv_impl='halves'), dict(pool_impl='xla'),
                                     dict(lrn_impl='autodiff'), dict(lrn_impl='reduce_window')])
 def test_implementation_choices_give_the_same_net(switch):
   # Speed switches only: the same params give the same loss and gradients, within float32
