@@ -231,8 +231,8 @@ def bench_ours(batch: int, dtype: str, lrn: bool, mesh_shape: tuple[int, int], l
   data, model_axis = mesh_shape
   needed = data * model_axis
   if jax.device_count() < needed:
-    raise ValueError(f'mesh {data}x{model_axis} needs {needed} devices, {jax.device_count()} '
-                     'present (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)')
+    raise FlagError(f'mesh {data}x{model_axis} needs {needed} devices, {jax.device_count()} '
+                    'present (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)')
   mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': data, 'model': model_axis}),
                               jax.devices()[:needed])
   sharding.check_batch(batch, mesh)
@@ -332,10 +332,14 @@ def _emit(record: dict) -> None:
       f.write(line + '\n')
 
 
+class FlagError(ValueError):
+  """A bad flag value: reported as one line."""
+
+
 def _parse_mesh(text: str) -> tuple[int, int]:
   match = re.fullmatch(r'(\d+)x(\d+)', text.strip())
   if not match:
-    raise app.UsageError(f"--meshes: {text!r} is not 'DATAxMODEL' (e.g. 1x2)")
+    raise FlagError(f"--meshes: {text!r} is not 'DATAxMODEL' (e.g. 1x2)")
   return int(match.group(1)), int(match.group(2))
 
 
@@ -350,7 +354,7 @@ def run_step_benchmark() -> list[dict]:
                                (_LRN.value, ('on', 'off'), 'lrn')):
     bad = [v for v in value if v not in allowed]
     if bad:
-      raise app.UsageError(f'--{name}: {", ".join(bad)}; choose from {", ".join(allowed)}')
+      raise FlagError(f'--{name}: {", ".join(bad)}; choose from {", ".join(allowed)}')
   meshes = [_parse_mesh(m) for m in _MESHES.value]
   yardstick = None
   if _YARDSTICK.value:
@@ -461,10 +465,15 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # JAX logs its backend probing at INFO.
   sys.path.insert(0, str(_REPO_ROOT))  # configs/ is a top-level folder of the repo
-  if _MODE.value == 'lrn':
-    run_lrn_benchmark()
-  else:
-    print_step_table(run_step_benchmark())
+  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    if _MODE.value == 'lrn':
+      run_lrn_benchmark()
+    else:
+      print_step_table(run_step_benchmark())
+  except (FlagError, UserError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,76 @@
+"""The benchmark command: its FLOP count against the paper's layer table, and a smoke run.
+
+Speed itself is never asserted here (figures come from the command, as ratios in one run).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_jax import benchmark
+from alexnet_jax import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_model_flops_match_the_layer_table():
+  # (output side, output maps, kernel k, input maps per kernel) for conv1-5; then the FCs.
+  convs = [(55, 96, 11, 3), (27, 256, 5, 48), (13, 384, 3, 256), (13, 384, 3, 192),
+           (13, 256, 3, 192)]
+  macs = sum(side * side * maps * k * k * cin for side, maps, k, cin in convs)
+  macs += 9216 * 4096 + 4096 * 4096 + 4096 * 1000
+  expected = 3 * 2 * macs  # forward + backward (input and weight gradients)
+  assert 4.2e9 < expected < 4.4e9  # ALEXNET.md: 4.3 GFLOP per image for the training step
+  assert benchmark.model_flops_per_image(models.AlexNet(), 227) == expected
+
+
+def run_benchmark(*args, devices=2):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.benchmark', *args], cwd=ROOT,
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+  return records, proc.stdout
+
+
+def test_step_benchmark_runs_every_setting_and_prints_ratios():
+  yardstick = os.path.isfile(benchmark.DEFAULT_YARDSTICK)
+  records, out = run_benchmark(
+      '--batch_sizes=4', '--image_size=67', '--num_classes=10', '--meshes=1x1,1x2',
+      '--windows=2', '--steps=1', '--warmup=0',
+      *([] if yardstick else ['--yardstick=']))
+  ours = [r for r in records if r['impl'] == 'ours']
+  assert sorted(r['mesh'] for r in ours) == ['1x1', '1x2']
+  for r in records:
+    assert r['img_s'] > 0 and len(r['window_ms']) == 2 and r['compile_s'] > 0
+    assert r['final_loss'] == r['final_loss']  # finite, not NaN
+    assert 0 < r['mfu'] < 1 and r['peak_source']
+    assert r['device_memory_mb'] > 0 and r['host_rss_peak_mb'] > 0
+  assert '| ours |' in out and 'TFLOP/s per device' in out
+  if yardstick:
+    assert [r['impl'] for r in records].count('yardstick') == 1
+    assert all(r['ratio_vs_yardstick'] > 0 for r in ours)
+    assert 'x |' in out
+
+
+def test_lrn_benchmark_compares_the_three_implementations():
+  records, out = run_benchmark('--mode=lrn', '--batch_sizes=1', '--windows=1', '--steps=1',
+                               devices=1)
+  assert sorted({r['impl'] for r in records}) == ['autodiff', 'fast', 'reduce_window']
+  assert {r['layer'] for r in records} == {'norm1', 'norm2'}
+  assert all(r['ms'] > 0 for r in records) and 'vs autodiff' in out
+
+
+@pytest.mark.parametrize('flag,message', [('--lrn_impls=magic', 'magic'),
+                                          ('--meshes=2by1', "'2by1' is not"),
+                                          ('--meshes=4x2', 'needs 8 devices')])
+def test_bad_flag_value_is_one_line(flag, message):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.benchmark', flag, '--yardstick='],
+                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().startswith('error:') and message in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
