@@ -12,6 +12,7 @@ A sweep config (configs/sweeps/ablations.py) runs every variant x seed under --w
 writes a results table and plots there; --dry_run prints the runs' commands instead.
 """
 import os
+import signal
 import sys
 
 from absl import app
@@ -65,10 +66,15 @@ def main(argv):
     from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
     multihost.initialize(_CONFIG.value.distributed)
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:  # resilience.NonFiniteError: the workdir is left restorable
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(3)
+  if summary.get('stopped_by'):  # SIGTERM / SIGINT: checkpoint saved, the usual exit status
+    sys.exit(128 + signal.Signals[summary['stopped_by']].value)
 
 
 if __name__ == '__main__':

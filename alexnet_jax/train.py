@@ -3,6 +3,7 @@
 train_step / eval_step are pure functions of (state, batch); the loop around them owns the
 host side: data, periodic evaluation, the plateau rule, metrics, checkpoints and resume.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +21,7 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import metric_logging
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import resilience
 from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
 
@@ -79,13 +81,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
     return cross_entropy_loss(logits, batch['label']).mean(), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
   new_state = state.apply_gradients(grads=grads)
+  # A non-finite loss or gradient never reaches params or optimizer state: the state (and so
+  # any checkpoint) stays the last good one; the loop then stops or skips (on_nonfinite).
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep_good = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = new_state.replace(params=keep_good(new_state.params, state.params),
+                                opt_state=keep_good(new_state.opt_state, state.opt_state))
   metrics = {
       'loss': loss,
       'top1': topk_correct(logits, batch['label'], 1).mean(),
       'top5': topk_correct(logits, batch['label'], 5).mean(),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': grad_norm,
       'lr': optim.current_learning_rate(state.opt_state),
+      'nonfinite': 1.0 - finite.astype(jnp.float32),
   }
   return new_state, metrics
 
@@ -220,9 +230,52 @@ class RunLength:
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-  """Means of the per-step metrics since the last report (one device->host transfer)."""
+  """Means of the per-step metrics since the last report (one device->host transfer), over
+  the finite steps only (skipped non-finite steps would make every mean NaN)."""
   stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
-  return {k: float(np.mean(v)) for k, v in stacked.items()}
+  good = stacked['nonfinite'] == 0
+  if not good.any():
+    return {k: float('nan') for k in stacked if k != 'nonfinite'}
+  return {k: float(np.mean(v[good])) for k, v in stacked.items() if k != 'nonfinite'}
+
+
+class _NonFinitePolicy:
+  """Checks the steps' `nonfinite` flags (at log, eval and checkpoint steps: one transfer for
+  all steps since the last check) and stops or counts them (config.train.on_nonfinite).
+
+  train_step already keeps a non-finite update out of the state, so what is checkpointed is
+  the last good state whatever happens here.
+  """
+
+  def __init__(self, mode: str, skipped: int = 0):
+    self.mode, self.skipped = mode, skipped
+    self.unchecked: list[tuple[int, jax.Array, jax.Array]] = []
+
+  def add(self, step: int, metrics: dict) -> None:
+    self.unchecked.append((step, metrics['nonfinite'], metrics['loss']))
+
+  def check(self, last_checkpoint: int | None) -> None:
+    if not self.unchecked:
+      return
+    flags, losses = jax.device_get(([f for _, f, _ in self.unchecked],
+                                    [l for _, _, l in self.unchecked]))
+    bad = [(step, loss) for (step, _, _), flag, loss in zip(self.unchecked, flags, losses)
+           if flag]
+    self.unchecked = []
+    if not bad:
+      return
+    if self.mode == 'skip':
+      self.skipped += len(bad)
+      _log(f'skipped non-finite step(s) {", ".join(str(s) for s, _ in bad)} (loss '
+           f'{bad[0][1]}); {self.skipped} skipped in this run so far', flush=True)
+      return
+    step, loss = bad[0]
+    kept = (f'the last checkpoint (step {last_checkpoint}) is kept' if last_checkpoint
+            else 'no checkpoint had been written yet')
+    raise resilience.NonFiniteError(
+        f'non-finite loss or gradient at step {step} (loss {loss}); training stopped, {kept} '
+        'and no update from that step was applied. Lower config.optimizer.lr or check the '
+        'data; config.train.on_nonfinite=skip skips such steps instead')
 
 
 def _apply_plateau_rule(state: TrainState, plateau: optim.PlateauRule,
@@ -240,14 +293,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains config's model in workdir, resuming from its latest checkpoint; returns a summary."""
   wall_start = time.perf_counter()
   _check_workdir(workdir)
-  info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
-  run = RunLength.from_config(config.train, info.num_train)
-  mesh = sharding.create_mesh(config.mesh)
-  sharding.check_batch(config.train.batch_size, mesh)
-  sharding.check_batch(config.eval.batch_size * jax.process_count(), mesh,
-                       'config.eval.batch_size x processes')
-  with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
-    return _train(config, workdir, info, run, mesh, wall_start)
+  resilience.check_on_nonfinite(config.train.on_nonfinite)
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:  # one run per workdir; released at exit, kill -9 included
+      stack.enter_context(resilience.WorkdirLock(workdir))
+    info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
+    run = RunLength.from_config(config.train, info.num_train)
+    mesh = sharding.create_mesh(config.mesh)
+    sharding.check_batch(config.train.batch_size, mesh)
+    sharding.check_batch(config.eval.batch_size * jax.process_count(), mesh,
+                         'config.eval.batch_size x processes')
+    with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
+      return _train(config, workdir, info, run, mesh, wall_start)
 
 
 def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
@@ -265,6 +322,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
                              config.input.image_size, mesh)
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
+  skipped = 0
   start_step = checkpoints.latest_step() or 0
   if start_step:
     state, meta, data_restored = checkpoints.restore(start_step, state, train_iter)
@@ -273,6 +331,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
            'params and optimizer state restored, the data order starts afresh', flush=True)
     plateau = optim.PlateauRule.from_dict(meta['plateau'])
     last_eval = meta['last_eval']
+    skipped = meta.get('nonfinite_steps', 0)
     _log(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -299,47 +358,70 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
                               out_shardings=(state_shardings, None), donate_argnums=0)
   jitted_eval_step = jax.jit(eval_step, in_shardings=(state_shardings, batch_shardings))
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)
+  nonfinite = _NonFinitePolicy(config.train.on_nonfinite, skipped)
   pending: list[dict] = []
   step = start_step
-  while step < run.total_steps:
-    t0 = time.perf_counter()
-    batch = next(train_iter)
-    progress.data_wait += time.perf_counter() - t0
-    state, metrics = jitted_train_step(state, global_batch(batch, mesh))
-    step += 1
-    pending.append(metrics)
-    if step == start_step + 1:  # keep compilation out of the first img/s figure
-      jax.block_until_ready(metrics)
-      _log(f'first step (compilation included) took {time.perf_counter() - t0:.1f} s',
-            flush=True)
-      progress.restart(step)
+  last_saved = start_step or None
+  stop = resilience.StopSignals()
 
-    if run.due(step, run.log_every):
-      means, pending = _mean_metrics(pending), []
-      if not np.isfinite(means['loss']):
-        raise FloatingPointError(f'non-finite loss {means["loss"]} at step {step}')
-      means.update(progress.report(step, means))
-      writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+  def save_checkpoint():
+    nonlocal last_saved
+    nonfinite.check(last_saved)  # never checkpoint past an unchecked non-finite step
+    checkpoints.save(step, state, train_iter,
+                     {'plateau': plateau.to_dict(), 'last_eval': last_eval,
+                      'nonfinite_steps': nonfinite.skipped})
+    last_saved = step
 
-    t0 = time.perf_counter()
-    if run.due(step, run.eval_every):
-      last_eval = {**evaluate(state, eval_loader, jitted_eval_step, mesh), 'step': step}
-      _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
-            f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
-            f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
-      writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
-      if config.optimizer.schedule == 'plateau':
-        state = _apply_plateau_rule(state, plateau, 1.0 - last_eval['top1'])
-    if run.due(step, run.checkpoint_every):
-      checkpoints.save(step, state, train_iter,
-                       {'plateau': plateau.to_dict(), 'last_eval': last_eval})
-    progress.exclude(time.perf_counter() - t0)
+  # finally: a save in flight completes even when the loop raises (non-finite step, bad data).
+  with stop, contextlib.closing(checkpoints):
+    while step < run.total_steps:
+      t0 = time.perf_counter()
+      batch = next(train_iter)
+      progress.data_wait += time.perf_counter() - t0
+      state, metrics = jitted_train_step(state, global_batch(batch, mesh))
+      step += 1
+      pending.append(metrics)
+      nonfinite.add(step, metrics)
+      if step == start_step + 1:  # keep compilation out of the first img/s figure
+        jax.block_until_ready(metrics)
+        _log(f'first step (compilation included) took {time.perf_counter() - t0:.1f} s',
+             flush=True)
+        progress.restart(step)
 
-  checkpoints.close()
+      if run.due(step, run.log_every):
+        nonfinite.check(last_saved)
+        means, pending = _mean_metrics(pending), []
+        means.update(progress.report(step, means))
+        means['nonfinite_steps'] = nonfinite.skipped
+        writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+
+      t0 = time.perf_counter()
+      if run.due(step, run.eval_every):
+        nonfinite.check(last_saved)
+        last_eval = {**evaluate(state, eval_loader, jitted_eval_step, mesh), 'step': step}
+        _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
+             f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
+             f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
+        writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
+        if config.optimizer.schedule == 'plateau':
+          state = _apply_plateau_rule(state, plateau, 1.0 - last_eval['top1'])
+      if jax.process_count() > 1 and run.due(step, run.log_every):
+        stop.agree()  # every process stops at the same step, or none does
+      if run.due(step, run.checkpoint_every) or (stop.received and last_saved != step):
+        save_checkpoint()
+      progress.exclude(time.perf_counter() - t0)
+      if stop.received and step < run.total_steps:
+        break
+
   writer.close()
   input_pipeline.close_iterator(train_iter)
   summary = {'final_step': step, 'total_steps': run.total_steps,
-             'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval}
+             'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval,
+             'nonfinite_steps': nonfinite.skipped}
+  if step < run.total_steps:  # stopped by a signal: the checkpoint is saved and complete
+    _log(f'stopped by {stop.name} at step {step}/{run.total_steps}: checkpoint saved in '
+         f'{checkpoints.directory}; run the same command again to resume', flush=True)
+    return {**summary, 'stopped_by': stop.name}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2)

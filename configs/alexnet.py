@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 5000
   config.train.keep_checkpoints = 3
   config.train.log_every_steps = 50
+  # A non-finite loss or gradient: 'stop' (one-line error naming the step; the state and the
+  # last checkpoint stay the last good ones) or 'skip' (drop that update, count it, go on).
+  config.train.on_nonfinite = 'stop'
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 128

@@ -1,0 +1,163 @@
+"""Failures provoked for real: kill -9, SIGTERM / Ctrl-C, a second run on the same workdir,
+non-finite steps. Each test checks that nothing was lost against an uninterrupted run."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 10
+COMMON = ('--config=configs/alexnet.py:tiny', f'--config.train.num_steps={STEPS}',
+          '--config.train.checkpoint_every_steps=2', '--config.train.keep_checkpoints=20',
+          '--config.train.eval_every_epochs=100', '--config.optimizer.name=sgd',
+          '--config.optimizer.lr=0.01')
+ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS='')
+
+
+def command(workdir, *overrides):
+  return [sys.executable, 'launch.py', *COMMON, f'--workdir={workdir}', *overrides]
+
+
+def run(workdir, *overrides):
+  return subprocess.run(command(workdir, *overrides), cwd=ROOT, capture_output=True, text=True,
+                        env=ENV, timeout=600)
+
+
+def start(workdir, *overrides):
+  return subprocess.Popen(command(workdir, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def checkpoint_steps(workdir):
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def logged_steps(workdir):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line)['step'] for line in f if '"train/loss"' in line]
+
+
+def wait_until(condition, proc, timeout=300):
+  deadline = time.time() + timeout
+  while not condition():
+    if proc.poll() is not None:
+      raise AssertionError(f'exited early ({proc.returncode}):\n{proc.stdout.read()}')
+    if time.time() > deadline:
+      proc.kill()
+      raise AssertionError('timed out')
+    time.sleep(0.05)
+
+
+def state_at(workdir, step=None):
+  step = checkpoint_steps(workdir)[-1] if step is None else step
+  state = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), 'state'))
+  return step, state
+
+
+def assert_same_state(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """The uninterrupted run every interrupted one must reproduce bit for bit."""
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  proc = run(workdir)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return state_at(workdir)
+
+
+def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight):
+  workdir = str(tmp_path / 'killed')
+  proc = start(workdir)
+  wait_until(lambda: checkpoint_steps(workdir), proc)  # the first checkpoint is complete
+  # A second run on the same workdir is refused while this one holds it.
+  second = run(workdir)
+  assert second.returncode == 2
+  assert 'is in use by a running training' in second.stderr
+  assert len(second.stderr.strip().splitlines()) == 1
+  time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))  # somewhere in steps 2..STEPS
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(logged_steps(workdir), default=0)
+  print(f'killed after step {killed_at}, checkpoints {checkpoint_steps(workdir)}')
+  # The kernel released the lock with the process: the same command resumes and finishes.
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  if killed_at < STEPS:
+    assert 'resumed from' in resumed.stdout
+  step, state = state_at(workdir)
+  assert step == straight[0] == STEPS
+  assert_same_state(state, straight[1])
+
+
+@pytest.mark.parametrize('signum,exit_status', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight, signum,
+                                                             exit_status):
+  workdir = str(tmp_path / 'stopped')
+  # Checkpoints only at the end: the one found later can only come from the signal.
+  proc = start(workdir, '--config.train.checkpoint_every_steps=1000')
+  wait_until(lambda: len(logged_steps(workdir)) >= 3, proc)
+  proc.send_signal(signum)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == exit_status, out
+  stopped = checkpoint_steps(workdir)
+  assert len(stopped) == 1 and 3 <= stopped[0] < STEPS, (stopped, out)
+  assert f'stopped by {signal.Signals(signum).name} at step {stopped[0]}/{STEPS}' in out
+  assert 'Traceback' not in out
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # not finished
+  resumed = run(workdir, '--config.train.checkpoint_every_steps=1000')
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert f'resumed from' in resumed.stdout and f'at step {stopped[0]}' in resumed.stdout
+  step, state = state_at(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / 'diverged')
+  proc = run(workdir, '--config.optimizer.lr=1e12', '--config.train.checkpoint_every_steps=1',
+             '--config.train.log_every_steps=1')
+  assert proc.returncode == 3, proc.stdout + proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: non-finite loss or gradient at step ')
+  bad_step = int(lines[0].split('at step ')[1].split()[0])
+  saved = checkpoint_steps(workdir)
+  assert saved and max(saved) < bad_step  # nothing at or after the bad step was saved
+  _, state = state_at(workdir)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
+  assert f'the last checkpoint (step {max(saved)}) is kept' in lines[0]
+
+
+def test_non_finite_steps_can_be_skipped_and_are_counted(tmp_path):
+  workdir = str(tmp_path / 'skipping')
+  proc = run(workdir, '--config.optimizer.lr=1e12', '--config.train.on_nonfinite=skip',
+             '--config.train.log_every_steps=1')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert 'skipped non-finite step(s)' in proc.stdout
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['final_step'] == STEPS and 1 <= summary['nonfinite_steps'] <= STEPS
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    last = [json.loads(line) for line in f if '"train/loss"' in line][-1]
+  assert last['train/nonfinite_steps'] == summary['nonfinite_steps']
+  _, state = state_at(workdir)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
