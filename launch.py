@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF (TensorBoard files, TFDS) is chatty.
@@ -70,7 +71,7 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except FloatingPointError as e:  # resilience.NonFiniteError: the workdir is left restorable
+  except RunFailure as e:  # divergence, checkpoint I/O: the workdir is left restorable
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)
   if summary.get('stopped_by'):  # SIGTERM / SIGINT: checkpoint saved, the usual exit status

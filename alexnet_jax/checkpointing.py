@@ -4,13 +4,39 @@ One checkpoint = the TrainState (params, optimizer state, step, dropout key), th
 iterator state (so the data order continues where it stopped), and a small JSON `meta`
 (the plateau rule's state, the last evaluation). A re-run with the same --workdir restores the
 latest one; Orbax writes each step into a temporary directory and renames it when complete, so
-a crash mid-save leaves the previous checkpoint intact.
+a crash or a full disk mid-save leaves the previous checkpoint intact (the temporary directory
+is removed at the next start). A checkpoint that cannot be read back is moved aside to
+<workdir>/checkpoints.unreadable/ and the one before it is used.
 """
 import os
+import re
+import shutil
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from alexnet_jax.errors import RunFailure
+from alexnet_jax.errors import UserError
+
+
+class _absl_warnings_off:  # pylint: disable=invalid-name
+  def __enter__(self):
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    self.level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+
+  def __exit__(self, *exc):
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.set_verbosity(self.level)
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  """The error on one line; tensorstore's JSON spec dropped, the middle elided (the head says
+  what failed, the tail why: 'File too large', 'No space left on device')."""
+  text = re.sub(r"\s*\[tensorstore_spec='.*?'\]", '', str(error), flags=re.S)
+  text = ' '.join(text.split()) or type(error).__name__
+  return text if len(text) <= limit else f'{text[:limit // 2]} ... {text[-limit // 2:]}'
 
 
 class Checkpoints:
@@ -20,17 +46,77 @@ class Checkpoints:
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True),
         item_names=('state', 'data', 'meta'))
+    self.saved_step: int | None = None  # the last save this run finished (or started)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _write_failed(self, step: int, error: Exception) -> RunFailure:
+    kept = [s for s in self.manager.all_steps() if s != step]
+    previous = f'step {max(kept)} is intact' if kept else 'no earlier checkpoint exists'
+    return RunFailure(
+        f'could not write the checkpoint at step {step} in {self.directory} '
+        f'({_first_line(error)}); {previous}. Free disk space (or fix the path) and run the '
+        'same command again to resume')
+
   def save(self, step: int, state, data_iterator, meta: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-        meta=ocp.args.JsonSave(meta)))
+    """Starts an asynchronous save; a failure of the previous one is raised here."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=grain.checkpoint.CheckpointSave(data_iterator),
+          meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_failed(self.saved_step or step, e) from e
+    self.saved_step = step
+
+  def restore_latest(self, like_state, data_iterator):
+    """(step, state, meta, data_restored) from the newest readable checkpoint, or None.
+
+    An unreadable one (truncated or corrupted files) is reported, moved aside to
+    checkpoints.unreadable/<step> (nothing is deleted) and the one before it is tried.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        self._check_compatible(step, like_state)
+        return (step, *self.restore(step, like_state, data_iterator))
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore/json errors
+        aside = os.path.join(os.path.dirname(self.directory), 'checkpoints.unreadable')
+        print(f'warning: the checkpoint at step {step} cannot be read ({_first_line(e)}); '
+              f'moved to {aside}/{step}, trying the one before it', flush=True)
+        if jax.process_index() == 0:
+          os.makedirs(aside, exist_ok=True)
+          shutil.move(os.path.join(self.directory, str(step)), os.path.join(aside, str(step)))
+        if jax.process_count() > 1:
+          from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+          multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
+        self.manager.reload()
+    return None
+
+  def _check_compatible(self, step: int, like_state) -> None:
+    """A readable checkpoint of another model (other width, classes, optimizer) is the user's
+    mistake, not damage: say so instead of moving it aside."""
+    from alexnet_jax import sharding  # pylint: disable=g-import-not-at-top
+    path = os.path.join(self.directory, str(step), 'state')
+    with _absl_warnings_off():  # "no _CHECKPOINT_METADATA" at item level: expected here
+      metadata = ocp.StandardCheckpointer().metadata(path)
+    tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+    saved = {sharding.path_name(k): tuple(v.shape)
+             for k, v in jax.tree_util.tree_leaves_with_path(tree) if hasattr(v, 'shape')}
+    wanted = {sharding.path_name(k): tuple(v.shape)
+              for k, v in jax.tree_util.tree_leaves_with_path(like_state)}
+    if saved.keys() != wanted.keys() or saved != wanted:
+      differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+      raise UserError(
+          f'the checkpoint at step {step} in {self.directory} was written by another model or '
+          f'optimizer config ({len(differ)} arrays differ, e.g. {differ[0]}: saved '
+          f'{saved.get(differ[0])}, now {wanted.get(differ[0])}); use another --workdir or '
+          'the config.json stored in this one')
 
   def restore(self, step: int, like_state, data_iterator):
     """Returns (state, meta, data_restored).
@@ -51,8 +137,13 @@ class Checkpoints:
     return restored.state, restored.meta, data_restored
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the save in flight; raises RunFailure if it failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_failed(self.saved_step, e) from e
+    finally:
+      self.manager.close()
 
 
 def load_run(workdir: str, step: int | None = None):

@@ -9,12 +9,13 @@ import os
 import signal
 import time
 
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 
 ON_NONFINITE = ('stop', 'skip')
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(RunFailure, FloatingPointError):
   """A step with a non-finite loss or gradient, with on_nonfinite='stop'."""
 
 

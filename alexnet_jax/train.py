@@ -323,9 +323,10 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
   skipped = 0
-  start_step = checkpoints.latest_step() or 0
-  if start_step:
-    state, meta, data_restored = checkpoints.restore(start_step, state, train_iter)
+  restored = checkpoints.restore_latest(state, train_iter)
+  start_step = 0
+  if restored:
+    start_step, state, meta, data_restored = restored
     if not data_restored:
       _log(f'the checkpoint at step {start_step} was written by another number of processes: '
            'params and optimizer state restored, the data order starts afresh', flush=True)

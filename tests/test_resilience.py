@@ -161,3 +161,90 @@ def test_non_finite_steps_can_be_skipped_and_are_counted(tmp_path):
   assert last['train/nonfinite_steps'] == summary['nonfinite_steps']
   _, state = state_at(workdir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
+
+
+def tmp_checkpoints(workdir):
+  directory = os.path.join(workdir, 'checkpoints')
+  return [d for d in os.listdir(directory) if 'tmp' in d] if os.path.isdir(directory) else []
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, straight):
+  workdir = str(tmp_path / 'killed_saving')
+  for attempt in range(5):  # a save takes ~0.1 s: catch one in flight
+    proc = start(workdir, '--config.train.checkpoint_every_steps=1')
+    deadline = time.time() + 300
+    while not tmp_checkpoints(workdir) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    if tmp_checkpoints(workdir) and checkpoint_steps(workdir):
+      break
+  partial = tmp_checkpoints(workdir)
+  assert partial, 'never caught a save in flight'
+  print(f'killed while writing {partial}; complete: {checkpoint_steps(workdir)}')
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert not tmp_checkpoints(workdir)  # the partial write was cleaned up
+  step, state = state_at(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
+def with_file_size_limit(kib, cmd):
+  # bash's `ulimit -f` (KiB) sets RLIMIT_FSIZE for the command; SIGXFSZ ignored, so write()
+  # fails with EFBIG instead of killing the process.
+  return ['bash', '-c', f"trap '' XFSZ; ulimit -f {kib}; exec \"$@\"", 'limit', *cmd]
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straight):
+  # A per-process file size limit (RLIMIT_FSIZE) makes the kernel fail the checkpoint's
+  # array writes (EFBIG) like a full disk would; small files (metrics, config) still fit.
+  workdir = str(tmp_path / 'full')
+  first = run(workdir, '--config.train.num_steps=4')
+  assert first.returncode == 0 and checkpoint_steps(workdir) == [2, 4]
+  full = subprocess.run(with_file_size_limit(20, command(workdir)), cwd=ROOT,
+                        capture_output=True, text=True, env=ENV, timeout=600)
+  assert full.returncode == 3, full.stdout + full.stderr
+  # Orbax logs its own traceback from its writer threads; ours is the one 'error:' line.
+  errors = [l for l in full.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1
+  last = errors[0]
+  assert last.startswith('error: could not write the checkpoint at step 6')
+  assert 'File too large' in last and 'step 4 is intact' in last
+  assert checkpoint_steps(workdir) == [2, 4]
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'at step 4' in resumed.stdout
+  step, state = state_at(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
+def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, straight):
+  workdir = str(tmp_path / 'corrupt')
+  assert run(workdir, '--config.train.num_steps=6').returncode == 0
+  assert checkpoint_steps(workdir) == [2, 4, 6]
+  state_dir = os.path.join(workdir, 'checkpoints', '6', 'state')
+  for root, _, files in os.walk(state_dir):  # truncate every data file to half
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'the checkpoint at step 6 cannot be read' in resumed.stdout
+  assert 'at step 4' in resumed.stdout
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints.unreadable', '6'))  # kept, aside
+  step, state = state_at(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
+def test_checkpoint_of_another_model_is_a_one_line_error_not_moved(tmp_path):
+  workdir = str(tmp_path / 'other_model')
+  assert run(workdir, '--config.train.num_steps=2').returncode == 0
+  proc = run(workdir, '--config.model.width=0.25')
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'written by another model or optimizer config' in lines[0]
+  assert checkpoint_steps(workdir) == [2]
