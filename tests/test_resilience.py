@@ -126,7 +126,7 @@ def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight,
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # not finished
   resumed = run(workdir, '--config.train.checkpoint_every_steps=1000')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-  assert f'resumed from' in resumed.stdout and f'at step {stopped[0]}' in resumed.stdout
+  assert 'resumed from' in resumed.stdout and f'at step {stopped[0]}' in resumed.stdout
   step, state = state_at(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
