@@ -5,13 +5,18 @@ activity over the training set from each pixel. Section 4.1: random 224 (here co
 by default) crops with horizontal reflections, PCA colour augmentation; at test time the softmax
 is averaged over ten patches (four corners + centre, and their reflections).
 
-Everything here runs inside Grain worker processes: numpy and PIL only, never jax.
+Everything here runs inside Grain worker processes: numpy, PIL and simplejpeg only, never jax.
 Pixel values are in the 0..255 scale throughout.
 """
 import io
 
 import numpy as np
 from PIL import Image
+
+try:
+  import simplejpeg  # pylint: disable=g-import-not-at-top
+except ImportError:  # requirements.txt installs it; without it JPEGs decode (same pixels) via PIL
+  simplejpeg = None
 
 # Well-known ImageNet values (fb.resnet.torch, 0..1 scale) times 255. eigval is 255 x the
 # eigenvalues of the RGB covariance measured in 0..1 units, so `eigvec @ (alpha * eigval)` is a
@@ -27,8 +32,34 @@ IMAGENET_STD = np.array([58.393, 57.12, 57.375], np.float64)
 _RESAMPLE = Image.Resampling.BILINEAR  # Pillow's filters widen on downscaling: antialiased.
 
 
+# JPEG colour spaces that simplejpeg decodes to the same RGB as PIL (CMYK/YCCK differ by 1 level).
+_FAST_JPEG_COLORSPACES = ('YCbCr', 'Gray')
+
+
 def decode_image(data: bytes) -> np.ndarray:
-  """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB."""
+  """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
+
+  JPEGs go through simplejpeg: the same libjpeg-turbo as PIL and the same pixels, without PIL's
+  per-image overhead, ~1.5x faster on 256 px images on one core (README, "Does the input
+  pipeline keep up?"). Other formats, CMYK JPEGs and any file it rejects go through PIL.
+  """
+  fast = _decode_jpeg_fast(data)
+  return fast if fast is not None else _decode_with_pil(data)
+
+
+def _decode_jpeg_fast(data: bytes) -> np.ndarray | None:
+  """simplejpeg's RGB decode, or None where PIL should decide (not a JPEG, CMYK, an error)."""
+  if simplejpeg is None or not simplejpeg.is_jpeg(data):
+    return None
+  try:
+    if simplejpeg.decode_jpeg_header(data)[2] not in _FAST_JPEG_COLORSPACES:
+      return None
+    return simplejpeg.decode_jpeg(data, colorspace='RGB')
+  except ValueError:  # strict about recoverable errors that PIL tolerates; PIL raises the others.
+    return None
+
+
+def _decode_with_pil(data: bytes) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as img:
       img.load()
@@ -155,6 +186,24 @@ def decode_and_resize(image, resize_size: int) -> np.ndarray:
   return center_crop(resize_shorter_side(img, resize_size), resize_size)
 
 
+def _per_row(values, width: int) -> np.ndarray:
+  """A per-channel (3,) vector repeated along a row of `width` pixels: (width * 3,) float32.
+
+  Broadcasting a (3,) operand makes numpy's inner loop 3 elements long (~10x slower than a
+  whole row); against a (S, S * 3) view of the image the loop runs over the row instead.
+  """
+  return np.tile(np.broadcast_to(np.asarray(values, np.float32), (3,)), width)
+
+
+def _flip_pixels(img: np.ndarray) -> np.ndarray:
+  """img[:, ::-1] of a C-contiguous (H, W, C) float32 array, copied as one C*4-byte item per
+  pixel (2x faster than numpy's copy of the reversed view, which moves one float at a time)."""
+  pixel = np.dtype((np.void, img.shape[-1] * img.itemsize))
+  out = np.empty_like(img)
+  out.view(pixel)[...] = img.view(pixel)[:, ::-1]
+  return out
+
+
 def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: int,
                     mean: np.ndarray, std: np.ndarray | None = None, flip: bool = True,
                     lighting_std: float = 0.1, eigval=IMAGENET_EIGVAL,
@@ -163,27 +212,29 @@ def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: in
 
   Same result, bit for bit, as subtract_mean (the whole R x R mean image, paper section 2) ->
   random_crop -> random_flip -> pca_lighting -> standardize with the same rng draws (tested), but
-  it crops the image and the mean image first, so the float work is on S x S pixels only.
+  it crops the image and the mean image first, so the float work is on S x S pixels only, runs
+  the per-channel steps over whole rows, and flips the result last (every step is per pixel, so
+  flipping commutes with them): ~3.5x faster than doing each step on the (S, S, 3) array.
   lighting_std <= 0 turns the PCA augmentation off.
   """
   mean = np.asarray(mean, np.float32)
   if mean.ndim == 3 and mean.shape != img.shape:
     raise ValueError(f'mean image of shape {mean.shape} does not match image {img.shape}')
-  y, x = _crop_offsets(img.shape, image_size, rng)
-  window = (slice(y, y + image_size), slice(x, x + image_size))
-  img = img[window]
+  s = image_size
+  y, x = _crop_offsets(img.shape, s, rng)
+  window = (slice(y, y + s), slice(x, x + s))
+  flipped = flip and rng.random() < 0.5
+  # Rows of S * 3 values: a new float32 array, then in place.
   if mean.ndim == 3:
-    mean = mean[window]
-  if flip and rng.random() < 0.5:
-    img = img[:, ::-1]
-    if mean.ndim == 3:
-      mean = mean[:, ::-1]
-  out = np.subtract(img, mean, dtype=np.float32)  # a new contiguous array; then in place.
+    out = np.subtract(img[window], mean[window], dtype=np.float32).reshape(s, s * 3)
+  else:
+    out = np.subtract(img[window].reshape(s, s * 3), _per_row(mean, s), dtype=np.float32)
   if lighting_std > 0:
-    out += pca_shift(rng, eigval, eigvec, lighting_std)
+    out += _per_row(pca_shift(rng, eigval, eigvec, lighting_std), s)
   if std is not None:
-    out /= np.asarray(std, np.float32)
-  return out
+    out /= _per_row(std, s)
+  out = out.reshape(s, s, 3)
+  return _flip_pixels(out) if flipped else out
 
 
 def eval_transform(img: np.ndarray, *, image_size: int, mean: np.ndarray,
