@@ -1,12 +1,15 @@
-"""Random-access data sources for Grain: image folders, or TFDS datasets in array_record format.
+"""Random-access data sources for Grain: image folders, TFDS datasets in array_record format, or
+a prepared copy (prepare_data --out_dir: images re-encoded with the shorter side at 256).
 
 Records are {'image': <encoded image bytes>, 'label': int}; decoding happens later, inside the
 Grain workers (preprocessing.decode_and_resize). tensorflow_datasets is imported only for the
-TFDS path, so the folder path never pulls in TensorFlow.
+TFDS path, so the folder and prepared paths never pull in TensorFlow.
 """
 import dataclasses
+import json
 import os
 import pathlib
+import struct
 
 from alexnet_jax.errors import UserError
 
@@ -67,6 +70,101 @@ class ImageFolderSource:
     # of memory addresses and absolute paths.
     return (f'ImageFolderSource(root={self.root!r}, split={self.split!r}, '
             f'num_records={len(self)}, num_classes={len(self.class_names)})')
+
+
+# --- Prepared datasets (python -m alexnet_jax.prepare_data --out_dir=DIR). ---
+
+PREPARED_FORMAT = 'alexnet_jax.prepared/1'
+PREPARED_METADATA = 'metadata.json'
+_LABEL = struct.Struct('<i')
+
+
+def encode_prepared_record(label: int, jpeg: bytes) -> bytes:
+  """One prepared record: the label as a little-endian int32, then the JPEG bytes."""
+  return _LABEL.pack(int(label)) + bytes(jpeg)
+
+
+def decode_prepared_record(record: bytes) -> dict:
+  return {'image': bytes(record[_LABEL.size:]), 'label': _LABEL.unpack_from(record)[0]}
+
+
+def prepared_shard_names(split: str, num_shards: int) -> list[str]:
+  return [f'{split}.array_record-{k:05d}-of-{num_shards:05d}' for k in range(num_shards)]
+
+
+def load_prepared_metadata(folder: str) -> dict:
+  """metadata.json of a prepared dataset, with one-line UserErrors when it is not one."""
+  path = resolve_path(folder)
+  how = ('write one with: python -m alexnet_jax.prepare_data --dataset=folder --folder=SRC '
+         f'--out_dir={folder}')
+  if not path or not os.path.isdir(path):
+    raise UserError(f'prepared dataset folder {path!r} does not exist (config.dataset.folder); '
+                    f'{how}')
+  meta_path = os.path.join(path, PREPARED_METADATA)
+  if not os.path.isfile(meta_path):
+    raise UserError(f'{path!r} has no {PREPARED_METADATA}: not a prepared dataset, or its '
+                    f'preparation did not finish; {how}')
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read {meta_path}: {e}') from None
+  if not isinstance(meta, dict) or meta.get('format') != PREPARED_FORMAT:
+    found = meta.get('format') if isinstance(meta, dict) else None
+    raise UserError(f'{meta_path} has format {found!r}, expected {PREPARED_FORMAT!r}; '
+                    'prepare the dataset again')
+  return meta
+
+
+class PreparedSource:
+  """Grain RandomAccessDataSource over a prepared dataset's array_record files.
+
+  The images are stored with the shorter side already at resize_size, so the train step's
+  decode is of a small JPEG and resize_shorter_side has nothing to do (the paper likewise
+  down-sampled ImageNet to 256 once, section 2).
+  """
+
+  def __init__(self, folder: str, split: str):
+    meta = load_prepared_metadata(folder)
+    if split not in meta['splits']:
+      raise UserError(f'prepared dataset {folder!r} has no split {split!r} (it has '
+                      f'{", ".join(sorted(meta["splits"]))})')
+    info = meta['splits'][split]
+    self.folder, self.split = folder, split
+    self.dataset, self.resize_size = meta['dataset'], int(meta['resize_size'])
+    self.class_names = list(meta['class_names'])
+    root = resolve_path(folder)
+    paths = [os.path.join(root, name) for name in info['files']]
+    missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+    if missing:
+      raise UserError(f'prepared dataset {folder!r}, split {split!r}: {len(missing)} of its '
+                      f'{len(paths)} files are missing (e.g. {missing[0]}); prepare it again')
+    if not info['num_records']:
+      raise UserError(f'split {split!r} of prepared dataset {folder!r} holds no images')
+    import grain  # pylint: disable=g-import-not-at-top
+    try:
+      self._records = grain.sources.ArrayRecordDataSource(paths)
+      num_records = len(self._records)
+    except Exception as e:  # pylint: disable=broad-except  (array_record raises several types)
+      raise UserError(f'prepared dataset {folder!r}, split {split!r}: cannot read its '
+                      f'array_record files: {" ".join(str(e).split())}') from None
+    if num_records != info['num_records']:
+      raise UserError(f'prepared dataset {folder!r}, split {split!r}: {PREPARED_METADATA} says '
+                      f'{info["num_records"]} images, its files hold {num_records}; prepare it '
+                      'again')
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> dict:
+    return decode_prepared_record(self._records[index])
+
+  def __repr__(self) -> str:
+    # Stored in Grain's iterator checkpoints and compared on restore: the dataset's name from
+    # its metadata, not the folder's path, so a moved copy resumes.
+    return (f'PreparedSource(dataset={self.dataset!r}, resize_size={self.resize_size}, '
+            f'split={self.split!r}, num_records={len(self)}, '
+            f'num_classes={len(self.class_names)})')
 
 
 def import_tfds():
@@ -149,10 +247,14 @@ def _tfds_source(dataset_config, split: str):
 
 def make_source(dataset_config, split: str):
   """The Grain data source for config.dataset and a split name; items {'image', 'label'}."""
-  if dataset_config.name == 'folder':
+  if dataset_config.name in ('folder', 'prepared'):
     if not dataset_config.folder:
-      raise UserError("config.dataset.name is 'folder' but config.dataset.folder is empty")
-    source = ImageFolderSource(dataset_config.folder, split)
+      raise UserError(f'config.dataset.name is {dataset_config.name!r} but '
+                      'config.dataset.folder is empty')
+    if dataset_config.name == 'folder':
+      source = ImageFolderSource(dataset_config.folder, split)
+    else:
+      source = PreparedSource(dataset_config.folder, split)
   else:
     source = _tfds_source(dataset_config, split)
   if len(source) == 0:
@@ -161,7 +263,7 @@ def make_source(dataset_config, split: str):
 
 
 def class_names_of(source) -> list[str]:
-  if isinstance(source, ImageFolderSource):
+  if isinstance(source, (ImageFolderSource, PreparedSource)):
     return list(source.class_names)
   return list(source.dataset_info.features['label'].names)
 
@@ -183,6 +285,7 @@ def dataset_info(config) -> DatasetInfo:
     raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} splits '
                     'have different class folders')
   check_num_classes(config, len(names))
+  check_prepared_size(config, train)
   return DatasetInfo(num_train=len(train), num_eval=len(evals), num_classes=len(names),
                      class_names=tuple(names))
 
@@ -191,3 +294,13 @@ def check_num_classes(config, num_classes: int):
   if config.model.num_classes != num_classes:
     raise UserError(f'dataset {config.dataset.name!r} has {num_classes} classes but '
                     f'config.model.num_classes is {config.model.num_classes}')
+
+
+def check_prepared_size(config, source):
+  """A prepared copy must be at config.input.resize_size: training then never resizes."""
+  if isinstance(source, PreparedSource) and source.resize_size != config.input.resize_size:
+    raise UserError(f'prepared dataset {source.folder!r} has the shorter side at '
+                    f'{source.resize_size} px but config.input.resize_size is '
+                    f'{config.input.resize_size}: set --config.input.resize_size='
+                    f'{source.resize_size} or prepare it again with --resize_size='
+                    f'{config.input.resize_size}')

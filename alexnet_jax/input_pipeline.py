@@ -139,8 +139,9 @@ def _ensure_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _check_classes(config, source):
+def _check_source(config, source):
   data_sources.check_num_classes(config, len(data_sources.class_names_of(source)))
+  data_sources.check_prepared_size(config, source)
 
 
 def create_train_loader(config, *, seed: int, shard_index: int | None = None,
@@ -157,7 +158,7 @@ def create_train_loader(config, *, seed: int, shard_index: int | None = None,
                     f'the number of processes ({count})')
   batch = config.train.batch_size // count
   source = data_sources.make_source(config.dataset, config.dataset.train_split)
-  _check_classes(config, source)
+  _check_source(config, source)
   if len(source) // count < batch:
     raise UserError(f'the training split has {len(source)} images: fewer than one batch of '
                     f'{batch} per process')
@@ -205,7 +206,7 @@ def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
   batch = config.eval.batch_size
   source = data_sources.make_source(config.dataset, config.dataset.eval_split)
-  _check_classes(config, source)
+  _check_source(config, source)
   count = shard_options.shard_count
   padded = PaddedSource(source, count * batch * eval_num_batches(len(source), batch, count))
   params = preprocess_params(config)

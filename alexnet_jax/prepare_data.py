@@ -1,4 +1,6 @@
-r"""Prepares a TFDS dataset in the array_record format that the Grain input pipeline reads.
+r"""Prepares datasets for the Grain input pipeline, in array_record (random access).
+
+TFDS datasets, as TFDS writes them (full-size images):
 
   python -m alexnet_jax.prepare_data --dataset=imagenet2012 [--data_dir=DIR] [--manual_dir=DIR]
 
@@ -7,11 +9,30 @@ ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual dir (--manual_
 <data_dir>/downloads/manual) and run the command above (hours; ~150 GB of disk while it runs).
 Other TFDS datasets (e.g. imagenette) are downloaded by TFDS, which needs internet.
 array_record is required: tfds.data_source gives Grain random access only in that format.
+
+A prepared copy (--out_dir): every image re-encoded as a JPEG with the shorter side at
+--resize_size (256, the paper's down-sampling of ImageNet, section 2), so that training decodes
+small JPEGs and never resizes. The source is an image folder or a TFDS dataset prepared above:
+
+  python -m alexnet_jax.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
+  python -m alexnet_jax.prepare_data --dataset=imagenet2012 --out_dir=DIR [--data_dir=...]
+
+then train with --config.dataset.name=prepared --config.dataset.folder=DIR. DIR holds, per
+split, <split>.array_record-NNNNN-of-NNNNN files (one record per image: the label as a
+little-endian int32, then the JPEG bytes) and metadata.json (class names, counts, size, source,
+the undecodable source images that were skipped).
 """
+import dataclasses
+import io
+import json
+import math
+import multiprocessing
 import os
 import sys
+import time
 
 from alexnet_jax import data_sources
+from alexnet_jax import preprocessing as pp
 from alexnet_jax.errors import UserError
 
 
@@ -42,12 +63,222 @@ def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
   return os.fspath(builder.data_dir)
 
 
+# --- A prepared copy at the training resolution (--out_dir). ---
+
+
+def reencode(data: bytes, size: int, quality: int) -> bytes:
+  """Encoded image -> JPEG with the shorter side at `size` (ValueError if undecodable).
+
+  The pixels are what training computes from the source (preprocessing.decode_image and
+  resize_shorter_side), then one JPEG encode at `quality`; a JPEG already at that size is kept
+  byte for byte (no second generation of JPEG loss).
+  """
+  img = pp.decode_image(data)
+  resized = pp.resize_shorter_side(img, size)
+  if resized is img and bytes(data[:3]) == b'\xff\xd8\xff':
+    return bytes(data)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = io.BytesIO()
+  Image.fromarray(resized).save(out, 'JPEG', quality=quality)
+  return out.getvalue()
+
+
+def _reencode_item(item):
+  """(label, bytes, size, quality) -> (label, jpeg or None, error message); runs in the pool."""
+  label, data, size, quality = item
+  try:
+    return label, reencode(data, size, quality), ''
+  except ValueError as e:
+    return label, None, str(e)
+
+
+def _describe(source, split: str, index: int) -> str:
+  """Where a source record comes from, for the skipped-images report."""
+  paths = getattr(source, 'paths', None)
+  return paths[index] if paths is not None else f'{split}[{index}]'
+
+
+def _default_splits(dataset_config) -> list[str]:
+  """Every split of the source: a folder's sub-folders, a TFDS or prepared dataset's splits."""
+  if dataset_config.name == 'folder':
+    root = data_sources.resolve_path(dataset_config.folder)
+    if not os.path.isdir(root):
+      raise UserError(f'image folder {root!r} does not exist (--folder)')
+    return sorted(d for d in os.listdir(root)
+                  if not d.startswith('.') and os.path.isdir(os.path.join(root, d)))
+  if dataset_config.name == 'prepared':
+    return sorted(data_sources.load_prepared_metadata(dataset_config.folder)['splits'])
+  return sorted(data_sources.tfds_builder(dataset_config).info.splits.keys())
+
+
+def _source_description(dataset_config) -> dict:
+  if dataset_config.name in ('folder', 'prepared'):
+    return {'name': dataset_config.name, 'folder': dataset_config.folder}
+  return {'name': dataset_config.name, 'data_dir': dataset_config.data_dir}
+
+
+def _short_name(dataset_config) -> str:
+  """The dataset's name in PreparedSource's repr: a folder's base name or the TFDS name."""
+  if dataset_config.name in ('folder', 'prepared'):
+    return os.path.basename(os.path.normpath(dataset_config.folder))
+  return dataset_config.name
+
+
+class _Progress:
+  """A line every `every` seconds on long work: images done, img/s, skipped."""
+
+  def __init__(self, split: str, total: int, log, every: float = 10.0):
+    self.split, self.total, self.log, self.every = split, total, log, every
+    self.start = self.last = time.perf_counter()
+
+  def rate(self, done: int) -> float:
+    return done / max(time.perf_counter() - self.start, 1e-9)
+
+  def update(self, done: int, skipped: int):
+    if time.perf_counter() - self.last >= self.every:
+      self.last = time.perf_counter()
+      self.log(f'{self.split}: {done}/{self.total} images, {self.rate(done):.0f} img/s, '
+               f'{skipped} skipped', flush=True)
+
+
+@dataclasses.dataclass
+class _SplitResult:
+  files: list[str]
+  num_records: int
+  source_records: int
+  skipped: list[str]
+  seconds: float
+
+
+def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality: int, pool,
+                 records_per_shard: int, log) -> _SplitResult:
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  n = len(source)
+  names = data_sources.prepared_shard_names(split, max(1, math.ceil(n / records_per_shard)))
+  records = (source[i] for i in range(n))
+  items = ((r['label'], r['image'], resize_size, quality) for r in records)
+  # imap keeps the source order: the copy is deterministic whatever the number of workers.
+  results = (pool.imap(_reencode_item, items, chunksize=16) if pool
+             else map(_reencode_item, items))
+  progress = _Progress(split, n, log)
+  writer, written, skipped = None, 0, []
+  for i, (label, jpeg, error) in enumerate(results):
+    if i % records_per_shard == 0:
+      if writer is not None:
+        writer.close()
+      writer = array_record_module.ArrayRecordWriter(
+          os.path.join(out_dir, names[i // records_per_shard]), 'group_size:1')
+    if jpeg is None:
+      skipped.append(_describe(source, split, i))
+      log(f'skipped undecodable image {skipped[-1]}: {error}', flush=True)
+    else:
+      writer.write(data_sources.encode_prepared_record(label, jpeg))
+      written += 1
+    progress.update(i + 1, len(skipped))
+  if writer is not None:
+    writer.close()
+  return _SplitResult(files=names, num_records=written, source_records=n, skipped=skipped,
+                      seconds=time.perf_counter() - progress.start)
+
+
+def _check_existing(out_dir: str, wanted: dict, log) -> dict | None:
+  """The metadata of a finished copy with the same source and settings, None if there is none."""
+  if not os.path.isfile(os.path.join(out_dir, data_sources.PREPARED_METADATA)):
+    return None
+  meta = data_sources.load_prepared_metadata(out_dir)
+  have = {k: meta.get(k) for k in wanted}
+  if have != wanted:
+    raise UserError(f'{out_dir!r} already holds a prepared dataset with other settings '
+                    f'({json.dumps(have)}); choose another --out_dir or delete it')
+  log(f'{out_dir} is already prepared ({", ".join(meta["splits"])})', flush=True)
+  return meta
+
+
+def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = None,
+                    resize_size: int = 256, quality: int = 95, workers: int = 0,
+                    records_per_shard: int = 10000, log=print) -> dict:
+  """Writes the prepared copy of config.dataset-like `dataset_config` to out_dir; its metadata.
+
+  Undecodable source images are skipped, printed and counted, not fatal. workers > 0
+  re-encodes in that many processes (the output is the same).
+  """
+  if resize_size <= 0 or not 1 <= quality <= 100 or records_per_shard <= 0:
+    raise UserError(f'bad --resize_size={resize_size}, --quality={quality} or '
+                    f'--records_per_shard={records_per_shard}')
+  splits = list(splits) if splits else _default_splits(dataset_config)
+  if not splits:
+    raise UserError(f'no splits found in {_source_description(dataset_config)}')
+  wanted = {'source': _source_description(dataset_config), 'resize_size': resize_size,
+            'jpeg_quality': quality, 'split_names': sorted(splits)}
+  existing = _check_existing(out_dir, wanted, log)
+  if existing is not None:
+    return existing
+  sources = {split: data_sources.make_source(dataset_config, split) for split in splits}
+  class_names = data_sources.class_names_of(sources[splits[0]])
+  for split, source in sources.items():
+    if data_sources.class_names_of(source) != class_names:
+      raise UserError(f'splits {splits[0]!r} and {split!r} have different classes')
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot create --out_dir {out_dir!r}: {e.strerror}') from None
+
+  pool = multiprocessing.get_context('spawn').Pool(workers) if workers > 0 else None
+  try:
+    results = {}
+    for split in splits:
+      log(f'{split}: re-encoding {len(sources[split])} images with the shorter side at '
+          f'{resize_size} into {out_dir} ({max(workers, 1)} process(es))', flush=True)
+      r = _write_split(sources[split], split, out_dir, resize_size=resize_size,
+                       quality=quality, pool=pool, records_per_shard=records_per_shard, log=log)
+      results[split] = r
+      size_mb = sum(os.path.getsize(os.path.join(out_dir, f)) for f in r.files) / 1e6
+      log(f'{split}: {r.num_records} images written, {len(r.skipped)} skipped, '
+          f'{r.source_records / max(r.seconds, 1e-9):.0f} img/s, {size_mb:.1f} MB', flush=True)
+  finally:
+    if pool is not None:
+      pool.close()
+      pool.join()
+
+  meta = {
+      'format': data_sources.PREPARED_FORMAT,
+      'dataset': _short_name(dataset_config),
+      **wanted,
+      'record': 'label as a little-endian int32, then the JPEG bytes',
+      'class_names': class_names,
+      'splits': {split: {'files': r.files, 'num_records': r.num_records,
+                         'source_records': r.source_records, 'skipped': len(r.skipped),
+                         'skipped_files': r.skipped[:1000]}
+                 for split, r in results.items()},
+  }
+  # Written last, atomically: a copy without metadata.json is an unfinished one.
+  tmp = os.path.join(out_dir, data_sources.PREPARED_METADATA + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(meta, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, data_sources.PREPARED_METADATA))
+  log(f'prepared {meta["dataset"]} in {out_dir}: train with --config.dataset.name=prepared '
+      f'--config.dataset.folder={out_dir}', flush=True)
+  return meta
+
+
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
   try:
-    prepare(f.dataset, f.data_dir, f.manual_dir)
+    if f.out_dir:
+      import ml_collections  # pylint: disable=g-import-not-at-top
+      dataset_config = ml_collections.ConfigDict(
+          {'name': f.dataset, 'folder': f.folder, 'data_dir': f.data_dir,
+           'manual_dir': f.manual_dir})
+      prepare_resized(dataset_config, f.out_dir, splits=f.splits, resize_size=f.resize_size,
+                      quality=f.quality, workers=f.workers,
+                      records_per_shard=f.records_per_shard)
+    elif f.dataset in ('folder', 'prepared'):
+      raise UserError(f'--dataset={f.dataset} is read as it is; --out_dir=DIR writes a '
+                      'prepared copy of it')
+    else:
+      prepare(f.dataset, f.data_dir, f.manual_dir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
@@ -55,7 +286,17 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('dataset', 'imagenet2012', 'TFDS dataset name.')
+  flags.DEFINE_string('dataset', 'imagenet2012', "TFDS dataset name; with --out_dir also 'folder' "
+                      "(--folder) or 'prepared'.")
   flags.DEFINE_string('data_dir', '', "TFDS data dir; '' = TFDS's default (~/tensorflow_datasets).")
   flags.DEFINE_string('manual_dir', '', "imagenet2012 archives; '' = <data_dir>/downloads/manual.")
+  flags.DEFINE_string('out_dir', '', 'Write a prepared copy here (shorter side at '
+                      '--resize_size, array_record) instead of preparing the TFDS dataset.')
+  flags.DEFINE_string('folder', '', "--dataset=folder: the root of <split>/<class>/<images>.")
+  flags.DEFINE_list('splits', [], "Splits to copy; '' = all of the source's.")
+  flags.DEFINE_integer('resize_size', 256, 'Shorter side of the stored images '
+                       '(= config.input.resize_size).')
+  flags.DEFINE_integer('quality', 95, 'JPEG quality of the re-encoded images.')
+  flags.DEFINE_integer('workers', os.cpu_count() or 1, 'Re-encoding processes; 0 = this one.')
+  flags.DEFINE_integer('records_per_shard', 10000, 'Images per array_record file.')
   app.run(main)

@@ -28,11 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
 
   # Data. name: 'folder' (config.dataset.folder holds train/ and val/ with one sub-folder per
-  # class), or any TFDS image-classification dataset ('imagenet2012', 'imagenette', ...) read
-  # with tfds.data_source (array_record) from data_dir.
+  # class), 'prepared' (config.dataset.folder is a copy written by `python -m
+  # alexnet_jax.prepare_data ... --out_dir=DIR`: JPEGs already at input.resize_size on the
+  # shorter side, in array_record, so training neither decodes full-size images nor resizes),
+  # or any TFDS image-classification dataset ('imagenet2012', 'imagenette', ...) read with
+  # tfds.data_source (array_record) from data_dir.
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'
-  config.dataset.folder = ''
+  config.dataset.folder = ''  # 'folder': the image folder; 'prepared': the prepared copy.
   config.dataset.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets).
   config.dataset.manual_dir = ''  # imagenet2012 archives; '' = <data_dir>/downloads/manual.
   config.dataset.train_split = 'train'

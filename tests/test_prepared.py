@@ -1,0 +1,211 @@
+"""The prepared copy (prepare_data --out_dir) and its data source, on a few embedded photos.
+
+Truths: labels and class names from the source folder's layout, pixels from PIL's decode of
+the source file resized with preprocessing.resize_shorter_side (the re-encoded JPEG at quality
+95 may differ from it by JPEG loss only: mean abs diff < 1.5 levels), a corrupt file that PIL
+cannot open.
+"""
+import json
+import os
+import pickle
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import data_sources
+from alexnet_jax import input_pipeline
+from alexnet_jax import prepare_data
+from alexnet_jax import preprocessing as pp
+from alexnet_jax.errors import UserError
+from configs import alexnet as alexnet_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, 'data', 'clothing10-128')
+CLASSES = ('hat', 'pants', 'shoes')
+PER_CLASS = {'train': 4, 'val': 2}
+CORRUPT = os.path.join('train', 'pants', 'zz_corrupt.jpg')
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+  """tmp/{train,val}/{hat,pants,shoes}/: 4 / 2 real JPEGs per class, plus one corrupt file."""
+  root = tmp_path_factory.mktemp('source')
+  for split, n in PER_CLASS.items():
+    for name in CLASSES:
+      os.makedirs(root / split / name)
+      for f in sorted(os.listdir(os.path.join(DATA, split, name)))[:n]:
+        shutil.copy(os.path.join(DATA, split, name, f), root / split / name / f)
+  (root / CORRUPT).write_bytes(b'\xff\xd8\xff\xe0 this is not really a JPEG')
+  return str(root)
+
+
+def folder_config(folder, name='folder'):
+  return ml_collections.ConfigDict({'name': name, 'folder': folder, 'data_dir': '',
+                                    'manual_dir': ''})
+
+
+@pytest.fixture(scope='module')
+def prepared(source, tmp_path_factory):
+  """(out_dir, metadata, printed lines) of a 256 px copy of `source`."""
+  out = str(tmp_path_factory.mktemp('prepared') / 'small-256')
+  lines = []
+  meta = prepare_data.prepare_resized(folder_config(source), out, resize_size=256,
+                                      log=lambda *a, **k: lines.append(' '.join(map(str, a))))
+  return out, meta, lines
+
+
+def pil_resized(path, size):
+  with Image.open(path) as img:
+    return pp.resize_shorter_side(np.asarray(img.convert('RGB')), size)
+
+
+def test_records_are_the_source_at_256(source, prepared):
+  out, _, _ = prepared
+  for split in PER_CLASS:
+    folder = data_sources.ImageFolderSource(source, split)
+    ours = data_sources.PreparedSource(out, split)
+    valid = [i for i, p in enumerate(folder.paths) if not p.endswith('zz_corrupt.jpg')]
+    assert len(ours) == len(valid) == PER_CLASS[split] * len(CLASSES)
+    assert data_sources.class_names_of(ours) == list(CLASSES) == folder.class_names
+    for k, i in enumerate(valid):
+      record = ours[k]
+      assert record['label'] == folder.labels[i]
+      assert record['label'] == CLASSES.index(os.path.basename(os.path.dirname(folder.paths[i])))
+      img = pp.decode_image(record['image'])
+      truth = pil_resized(folder.paths[i], 256)
+      assert min(img.shape[:2]) == 256 and img.shape == truth.shape
+      assert np.abs(img.astype(np.int16) - truth).mean() < 1.5
+
+
+def test_metadata_and_the_skipped_corrupt_file(source, prepared):
+  out, meta, lines = prepared
+  with open(os.path.join(out, 'metadata.json')) as f:
+    assert json.load(f) == meta
+  assert meta['class_names'] == list(CLASSES)
+  assert meta['resize_size'] == 256 and meta['jpeg_quality'] == 95
+  assert meta['source'] == {'name': 'folder', 'folder': source}
+  train, val = meta['splits']['train'], meta['splits']['val']
+  assert (train['source_records'], train['num_records'], train['skipped']) == (13, 12, 1)
+  assert (val['source_records'], val['num_records'], val['skipped']) == (6, 6, 0)
+  assert train['skipped_files'] == [os.path.join(source, CORRUPT)]
+  assert any('skipped undecodable image' in l and CORRUPT in l for l in lines)
+
+
+def test_a_second_run_keeps_the_copy_and_other_settings_are_refused(source, prepared):
+  out, meta, _ = prepared
+  stamp = os.path.getmtime(os.path.join(out, 'metadata.json'))
+  assert prepare_data.prepare_resized(folder_config(source), out, log=lambda *a, **k: None) == meta
+  assert os.path.getmtime(os.path.join(out, 'metadata.json')) == stamp
+  with pytest.raises(UserError, match='other settings'):
+    prepare_data.prepare_resized(folder_config(source), out, quality=80, log=lambda *a, **k: None)
+
+
+def test_no_resize_at_train_time(prepared, monkeypatch):
+  out, _, _ = prepared
+  record = data_sources.PreparedSource(out, 'train')[0]
+  decoded = pp.decode_image(record['image'])
+
+  def no_pil_resize(*args, **kwargs):
+    raise AssertionError('resized at train time')
+  monkeypatch.setattr(Image.Image, 'resize', no_pil_resize)
+  np.testing.assert_array_equal(pp.decode_and_resize(record['image'], 256),
+                                pp.center_crop(decoded, 256))
+
+
+def prepared_config(out, **input_overrides):
+  config = alexnet_config.get_config('tiny')
+  config.dataset.update(name='prepared', folder=out)
+  config.model.num_classes = len(CLASSES)
+  config.input.update(resize_size=256, image_size=227, stats_file='')
+  config.input.update(input_overrides)
+  config.train.batch_size = 4
+  config.eval.batch_size = 4
+  return config
+
+
+def test_train_and_eval_loaders_on_the_prepared_copy(prepared):
+  out, _, _ = prepared
+  config = prepared_config(out)
+  info = input_pipeline.dataset_info(config)
+  assert (info.num_train, info.num_eval, info.class_names) == (12, 6, CLASSES)
+  iterator = iter(input_pipeline.create_train_loader(config, seed=0))
+  for _ in range(4):  # past the first epoch (3 batches)
+    batch = next(iterator)
+    assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.float32
+    assert batch['label'].shape == (4,) and set(batch['label']) <= {0, 1, 2}
+  state = iterator.get_state()
+  expected = next(iterator)
+  restored = iter(input_pipeline.create_train_loader(config, seed=0))
+  restored.set_state(state)  # Grain compares repr(source): it must not change
+  np.testing.assert_array_equal(next(restored)['image'], expected['image'])
+  batches = list(input_pipeline.create_eval_loader(config))
+  assert len(batches) == 2 and batches[0]['image'].shape == (4, 227, 227, 3)
+  assert sum(int(b['mask'].sum()) for b in batches) == 6
+
+
+def test_repr_and_pickle(source, prepared):
+  """Grain stores repr(source) in iterator checkpoints: no path (the copy may move), no address."""
+  out, _, _ = prepared
+  source_name = os.path.basename(source)
+  source = data_sources.PreparedSource(out, 'val')
+  text = repr(source)
+  assert text == (f"PreparedSource(dataset='{source_name}', resize_size=256, split='val', "
+                  'num_records=6, num_classes=3)')
+  assert '0x' not in text and os.sep not in text
+  copy = pickle.loads(pickle.dumps(source))
+  assert repr(copy) == text and copy[5]['image'] == source[5]['image']
+
+
+def test_workers_write_the_same_files(source, prepared, tmp_path):
+  out, _, _ = prepared
+  prepare_data.prepare_resized(folder_config(source), str(tmp_path), splits=['val'], workers=2,
+                               log=lambda *a, **k: None)
+  name = 'val.array_record-00000-of-00001'
+  with open(os.path.join(out, name), 'rb') as a, open(tmp_path / name, 'rb') as b:
+    assert a.read() == b.read()
+
+
+def one_line_error(fn, match):
+  with pytest.raises(UserError, match=match) as e:
+    fn()
+  assert '\n' not in str(e.value)
+
+
+def test_errors(prepared, tmp_path):
+  out, meta, _ = prepared
+  one_line_error(lambda: data_sources.PreparedSource(str(tmp_path / 'nope'), 'train'),
+                 'does not exist')
+  one_line_error(lambda: data_sources.PreparedSource(str(tmp_path), 'train'), 'no metadata.json')
+  one_line_error(lambda: data_sources.make_source(folder_config('', 'prepared'), 'train'),
+                 'folder is empty')
+  one_line_error(lambda: data_sources.PreparedSource(out, 'test'), "no split 'test'")
+  one_line_error(lambda: input_pipeline.dataset_info(prepared_config(out, resize_size=72,
+                                                                     image_size=67)),
+                 'resize_size is 72')
+
+  def broken_copy(name, edit):
+    copy = tmp_path / name
+    shutil.copytree(out, copy)
+    edit(copy)
+    return str(copy)
+
+  def write_meta(copy, **changes):
+    with open(copy / 'metadata.json', 'w') as f:
+      json.dump({**meta, **changes}, f)
+
+  bad_format = broken_copy('format', lambda c: write_meta(c, format='other/9'))
+  one_line_error(lambda: data_sources.PreparedSource(bad_format, 'train'), 'format')
+  splits = json.loads(json.dumps(meta['splits']))
+  splits['train']['num_records'] = 11
+  count = broken_copy('count', lambda c: write_meta(c, splits=splits))
+  one_line_error(lambda: data_sources.PreparedSource(count, 'train'), 'says 11 images')
+  missing = broken_copy('missing', lambda c: os.remove(c / 'val.array_record-00000-of-00001'))
+  one_line_error(lambda: data_sources.PreparedSource(missing, 'val'), 'missing')
+  garbage = broken_copy(
+      'garbage', lambda c: (c / 'val.array_record-00000-of-00001').write_bytes(b'x' * 100))
+  one_line_error(lambda: data_sources.PreparedSource(garbage, 'val'), 'cannot read')
+  one_line_error(lambda: prepare_data.prepare_resized(folder_config(str(tmp_path / 'nope')),
+                                                      str(tmp_path / 'o')), 'does not exist')
