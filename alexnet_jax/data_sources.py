@@ -62,8 +62,9 @@ class ImageFolderSource:
     return len(self.paths)
 
   def __getitem__(self, index: int) -> dict:
+    # 'source' names the file in the warning when it cannot be decoded.
     with open(self.paths[index], 'rb') as f:
-      return {'image': f.read(), 'label': self.labels[index]}
+      return {'image': f.read(), 'label': self.labels[index], 'source': self.paths[index]}
 
   def __repr__(self) -> str:
     # Grain stores repr(source) in iterator checkpoints and compares it on restore: keep it free

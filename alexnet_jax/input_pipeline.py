@@ -65,11 +65,20 @@ class DecodeResize(grain.transforms.Map):
     self.resize_size = resize_size
 
   def map(self, record):
-    out = {'label': np.int32(record['label'])}
+    out = {'label': np.int32(record['label']), 'valid': np.bool_(True)}
+    blank = np.zeros((self.resize_size, self.resize_size, 3), np.uint8)
     if record.get('mask', True):
-      out['image'] = pp.decode_and_resize(record['image'], self.resize_size)
+      try:
+        out['image'] = pp.decode_and_resize(record['image'], self.resize_size)
+      except ValueError as e:
+        # A truncated, empty or non-image file: a blank image marked invalid (the step gives
+        # it no weight and the loop counts it), so one bad file among millions does not stop
+        # a run, and batch shapes and the data order stay as they were.
+        print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {e}',
+              flush=True)
+        out['image'], out['valid'] = blank, np.bool_(False)
     else:  # eval padding: no file behind it.
-      out['image'] = np.zeros((self.resize_size, self.resize_size, 3), np.uint8)
+      out['image'] = blank
     if 'mask' in record:
       out['mask'] = np.bool_(record['mask'])
     return out
@@ -86,7 +95,7 @@ class TrainAugment(grain.transforms.RandomMap):
     image = pp.train_transform(record['image'], rng, image_size=p.image_size, mean=p.mean,
                                std=p.std, flip=p.random_flip, lighting_std=p.lighting_std,
                                eigval=p.eigval, eigvec=p.eigvec)
-    return {'image': image, 'label': record['label']}
+    return {'image': image, 'label': record['label'], 'valid': record['valid']}
 
 
 class EvalTransform(grain.transforms.Map):
@@ -101,7 +110,10 @@ class EvalTransform(grain.transforms.Map):
                               ten_crop=self.ten_crop)
     if not record['mask']:
       image = np.zeros_like(image)
-    return {'image': image, 'label': record['label'], 'mask': record['mask']}
+    # mask: counts in the metrics; skipped: a real record whose file could not be read.
+    return {'image': image, 'label': record['label'],
+            'mask': np.bool_(record['mask'] and record['valid']),
+            'skipped': np.bool_(record['mask'] and not record['valid'])}
 
 
 class PaddedSource:
@@ -116,7 +128,7 @@ class PaddedSource:
   def __getitem__(self, index: int) -> dict:
     if index < len(self.source):
       return {**self.source[index], 'mask': True}
-    return {'image': None, 'label': 0, 'mask': False}
+    return {'image': None, 'label': 0, 'mask': False, 'source': '(padding)'}
 
   def __repr__(self) -> str:
     return f'PaddedSource({self.source!r}, length={self.length})'

@@ -75,10 +75,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   """One SGD step on a batch {'image': B x S x S x 3, 'label': B}; pure and jittable."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
+  # Examples whose image could not be decoded (batch['valid'] False) get no weight.
+  weights = batch['valid'].astype(jnp.float32) if 'valid' in batch else jnp.ones(
+      batch['label'].shape, jnp.float32)
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  weighted_mean = lambda values: jnp.sum(values * weights) / count
+
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, batch['image'], train=True,
                             rngs={'dropout': dropout_rng})
-    return cross_entropy_loss(logits, batch['label']).mean(), logits
+    return weighted_mean(cross_entropy_loss(logits, batch['label'])), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
@@ -91,8 +97,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
                                 opt_state=keep_good(new_state.opt_state, state.opt_state))
   metrics = {
       'loss': loss,
-      'top1': topk_correct(logits, batch['label'], 1).mean(),
-      'top5': topk_correct(logits, batch['label'], 5).mean(),
+      'top1': weighted_mean(topk_correct(logits, batch['label'], 1)),
+      'top5': weighted_mean(topk_correct(logits, batch['label'], 5)),
       'grad_norm': grad_norm,
       'lr': optim.current_learning_rate(state.opt_state),
       'nonfinite': 1.0 - finite.astype(jnp.float32),
@@ -137,9 +143,11 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) ->
 def evaluate(state: TrainState, eval_loader, jitted_eval_step,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
   totals = None
+  skipped = 0
   batches = iter(eval_loader)
   try:
     for batch in batches:
+      skipped += int(np.sum(batch.pop('skipped', 0)))  # unreadable images, already masked
       sums = jitted_eval_step(state, global_batch(batch, mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   finally:
@@ -147,7 +155,8 @@ def evaluate(state: TrainState, eval_loader, jitted_eval_step,
   totals = jax.device_get(totals)
   count = max(float(totals['count']), 1.0)
   return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
-          'top5': float(totals['top5']) / count, 'count': int(totals['count'])}
+          'top5': float(totals['top5']) / count, 'count': int(totals['count']),
+          'skipped_images': skipped}
 
 
 def _check_workdir(workdir: str) -> None:
@@ -322,7 +331,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
                              config.input.image_size, mesh)
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
-  skipped = 0
+  skipped = skipped_images = 0
   restored = checkpoints.restore_latest(state, train_iter)
   start_step = 0
   if restored:
@@ -333,6 +342,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
     plateau = optim.PlateauRule.from_dict(meta['plateau'])
     last_eval = meta['last_eval']
     skipped = meta.get('nonfinite_steps', 0)
+    skipped_images = meta.get('skipped_images', 0)
     _log(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -370,7 +380,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
     nonfinite.check(last_saved)  # never checkpoint past an unchecked non-finite step
     checkpoints.save(step, state, train_iter,
                      {'plateau': plateau.to_dict(), 'last_eval': last_eval,
-                      'nonfinite_steps': nonfinite.skipped})
+                      'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images})
     last_saved = step
 
   # finally: a save in flight completes even when the loop raises (non-finite step, bad data).
@@ -379,6 +389,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
       t0 = time.perf_counter()
       batch = next(train_iter)
       progress.data_wait += time.perf_counter() - t0
+      skipped_images += int(np.sum(~batch['valid']))  # this process's unreadable images
       state, metrics = jitted_train_step(state, global_batch(batch, mesh))
       step += 1
       pending.append(metrics)
@@ -394,6 +405,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
         means, pending = _mean_metrics(pending), []
         means.update(progress.report(step, means))
         means['nonfinite_steps'] = nonfinite.skipped
+        means['skipped_images'] = skipped_images
         writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
 
       t0 = time.perf_counter()
@@ -418,7 +430,10 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   input_pipeline.close_iterator(train_iter)
   summary = {'final_step': step, 'total_steps': run.total_steps,
              'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval,
-             'nonfinite_steps': nonfinite.skipped}
+             'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images}
+  if skipped_images:
+    _log(f'{skipped_images} training image presentation(s) were skipped as unreadable (see '
+         'the warnings above)', flush=True)
   if step < run.total_steps:  # stopped by a signal: the checkpoint is saved and complete
     _log(f'stopped by {stop.name} at step {step}/{run.total_steps}: checkpoint saved in '
          f'{checkpoints.directory}; run the same command again to resume', flush=True)

@@ -234,7 +234,7 @@ def test_train_batches_real_data_shapes():
   for b in take(it, 2):
     assert b['image'].shape == (8, 67, 67, 3) and b['image'].dtype == np.float32
     assert b['label'].shape == (8,) and b['label'].dtype == np.int32
-    assert set(b) == {'image', 'label'}
+    assert set(b) == {'image', 'label', 'valid'} and b['valid'].all()
     assert np.all((b['label'] >= 0) & (b['label'] < 10))
     assert np.all(np.isfinite(b['image']))
     assert abs(float(b['image'].mean())) < 1.0  # standardised (demo stats): roughly centred

@@ -3,6 +3,7 @@ non-finite steps. Each test checks that nothing was lost against an uninterrupte
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,64 @@ def test_checkpoint_of_another_model_is_a_one_line_error_not_moved(tmp_path):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and 'written by another model or optimizer config' in lines[0]
   assert checkpoint_steps(workdir) == [2]
+
+
+def build_folder_with_bad_images(root):
+  """train/{a,b}: 16 files of which 3 cannot be read; odd modes that must be converted."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  data = os.path.join(ROOT, 'data', 'clothing10-128')
+  real = lambda split, cls: sorted(os.path.join(data, split, cls, f)
+                                   for f in os.listdir(os.path.join(data, split, cls)))
+  jpegs = real('train', 'hat')[:9] + real('val', 'hat')[:5]
+  for d in ('train/a', 'train/b', 'val/a', 'val/b'):
+    os.makedirs(os.path.join(root, d))
+  for i, path in enumerate(jpegs[:5]):
+    shutil.copy(path, os.path.join(root, 'train/a', f'{i}.jpg'))
+  for i, path in enumerate(jpegs[5:9]):
+    shutil.copy(path, os.path.join(root, 'train/b', f'{i}.jpg'))
+  photo = Image.open(jpegs[0])
+  odd = {'train/a/gray.jpg': photo.convert('L'), 'train/a/cmyk.jpg': photo.convert('CMYK'),
+         'train/a/rgba.png': photo.convert('RGBA'), 'train/b/tiny.jpg': photo.resize((10, 10))}
+  for name, image in odd.items():
+    image.save(os.path.join(root, name))
+  with open(jpegs[1], 'rb') as f:
+    data_bytes = f.read()
+  bad = {'train/b/truncated.jpg': data_bytes[:len(data_bytes) // 3], 'train/b/empty.jpg': b'',
+         'train/b/notes.jpg': b'these are my notes, not an image\n',
+         'val/b/truncated.jpg': data_bytes[:len(data_bytes) // 3]}
+  for name, content in bad.items():
+    with open(os.path.join(root, name), 'wb') as f:
+      f.write(content)
+  for i, path in enumerate(jpegs[9:11]):
+    shutil.copy(path, os.path.join(root, 'val/a', f'{i}.jpg'))
+  for i, path in enumerate(jpegs[11:13]):
+    shutil.copy(path, os.path.join(root, 'val/b', f'{i}.jpg'))
+  return odd, bad
+
+
+def test_bad_images_are_skipped_and_counted_odd_modes_converted(tmp_path):
+  from alexnet_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  folder = str(tmp_path / 'images')
+  odd, bad = build_folder_with_bad_images(folder)
+  for name in odd:  # grayscale, CMYK, RGBA, 10x10: decoded to RGB
+    with open(os.path.join(folder, name), 'rb') as f:
+      image = preprocessing.decode_image(f.read())
+    assert image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8
+  workdir = str(tmp_path / 'run')
+  # 16 training files, batch 8: 4 steps show each file exactly twice.
+  proc = run(workdir, f'--config.dataset.folder={folder}', '--config.model.num_classes=2',
+             '--config.train.num_steps=4', '--config.train.eval_every_epochs=2',
+             '--config.eval.batch_size=5')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for name in bad:
+    assert f'skipping unreadable image {os.path.join(folder, name)}' in proc.stdout
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['final_step'] == 4
+  assert summary['skipped_images'] == 3 * 2  # three bad training files, seen twice each
+  assert summary['eval']['skipped_images'] == 1 and summary['eval']['count'] == 4
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    train = [json.loads(line) for line in f if '"train/loss"' in line]
+  assert train[-1]['train/skipped_images'] == 6
+  assert all(np.isfinite(r['train/loss']) for r in train)
+  assert '6 training image presentation(s) were skipped' in proc.stdout
