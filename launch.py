@@ -47,9 +47,8 @@ def parse_flags(argv: list[str]) -> list[str]:
       message = message.splitlines()[-1]
     if isinstance(e, AttributeError):
       message = f'unknown config key {message.strip(chr(34) + chr(39))}'
-    print(f'error: {message}', file=sys.stderr)
-    print(f'usage: python {argv[0]} --config=configs/alexnet.py[:variant] --workdir=DIR '
-          '[--config.KEY=VALUE ...]; --help for all flags', file=sys.stderr)
+    print(f'error: {message} (usage: python {argv[0]} --config=configs/alexnet.py[:variant] '
+          '--workdir=DIR [--config.KEY=VALUE ...]; --help for all flags)', file=sys.stderr)
     sys.exit(2)
 
 
@@ -57,7 +56,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
+    # Orbax logs every file it writes at INFO, TFDS probes data dirs at WARNING; the run's own
+    # progress and errors are printed, and --verbosity=0 brings the libraries' logs back.
+    logging.set_verbosity(logging.ERROR)
   # Imported here so that --help and flag errors answer without loading JAX.
   try:
     if 'sweep' in _CONFIG.value:

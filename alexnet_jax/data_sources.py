@@ -170,8 +170,8 @@ class PreparedSource:
 
 def import_tfds():
   """tensorflow_datasets, imported only on the TFDS path (it is not needed for folders)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds
+  from alexnet_jax import quiet_import  # pylint: disable=g-import-not-at-top
+  return quiet_import.import_quietly('tensorflow_datasets')
 
 
 def _tfds_data_dir(dataset_config) -> str | None:

@@ -3,27 +3,12 @@
 clu's metric writers import TensorFlow for the summary writer; the GPU/TPU machines may not have
 it, so TensorBoard files are written only when it imports, and the JSONL file always.
 """
-import contextlib
 import json
 import os
 import time
 from typing import Any, Mapping
 
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-  """TensorFlow's C++ start-up lines (oneDNN, CPU features, absl InitializeLog) ignore
-  TF_CPP_MIN_LOG_LEVEL in TF 2.21 and would land between the run's own messages; Python
-  exceptions still propagate after stderr is restored."""
-  saved = os.dup(2)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(devnull, 2)
-    yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(devnull)
+from alexnet_jax import quiet_import
 
 
 class JsonlWriter:
@@ -74,7 +59,7 @@ def create_writer(workdir: str, is_main_process: bool) -> MultiWriter:
     return MultiWriter([])
   writers = [JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))]
   try:
-    with _native_stderr_silenced():
+    with quiet_import.native_stderr_silenced():
       from clu.metric_writers import SummaryWriter  # pylint: disable=g-import-not-at-top
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.config.set_visible_devices([], 'GPU')  # TF must not take the accelerator from JAX.

@@ -310,3 +310,47 @@ def test_bad_images_are_skipped_and_counted_odd_modes_converted(tmp_path):
   assert train[-1]['train/skipped_images'] == 6
   assert all(np.isfinite(r['train/loss']) for r in train)
   assert '6 training image presentation(s) were skipped' in proc.stdout
+
+
+BAD_INPUT = [  # (what is wrong, extra flags, a phrase of the one-line error)
+    ('unknown config key', ['--config.model.no_such_key=1'], 'unknown config key'),
+    ('wrong type', ['--config.train.batch_size=abc'], "batch_size=abc: invalid literal"),
+    ('negative learning rate', ['--config.optimizer.lr=-1'], 'lr=-1.0 must be > 0'),
+    ('bad switch value', ['--config.model.pool=avg'], "pool='avg'; choose one of"),
+    ('batch not divisible over devices', ['--config.train.batch_size=9',
+                                          '--config.mesh.data=2'],
+     'batch_size=9 does not divide over the 2 devices'),
+    ('num_classes not the dataset', ['--config.model.num_classes=7'], 'num_classes is 7'),
+    ('missing image folder', ['--config.dataset.folder=/nonexistent/images'],
+     "'/nonexistent/images/train' does not exist"),
+    ('unknown dataset name', ['--config.dataset.name=no_such_dataset'],
+     "unknown dataset 'no_such_dataset'"),
+    ('imagenet2012 manual files missing', ['--config=configs/alexnet.py',
+                                           '--config.dataset.data_dir={tmp}/tfds'],
+     'put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in'),
+    ('workdir unwritable', ['--workdir={tmp}/a_file/run'], 'is not writable'),
+    ('workdir in use by another run', ['--workdir={tmp}/busy'],
+     'is in use by a running training'),
+]
+
+
+@pytest.mark.parametrize('what,flags,message', BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_one_line_nonzero_and_before_compiling(tmp_path, what, flags, message):
+  import fcntl  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'a_file').write_text('a file where a directory should be')
+  (tmp_path / 'busy').mkdir()
+  with open(tmp_path / 'busy' / '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another run" holds the workdir
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    if not any(f.startswith('--config=') for f in flags):
+      flags.insert(0, '--config=configs/alexnet.py:tiny')
+    if not any(f.startswith('--workdir=') for f in flags):
+      flags.append(f'--workdir={tmp_path}/run')
+    cmd = [sys.executable, 'launch.py', *flags]
+    env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 2, (what, proc.stdout, proc.stderr)
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), (what, proc.stderr)
+  assert message in lines[0], (what, lines[0])
+  assert 'first step' not in proc.stdout  # refused before anything was compiled
