@@ -320,7 +320,9 @@ def _record(result: dict, model_flops: float | None = None, **setting) -> dict[s
   }
   if flops is not None:
     record['model_gflop_per_step'] = flops / 1e9
-    record['mfu'] = flops / step_s / (peak * n_devices)
+    # A CPU's peak already counts every core, which its (fake) devices share.
+    total_peak = peak if record['platform'] == 'cpu' else peak * n_devices
+    record['mfu'] = flops / step_s / total_peak
   return record
 
 
