@@ -33,32 +33,38 @@ from absl import app
 from absl import flags
 from absl import logging
 
+FLAGS = flags.FLAGS
+
 _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_YARDSTICK = _REPO_ROOT.parent / 'shared' / 'reference' / 'jax_naive_alexnet2012.py'
 
-_MODE = flags.DEFINE_enum('mode', 'step', ['step', 'lrn'], 'step: the whole training step; '
-                          'lrn: LRN forward+backward alone, per implementation.')
-_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32'], 'Global batch sizes.')
-_DTYPES = flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes: float32, bfloat16.')
-_LRN = flags.DEFINE_list('lrn', ['on'], 'LRN on and/or off.')
-_MESHES = flags.DEFINE_list('meshes', ['1x1'], "Meshes 'DATAxMODEL'; 1x2 is the paper's split. "
-                            'On CPU, fake devices: XLA_FLAGS=--xla_force_host_platform_'
-                            'device_count=N.')
-_LRN_IMPLS = flags.DEFINE_list('lrn_impls', ['fast'], 'LRN implementations (lrn.IMPLS).')
-_CONV_IMPLS = flags.DEFINE_list('conv_impls', ['auto'], 'Grouped conv implementations '
-                                '(models.CONV_IMPLS).')
-_POOL_IMPLS = flags.DEFINE_list('pool_impls', ['fast'], 'Max-pool implementations '
-                                '(pooling.IMPLS).')
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input crop size.')
-_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
-_STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed window.')
-_WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
-_YARDSTICK = flags.DEFINE_string('yardstick', str(DEFAULT_YARDSTICK),
-                                 "The plain-JAX yardstick's file; '' skips it.")
-_PEAK_TFLOPS = flags.DEFINE_float('peak_tflops', 0.0, "The device's peak TFLOP/s for MFU; "
-                                  '0 = from the built-in table.')
-_JSON_OUT = flags.DEFINE_string('json_out', '', 'Also append the JSON lines to this file.')
+def define_flags() -> None:
+  """The command's flags; defined by main only, so that importing this module (tests,
+  notebooks, loader_benchmark in the same process) adds no global flags."""
+  flags.DEFINE_enum('mode', 'step', ['step', 'lrn'], 'step: the whole training step; '
+                    'lrn: LRN forward+backward alone, per implementation.')
+  flags.DEFINE_list('batch_sizes', ['32'], 'Global batch sizes.')
+  flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes: float32, bfloat16.')
+  flags.DEFINE_list('lrn', ['on'], 'LRN on and/or off.')
+  flags.DEFINE_list('meshes', ['1x1'], "Meshes 'DATAxMODEL'; 1x2 is the paper's split. "
+                    'On CPU, fake devices: XLA_FLAGS=--xla_force_host_platform_'
+                    'device_count=N.')
+  flags.DEFINE_list('lrn_impls', ['fast'], 'LRN implementations (lrn.IMPLS).')
+  flags.DEFINE_list('conv_impls', ['auto'], 'Grouped conv implementations '
+                    '(models.CONV_IMPLS).')
+  flags.DEFINE_list('pool_impls', ['fast'], 'Max-pool implementations '
+                    '(pooling.IMPLS).')
+  flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
+  flags.DEFINE_integer('image_size', 227, 'Input crop size.')
+  flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('steps', 2, 'Steps per timed window.')
+  flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
+  flags.DEFINE_string('yardstick', str(DEFAULT_YARDSTICK),
+                      "The plain-JAX yardstick's file; '' skips it.")
+  flags.DEFINE_float('peak_tflops', 0.0, "The device's peak TFLOP/s for MFU; "
+                     '0 = from the built-in table.')
+  flags.DEFINE_string('json_out', '', 'Also append the JSON lines to this file.')
+
 
 PAPER_CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
@@ -76,8 +82,8 @@ _ACCELERATOR_PEAKS = (
 
 def device_peak(device, dtype: str) -> tuple[float, str]:
   """(peak FLOP/s of one device, where the figure comes from)."""
-  if _PEAK_TFLOPS.value > 0:
-    return _PEAK_TFLOPS.value * 1e12, '--peak_tflops'
+  if FLAGS.peak_tflops > 0:
+    return FLAGS.peak_tflops * 1e12, '--peak_tflops'
   if device.platform == 'cpu':
     cores = len(os.sched_getaffinity(0))
     ghz = _cpu_ghz()
@@ -225,7 +231,7 @@ def bench_ours(batch: int, dtype: str, lrn: bool, mesh_shape: tuple[int, int], l
   from configs import alexnet as alexnet_config  # pylint: disable=g-import-not-at-top
 
   config = alexnet_config.get_config()
-  config.model.update(num_classes=_NUM_CLASSES.value, dtype=dtype, lrn=lrn, lrn_impl=lrn_impl,
+  config.model.update(num_classes=FLAGS.num_classes, dtype=dtype, lrn=lrn, lrn_impl=lrn_impl,
                       conv_impl=conv_impl, pool_impl=pool_impl)
   config.optimizer.schedule = 'constant'
   data, model_axis = mesh_shape
@@ -239,7 +245,7 @@ def bench_ours(batch: int, dtype: str, lrn: bool, mesh_shape: tuple[int, int], l
   model = models.from_config(config.model)
   tx = optim.create_optimizer(config.optimizer, 1000, 1000, batch)
   with jax.set_mesh(mesh):
-    state = train.create_train_state(model, tx, jax.random.PRNGKey(0), _IMAGE_SIZE.value, mesh)
+    state = train.create_train_state(model, tx, jax.random.PRNGKey(0), FLAGS.image_size, mesh)
     state_shardings = sharding.tree_shardings(state, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
 
@@ -250,9 +256,9 @@ def bench_ours(batch: int, dtype: str, lrn: bool, mesh_shape: tuple[int, int], l
     jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding, batch_sharding),
                      out_shardings=(state_shardings, None), donate_argnums=0)
     batches = [tuple(jax.device_put(a, batch_sharding) for a in b) for b in _synthetic_batches(
-        batch, _IMAGE_SIZE.value, _NUM_CLASSES.value, jnp.float32)]
+        batch, FLAGS.image_size, FLAGS.num_classes, jnp.float32)]
     timer = StepTimer(jitted, (state,), batches)
-  return timer, model_flops_per_image(model, _IMAGE_SIZE.value) * batch
+  return timer, model_flops_per_image(model, FLAGS.image_size) * batch
 
 
 def load_yardstick(path: str):
@@ -278,7 +284,7 @@ def bench_yardstick(module, batch: int, dtype: str, lrn: bool) -> StepTimer:
   net = module.AlexNet(use_lrn=lrn, dtype=jdtype)
   key = jax.random.PRNGKey(0)
   params = net.init({'params': key, 'dropout': key},
-                    jnp.zeros((1, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), jdtype))['params']
+                    jnp.zeros((1, FLAGS.image_size, FLAGS.image_size, 3), jdtype))['params']
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
   opt = tx.init(params)
 
@@ -294,7 +300,7 @@ def bench_yardstick(module, batch: int, dtype: str, lrn: bool) -> StepTimer:
 
   device = jax.devices()[0]
   batches = [tuple(jax.device_put(a, device) for a in b) for b in _synthetic_batches(
-      batch, _IMAGE_SIZE.value, 1000, jdtype)]
+      batch, FLAGS.image_size, 1000, jdtype)]
   return StepTimer(step, (params, opt), batches)
 
 
@@ -329,8 +335,8 @@ def _record(result: dict, model_flops: float | None = None, **setting) -> dict[s
 def _emit(record: dict) -> None:
   line = json.dumps(record)
   print(line, flush=True)
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, 'a') as f:
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, 'a') as f:
       f.write(line + '\n')
 
 
@@ -349,31 +355,31 @@ def run_step_benchmark() -> list[dict]:
   from alexnet_jax import lrn as lrn_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
   from alexnet_jax import pooling  # pylint: disable=g-import-not-at-top
-  for value, allowed, name in ((_DTYPES.value, models.DTYPES, 'dtypes'),
-                               (_POOL_IMPLS.value, pooling.IMPLS, 'pool_impls'),
-                               (_LRN_IMPLS.value, lrn_lib.IMPLS, 'lrn_impls'),
-                               (_CONV_IMPLS.value, models.CONV_IMPLS, 'conv_impls'),
-                               (_LRN.value, ('on', 'off'), 'lrn')):
+  for value, allowed, name in ((FLAGS.dtypes, models.DTYPES, 'dtypes'),
+                               (FLAGS.pool_impls, pooling.IMPLS, 'pool_impls'),
+                               (FLAGS.lrn_impls, lrn_lib.IMPLS, 'lrn_impls'),
+                               (FLAGS.conv_impls, models.CONV_IMPLS, 'conv_impls'),
+                               (FLAGS.lrn, ('on', 'off'), 'lrn')):
     bad = [v for v in value if v not in allowed]
     if bad:
       raise FlagError(f'--{name}: {", ".join(bad)}; choose from {", ".join(allowed)}')
-  meshes = [_parse_mesh(m) for m in _MESHES.value]
+  meshes = [_parse_mesh(m) for m in FLAGS.meshes]
   yardstick = None
-  if _YARDSTICK.value:
-    if os.path.isfile(_YARDSTICK.value):
-      yardstick = load_yardstick(_YARDSTICK.value)
+  if FLAGS.yardstick:
+    if os.path.isfile(FLAGS.yardstick):
+      yardstick = load_yardstick(FLAGS.yardstick)
     else:
-      print(f'note: no yardstick at {_YARDSTICK.value}; timing ours only', file=sys.stderr)
+      print(f'note: no yardstick at {FLAGS.yardstick}; timing ours only', file=sys.stderr)
   records = []
-  for batch in [int(b) for b in _BATCH_SIZES.value]:
-    for dtype in _DTYPES.value:
-      for lrn in [v == 'on' for v in _LRN.value]:
+  for batch in [int(b) for b in FLAGS.batch_sizes]:
+    for dtype in FLAGS.dtypes:
+      for lrn in [v == 'on' for v in FLAGS.lrn]:
         setting = {'batch': batch, 'dtype': dtype, 'lrn': lrn}
         timers, settings, flops = [], [], []
         for mesh in meshes:
-          for lrn_impl in (_LRN_IMPLS.value if lrn else _LRN_IMPLS.value[:1]):
-            for conv_impl in _CONV_IMPLS.value:
-              for pool_impl in _POOL_IMPLS.value:
+          for lrn_impl in (FLAGS.lrn_impls if lrn else FLAGS.lrn_impls[:1]):
+            for conv_impl in FLAGS.conv_impls:
+              for pool_impl in FLAGS.pool_impls:
                 timer, model_flops = bench_ours(batch, dtype, lrn, mesh, lrn_impl, conv_impl,
                                                 pool_impl)
                 timers.append(timer)
@@ -387,8 +393,8 @@ def run_step_benchmark() -> list[dict]:
           settings.append(dict(impl='yardstick', **setting, mesh='1x1', devices=1,
                                lrn_impl='reduce_window', conv_impl='feature_group',
                                pool_impl='xla'))
-        results = time_interleaved(timers, warmup=_WARMUP.value, steps=_STEPS.value,
-                                   windows=_WINDOWS.value)
+        results = time_interleaved(timers, warmup=FLAGS.warmup, steps=FLAGS.steps,
+                                   windows=FLAGS.windows)
         del timers  # frees the states before the next setting
         group = [_record(r, model_flops=f, **s) for r, f, s in zip(results, flops, settings)]
         if yardstick is not None:
@@ -430,8 +436,8 @@ def run_lrn_benchmark() -> list[dict]:
   from alexnet_jax import lrn as lrn_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
   records = []
-  for batch in [int(b) for b in _BATCH_SIZES.value]:
-    for dtype in _DTYPES.value:
+  for batch in [int(b) for b in FLAGS.batch_sizes]:
+    for dtype in FLAGS.dtypes:
       for layer, (hw, channels) in {'norm1': (55, 96), 'norm2': (27, 256)}.items():
         x = jax.random.normal(jax.random.PRNGKey(0), (2, batch, hw, hw, channels // 2),
                               models.DTYPES[dtype]) * 30
@@ -443,8 +449,8 @@ def run_lrn_benchmark() -> list[dict]:
             dx = vjp(g)[0]
             return x, g, jnp.sum(y.astype(jnp.float32)) + jnp.sum(dx.astype(jnp.float32))
           timers.append(StepTimer(jax.jit(step), (x, g), [()]))
-        results = time_interleaved(timers, warmup=_WARMUP.value, steps=max(_STEPS.value, 5),
-                                   windows=_WINDOWS.value)
+        results = time_interleaved(timers, warmup=FLAGS.warmup, steps=max(FLAGS.steps, 5),
+                                   windows=FLAGS.windows)
         by_impl = {impl: r['step_s'] for impl, r in zip(lrn_lib.IMPLS, results)}
         for impl in lrn_lib.IMPLS:
           record = {'mode': 'lrn', 'layer': layer, 'batch': batch, 'dtype': dtype,
@@ -469,7 +475,7 @@ def main(argv):
   sys.path.insert(0, str(_REPO_ROOT))  # configs/ is a top-level folder of the repo
   from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
-    if _MODE.value == 'lrn':
+    if FLAGS.mode == 'lrn':
       run_lrn_benchmark()
     else:
       print_step_table(run_step_benchmark())
@@ -479,4 +485,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
