@@ -125,6 +125,8 @@ def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight,
   assert f'stopped by {signal.Signals(signum).name} at step {stopped[0]}/{STEPS}' in out
   assert 'Traceback' not in out
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # not finished
+  if signum == signal.SIGINT:
+    return  # resuming is the same path as after SIGTERM, checked below once
   resumed = run(workdir, '--config.train.checkpoint_every_steps=1000')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'resumed from' in resumed.stdout and f'at step {stopped[0]}' in resumed.stdout
