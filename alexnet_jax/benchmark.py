@@ -332,12 +332,18 @@ def _record(result: dict, model_flops: float | None = None, **setting) -> dict[s
   return record
 
 
-def _emit(record: dict) -> None:
+def emit_json_line(record: dict, json_out: str = '') -> None:
+  """One measurement as a JSON line on stdout, and appended to json_out if given (shared with
+  loader_benchmark)."""
   line = json.dumps(record)
   print(line, flush=True)
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, 'a') as f:
+  if json_out:
+    with open(json_out, 'a') as f:
       f.write(line + '\n')
+
+
+def _emit(record: dict) -> None:
+  emit_json_line(record, FLAGS.json_out)
 
 
 class FlagError(ValueError):

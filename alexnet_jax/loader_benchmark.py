@@ -17,7 +17,6 @@ Rates are medians over --windows windows, after --warmup steps. It prints one JS
 measurement, then a table and the worker count with the best end-to-end rate.
 """
 import gc
-import json
 import statistics
 import sys
 import time
@@ -27,6 +26,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 import numpy as np
+
+from alexnet_jax import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/alexnet.py:demo.', lock_config=True)
@@ -41,11 +42,7 @@ flags.mark_flags_as_required(['config'])
 
 
 def _emit(record: dict) -> None:
-  line = json.dumps(record)
-  print(line, flush=True)
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, 'a') as f:
-      f.write(line + '\n')
+  benchmark.emit_json_line(record, _JSON_OUT.value)
 
 
 def time_loader(iterator, batches: int, windows: int, batch_size: int) -> list[float]:
