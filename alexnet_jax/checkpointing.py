@@ -31,6 +31,13 @@ class _absl_warnings_off:  # pylint: disable=invalid-name
     logging.set_verbosity(self.level)
 
 
+def _state_metadata(path: str):
+  """The saved TrainState's tree of array metadata (shapes, dtypes), read without its data."""
+  with _absl_warnings_off():  # "no _CHECKPOINT_METADATA" at item level: expected here
+    metadata = ocp.StandardCheckpointer().metadata(path)
+  return metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+
+
 def _first_line(error: Exception, limit: int = 300) -> str:
   """The error on one line; tensorstore's JSON spec dropped, the middle elided (the head says
   what failed, the tail why: 'File too large', 'No space left on device')."""
@@ -102,10 +109,7 @@ class Checkpoints:
     """A readable checkpoint of another model (other width, classes, optimizer) is the user's
     mistake, not damage: say so instead of moving it aside."""
     from alexnet_jax import sharding  # pylint: disable=g-import-not-at-top
-    path = os.path.join(self.directory, str(step), 'state')
-    with _absl_warnings_off():  # "no _CHECKPOINT_METADATA" at item level: expected here
-      metadata = ocp.StandardCheckpointer().metadata(path)
-    tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+    tree = _state_metadata(os.path.join(self.directory, str(step), 'state'))
     saved = {sharding.path_name(k): tuple(v.shape)
              for k, v in jax.tree_util.tree_leaves_with_path(tree) if hasattr(v, 'shape')}
     wanted = {sharding.path_name(k): tuple(v.shape)
@@ -154,7 +158,6 @@ def load_run(workdir: str, step: int | None = None):
   """
   import json  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, 'config.json')
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.exists(config_path) or not os.path.isdir(directory):
@@ -168,8 +171,7 @@ def load_run(workdir: str, step: int | None = None):
   if step not in steps:
     raise UserError(f'{workdir!r} has no checkpoint at step {step}; it has {steps}')
   path = os.path.join(directory, str(step), 'state')
-  metadata = ocp.StandardCheckpointer().metadata(path)
-  tree = metadata.item_metadata.tree if hasattr(metadata, 'item_metadata') else metadata
+  tree = _state_metadata(path)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
   target = {'params': jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree['params'])}

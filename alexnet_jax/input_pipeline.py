@@ -128,7 +128,7 @@ class PaddedSource:
   def __getitem__(self, index: int) -> dict:
     if index < len(self.source):
       return {**self.source[index], 'mask': True}
-    return {'image': None, 'label': 0, 'mask': False, 'source': '(padding)'}
+    return {'image': None, 'label': 0, 'mask': False}
 
   def __repr__(self) -> str:
     return f'PaddedSource({self.source!r}, length={self.length})'

@@ -59,14 +59,16 @@ def _inverse_power(denom: jax.Array, beta: float) -> jax.Array:
 
 
 def _lrn_forward(x32, depth_radius, bias, alpha, beta, sum_fn):
+  """(b, D, D^-beta): the backward needs all three."""
   denom = bias + alpha * sum_fn(jnp.square(x32), depth_radius)
-  return x32 * _inverse_power(denom, beta), denom
+  scale = _inverse_power(denom, beta)
+  return x32 * scale, denom, scale
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn_fast(x, depth_radius, bias, alpha, beta):
-  out, _ = _lrn_forward(x.astype(jnp.float32), depth_radius, bias, alpha, beta,
-                        _window_sum_reduce_window)
+  out, _, _ = _lrn_forward(x.astype(jnp.float32), depth_radius, bias, alpha, beta,
+                           _window_sum_reduce_window)
   return out.astype(x.dtype)
 
 
@@ -76,12 +78,13 @@ def _lrn_fast_fwd(x, depth_radius, bias, alpha, beta):
 
 def _lrn_fast_bwd(depth_radius, bias, alpha, beta, x, g):
   x32 = x.astype(jnp.float32)
-  out, denom = _lrn_forward(x32, depth_radius, bias, alpha, beta, _window_sum_reduce_window)
+  out, denom, scale = _lrn_forward(x32, depth_radius, bias, alpha, beta,
+                                   _window_sum_reduce_window)
   g32 = g.astype(jnp.float32)
   # d b[c] / d a[i] = delta_ci D[c]^-beta - 2 alpha beta a[i] b[c] / D[c]  (i in c's window);
   # the window is symmetric, so summing over c is the same window sum as the forward's.
   spread = _window_sum_reduce_window(g32 * out / denom, depth_radius)
-  grad = g32 * _inverse_power(denom, beta) - (2.0 * alpha * beta) * x32 * spread
+  grad = g32 * scale - (2.0 * alpha * beta) * x32 * spread
   return (grad.astype(x.dtype),)
 
 
@@ -111,5 +114,6 @@ def local_response_norm(x: jax.Array,
     out = _lrn_fast(grouped, depth_radius, float(bias), float(alpha), float(beta))
   else:
     sum_fn = window_sum if impl == 'autodiff' else _window_sum_reduce_window
-    out, _ = _lrn_forward(grouped.astype(jnp.float32), depth_radius, bias, alpha, beta, sum_fn)
+    out, _, _ = _lrn_forward(grouped.astype(jnp.float32), depth_radius, bias, alpha, beta,
+                             sum_fn)
   return out.reshape(x.shape).astype(x.dtype)

@@ -113,7 +113,7 @@ class GroupedConv(nn.Module):
         return _merged_groups_conv(conv, x, kernel.astype(self.dtype), bias.astype(self.dtype),
                                    self.shared_input)
       outs = []
-      for g in range(kernel.shape[0]):
+      for g in range(groups):
         x_g = x if self.shared_input else x[g]
         outs.append(conv(x_g, kernel[g].astype(self.dtype)) + bias[g].astype(self.dtype))
       return jnp.stack(outs)
