@@ -1,21 +1,31 @@
 """Orbax checkpoints holding everything a run needs to resume exactly.
 
 One checkpoint = the TrainState (params, optimizer state, step, dropout key), the Grain
-iterator state (so the data order continues where it stopped), and a small JSON `meta`
-(the plateau rule's state, the last evaluation). A re-run with the same --workdir restores the
+iterator state (so the data order continues where it stopped), a small JSON `meta` (the plateau
+rule's state, the last evaluation) and the config it was written with (JSON), which resume
+compares with the new one (config_changes.py). A re-run with the same --workdir restores the
 latest one; Orbax writes each step into a temporary directory and renames it when complete, so
 a crash or a full disk mid-save leaves the previous checkpoint intact (the temporary directory
-is removed at the next start). A checkpoint that cannot be read back is moved aside to
-<workdir>/checkpoints.unreadable/ and the one before it is used.
+is removed at the next start). Only a checkpoint whose bytes cannot be read back is moved aside
+to <workdir>/checkpoints.unreadable/ (and the one before it used); a readable one that does not
+fit (another model, a refused setting) is an error that moves nothing, and a data-iterator
+state that cannot be applied falls back to the step's position in the data order.
 """
+import dataclasses
+import glob
+import json
 import os
 import re
 import shutil
+from typing import Any, Callable
 
 import grain
 import jax
+from jax.experimental import multihost_utils
+import ml_collections
 import orbax.checkpoint as ocp
 
+from alexnet_jax import sharding
 from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 
@@ -46,6 +56,15 @@ def _first_line(error: Exception, limit: int = 300) -> str:
   return text if len(text) <= limit else f'{text[:limit // 2]} ... {text[-limit // 2:]}'
 
 
+@dataclasses.dataclass
+class Restored:
+  step: int
+  state: Any
+  meta: dict
+  config: dict | None  # the config the checkpoint was written with; None before they were stored
+  data_note: str  # '' when the data iterator's own state was restored
+
+
 class Checkpoints:
   """The run's CheckpointManager under <workdir>/checkpoints."""
 
@@ -55,7 +74,7 @@ class Checkpoints:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              cleanup_tmp_directories=True),
-        item_names=('state', 'data', 'meta'))
+        item_names=('state', 'data', 'meta', 'config'))
     self.saved_step: int | None = None  # the last save this run finished (or started)
 
   def latest_step(self) -> int | None:
@@ -69,47 +88,71 @@ class Checkpoints:
         f'({_first_line(error)}); {previous}. Free disk space (or fix the path) and run the '
         'same command again to resume')
 
-  def save(self, step: int, state, data_iterator, meta: dict) -> None:
+  def save(self, step: int, state, data_iterator, meta: dict, config: dict) -> None:
     """Starts an asynchronous save; a failure of the previous one is raised here."""
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           data=grain.checkpoint.CheckpointSave(data_iterator),
-          meta=ocp.args.JsonSave(meta)))
+          meta=ocp.args.JsonSave(meta),
+          config=ocp.args.JsonSave(config)))
     except Exception as e:  # pylint: disable=broad-except
       raise self._write_failed(self.saved_step or step, e) from e
     self.saved_step = step
 
-  def restore_latest(self, like_state, data_iterator):
-    """(step, state, meta, data_restored) from the newest readable checkpoint, or None.
+  def restore_latest(self, like_state_for: Callable[[int, dict | None], Any], data_iterator,
+                     fallback_position: Callable[[int], int]) -> 'Restored | None':
+    """The newest readable checkpoint, restored, or None when there is none.
 
-    An unreadable one (truncated or corrupted files) is reported, moved aside to
-    checkpoints.unreadable/<step> (nothing is deleted) and the one before it is tried.
+    like_state_for(step, saved_config) checks the checkpoint's config (None: written before
+    configs were stored) against this run's, raising UserError to refuse it, and returns the
+    state to restore into (its structure and shardings). data_iterator is set to the saved
+    position in place; where the saved state cannot be applied (written by another kind of
+    iterator), to fallback_position(step). A checkpoint whose files cannot be read is reported,
+    moved aside to checkpoints.unreadable/<step> (nothing is deleted) and the one before it is
+    tried; nothing else is ever moved.
     """
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        self._check_compatible(step, like_state)
-        return (step, *self.restore(step, like_state, data_iterator))
-      except UserError:
-        raise
+        saved_config = self._read_config(step)
+      except Exception as e:  # pylint: disable=broad-except  # unreadable JSON
+        self._move_aside(step, e)
+        continue
+      like_state = like_state_for(step, saved_config)  # UserError: refused, nothing moved
+      self._check_compatible(step, like_state)  # UserError: another model, nothing moved
+      try:
+        state, meta = self._restore_state(step, like_state)
       except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore/json errors
-        aside = os.path.join(os.path.dirname(self.directory), 'checkpoints.unreadable')
-        print(f'warning: the checkpoint at step {step} cannot be read ({_first_line(e)}); '
-              f'moved to {aside}/{step}, trying the one before it', flush=True)
-        if jax.process_index() == 0:
-          os.makedirs(aside, exist_ok=True)
-          shutil.move(os.path.join(self.directory, str(step)), os.path.join(aside, str(step)))
-        if jax.process_count() > 1:
-          from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-          multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
-        self.manager.reload()
+        self._move_aside(step, e)
+        continue
+      data_note = self._restore_data(step, data_iterator, fallback_position)
+      return Restored(step, state, meta, saved_config, data_note)
     return None
+
+  def _move_aside(self, step: int, error: Exception) -> None:
+    aside = os.path.join(os.path.dirname(self.directory), 'checkpoints.unreadable')
+    print(f'warning: the checkpoint at step {step} cannot be read ({_first_line(error)}); '
+          f'moved to {aside}/{step}, trying the one before it', flush=True)
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), os.path.join(aside, str(step)))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
+    self.manager.reload()
+
+  def _read_config(self, step: int) -> dict | None:
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'config')):
+      return None  # written before checkpoints stored their config
+    return self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore())).config
 
   def _check_compatible(self, step: int, like_state) -> None:
     """A readable checkpoint of another model (other width, classes, optimizer) is the user's
     mistake, not damage: say so instead of moving it aside."""
-    from alexnet_jax import sharding  # pylint: disable=g-import-not-at-top
-    tree = _state_metadata(os.path.join(self.directory, str(step), 'state'))
+    try:
+      tree = _state_metadata(os.path.join(self.directory, str(step), 'state'))
+    except Exception:  # pylint: disable=broad-except  # unreadable: _restore_state says so
+      return
     saved = {sharding.path_name(k): tuple(v.shape)
              for k, v in jax.tree_util.tree_leaves_with_path(tree) if hasattr(v, 'shape')}
     wanted = {sharding.path_name(k): tuple(v.shape)
@@ -122,23 +165,34 @@ class Checkpoints:
           f'{saved.get(differ[0])}, now {wanted.get(differ[0])}); use another --workdir or '
           'the config.json stored in this one')
 
-  def restore(self, step: int, like_state, data_iterator):
-    """Returns (state, meta, data_restored).
-
-    state is laid out like like_state (its shardings: a checkpoint restores onto another
-    mesh or process count). data_iterator is set to its saved position in place when the
-    checkpoint has a position for this process; one saved by a different number of processes
-    has not, and the data order then starts afresh (data_restored False).
-    """
+  def _restore_state(self, step: int, like_state):
+    """(state laid out like like_state: a checkpoint restores onto another mesh or process
+    count, meta)."""
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
-    data_file = os.path.join(self.directory, str(step), 'data',
-                             f'process_{jax.process_index()}-of-{jax.process_count()}.json')
-    data_restored = os.path.exists(data_file)
-    if data_restored:
-      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return restored.state, restored.meta, data_restored
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+  def _restore_data(self, step: int, data_iterator, fallback_position) -> str:
+    """Sets the data iterator to the checkpoint's position; returns what happened, in words.
+
+    The training iterator's state is the next position in the global data order, the same
+    in every process's file, so any process's file fits any process count."""
+    data_dir = os.path.join(self.directory, str(step), 'data')
+    ours = os.path.join(data_dir, f'process_{jax.process_index()}-of-{jax.process_count()}.json')
+    files = [ours] if os.path.exists(ours) else sorted(glob.glob(os.path.join(data_dir, '*.json')))
+    try:
+      with open(files[0]) as f:
+        data_iterator.set_state(json.load(f))
+      return ''
+    except Exception as e:  # pylint: disable=broad-except  # missing, or another iterator's
+      why = 'none was saved' if not files else f'it does not fit this iterator: {_first_line(e, 120)}'
+      position = fallback_position(step)
+      data_iterator.set_state({'global_next_index': position})
+      return (f'the data position saved at step {step} could not be restored ({why}); '
+              f'continuing at position {position} of the data order (the same epoch and '
+              'position within it; the order is this version\'s, not the one that checkpoint '
+              'was following)')
 
   def close(self) -> None:
     """Waits for the save in flight; raises RunFailure if it failed."""
@@ -153,23 +207,23 @@ class Checkpoints:
 def load_run(workdir: str, step: int | None = None):
   """(config, params, step) of a finished or running training run, for eval and tools.
 
-  The config is the run's own (workdir/config.json, written at start); params are restored
-  as host numpy arrays from the latest checkpoint, or from `step`.
+  The config is the one stored with that checkpoint (for checkpoints written before configs
+  were stored: workdir/config.json, written at each start); params are restored as host numpy
+  arrays from the latest checkpoint, or from `step`.
   """
-  import json  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, 'config.json')
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.exists(config_path) or not os.path.isdir(directory):
     raise UserError(f'{workdir!r} holds no training run (no config.json and checkpoints/)')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
   steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
   if not steps:
     raise UserError(f'{workdir!r} has no finished checkpoint yet')
   step = steps[-1] if step is None else step
   if step not in steps:
     raise UserError(f'{workdir!r} has no checkpoint at step {step}; it has {steps}')
+  stored = os.path.join(directory, str(step), 'config', 'metadata')
+  with open(stored if os.path.exists(stored) else config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
   path = os.path.join(directory, str(step), 'state')
   tree = _state_metadata(path)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])

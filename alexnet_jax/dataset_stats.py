@@ -3,6 +3,12 @@ r"""Training-set statistics for preprocessing: mean image, RGB mean/std, RGB cov
   python -m alexnet_jax.dataset_stats --config=configs/alexnet.py:demo \
       --out=data/clothing10-128/stats.npz [--max_images=N]
 
+Without a stats file (config.input.stats_file=''), training computes these itself at its first
+start (`training_set_stats`): one pass over a seeded random sample of config.input.stats_images
+training images (not the first N, which in a folder are the first classes), cached as
+<workdir>/dataset_stats.npz so that resumes, every process and the eval/predict tools use the
+same numbers.
+
 Every image is first brought to the paper's resize_size x resize_size central patch (section 2),
 then (all in the 0..255 pixel scale):
   mean_image  (R, R, 3)  the per-pixel mean the paper subtracts (section 2).
@@ -15,20 +21,26 @@ then (all in the 0..255 pixel scale):
                          `cov` (~1e4) would shift pixels by hundreds at alpha ~ N(0, 0.1).
   eigvec      (3, 3)     the matching unit eigenvectors as columns.
 """
+import concurrent.futures
 import os
 import sys
 import time
 
 import numpy as np
 
+from alexnet_jax import data_sources
 from alexnet_jax import preprocessing as pp
 from alexnet_jax.errors import UserError
 
 _KEYS = ('mean_image', 'mean', 'std', 'cov', 'eigval', 'eigvec')
+CACHE_NAME = 'dataset_stats.npz'  # in the workdir: the training set's statistics, computed once
+SAMPLE_SEED = 0  # fixed, not config.seed: runs of every seed subtract the same mean
 
 
 def imagenet_stats(resize_size: int) -> dict:
-  """The well-known ImageNet values; the per-channel mean broadcast as the mean image."""
+  """The well-known ImageNet values (preprocessing.IMAGENET_*); the per-channel mean broadcast
+  as the mean image, so this is no per-pixel mean: only for runs saved before the mean image
+  was computed from the training set, and for the `imagenet` lighting eigenvalues."""
   mean = pp.IMAGENET_MEAN.astype(np.float32)
   return {
       'mean_image': np.broadcast_to(mean, (resize_size, resize_size, 3)).copy(),
@@ -39,22 +51,41 @@ def imagenet_stats(resize_size: int) -> dict:
   }
 
 
+def sample_indices(num_records: int, sample_size: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+  """A seeded uniform sample of record indices without replacement (all when it fits), sorted
+  (file order reads faster); the same on every process and every run."""
+  if sample_size <= 0 or sample_size >= num_records:
+    return np.arange(num_records)
+  return np.sort(np.random.default_rng(seed).choice(num_records, sample_size, replace=False))
+
+
+def _decode(source, resize_size: int, index: int) -> np.ndarray:
+  return pp.decode_and_resize(source[int(index)]['image'], resize_size)
+
+
 def compute_stats(source, resize_size: int, *, max_images: int | None = None,
-                  log_every: int = 100, log=print) -> dict:
-  """Statistics over the records {'image': bytes or uint8 array, ...} of a data source."""
-  n = len(source) if max_images is None else min(len(source), max_images)
+                  indices=None, log_every: int = 100, log=print, threads: int = 0) -> dict:
+  """Statistics over records {'image': bytes or uint8 array, ...} of a data source: the first
+  max_images, or the records at `indices`. Images are decoded in `threads` threads (0: one
+  per core, at most 8); the sums run in index order, so the result does not depend on them."""
+  if indices is None:
+    indices = np.arange(len(source) if max_images is None else min(len(source), max_images))
+  n = len(indices)
   if n <= 0:
     raise UserError('no images to compute statistics over')
   sum_image = np.zeros((resize_size, resize_size, 3), np.float64)
   sum_outer = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T
   start = time.time()
-  for i in range(n):
-    img = pp.decode_and_resize(source[i]['image'], resize_size).astype(np.float64)
-    sum_image += img
-    pixels = img.reshape(-1, 3)
-    sum_outer += pixels.T @ pixels
-    if log and ((i + 1) % log_every == 0 or i + 1 == n):
-      log(f'{i + 1}/{n} images ({(i + 1) / (time.time() - start):.0f} img/s)')
+  threads = threads or min(8, os.cpu_count() or 1)
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # decoding releases the GIL
+    images = pool.map(lambda i: _decode(source, resize_size, i), indices)
+    for count, img in enumerate(images, 1):
+      img = img.astype(np.float64)
+      sum_image += img
+      pixels = img.reshape(-1, 3)
+      sum_outer += pixels.T @ pixels
+      if log and (count % log_every == 0 or count == n):
+        log(f'{count}/{n} images ({count / (time.time() - start):.0f} img/s)')
   num_pixels = n * resize_size * resize_size
   mean_image = sum_image / n
   mean = mean_image.reshape(-1, 3).mean(axis=0)
@@ -74,9 +105,12 @@ def compute_stats(source, resize_size: int, *, max_images: int | None = None,
 
 
 def save_stats(path: str, stats: dict):
+  """Writes the .npz atomically (a temporary file renamed): a reader never sees half of it."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'wb') as f:  # np.savez on a file object keeps the exact name.
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:  # np.savez on a file object keeps the exact name.
     np.savez(f, **stats)
+  os.replace(tmp, path)
 
 
 def _resize_mean_image(mean_image: np.ndarray, size: int) -> np.ndarray:
@@ -89,15 +123,12 @@ def _resize_mean_image(mean_image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_stats(path: str, resize_size: int) -> dict:
-  """Stats from a save_stats .npz, or the ImageNet defaults when path is ''.
+  """Stats from a save_stats .npz.
 
   A mean image saved at another resize_size (e.g. the demo's 256 stats used by the tiny
   72-pixel test config) is resized bilinearly to resize_size.
   """
-  if not path:
-    return imagenet_stats(resize_size)
-  from alexnet_jax.data_sources import resolve_path  # pylint: disable=g-import-not-at-top
-  resolved = resolve_path(path)
+  resolved = data_sources.resolve_path(path)
   if not os.path.isfile(resolved):
     raise UserError(f'stats file {path!r} (config.input.stats_file) does not exist; write it with: '
                     f'python -m alexnet_jax.dataset_stats --config=<config> --out={path}')
@@ -117,9 +148,58 @@ def load_stats(path: str, resize_size: int) -> dict:
   return stats
 
 
+LIGHTING_EIGEN = ('dataset', 'imagenet')
+
+
+def training_set_stats(config, cache_dir: str | None = None, log=print) -> dict:
+  """The statistics preprocessing uses, by config.input:
+
+  stats_file set: that file. Else the training set's own, computed once over a seeded sample
+  of stats_images images and cached as <cache_dir>/dataset_stats.npz (no cache_dir: computed
+  each call, for tests and tools on small data). lighting_eigen='imagenet' then swaps in the
+  well-known ImageNet eigenvalues/vectors for PCA lighting.
+  """
+  inp = config.input
+  eigen = inp.get('lighting_eigen', None)
+  if eigen is not None and eigen not in LIGHTING_EIGEN:
+    raise UserError(f'config.input.lighting_eigen={eigen!r}; choose one of '
+                    f'{", ".join(LIGHTING_EIGEN)}')
+  if inp.stats_file:
+    stats = load_stats(inp.stats_file, inp.resize_size)
+  elif eigen is None:  # a run saved before the stats were computed: what it trained with
+    stats = imagenet_stats(inp.resize_size)
+  else:
+    stats = _computed_stats(config, cache_dir, log)
+  if eigen == 'imagenet':
+    stats = {**stats, 'eigval': pp.IMAGENET_EIGVAL.astype(np.float32),
+             'eigvec': pp.IMAGENET_EIGVEC.astype(np.float32)}
+  return stats
+
+
+def _computed_stats(config, cache_dir: str | None, log) -> dict:
+  resize, wanted = config.input.resize_size, config.input.stats_images
+  path = os.path.join(cache_dir, CACHE_NAME) if cache_dir else None
+  if path and os.path.isfile(path):
+    stats = load_stats(path, resize)
+    if int(stats.get('resize_size', resize)) == resize:
+      return stats
+  source = data_sources.make_source(config.dataset, config.dataset.train_split)
+  indices = sample_indices(len(source), wanted)
+  if log:
+    log(f'computing the training set\'s mean image and RGB statistics over {len(indices)} of '
+        f'{len(source)} images (seeded sample, once{"; cached in " + path if path else ""})',
+        flush=True)
+  progress = (lambda line: log(f'  stats: {line}', flush=True)) if log else None
+  stats = compute_stats(source, resize, indices=indices, log=progress,
+                        log_every=max(100, len(indices) // 10))
+  stats['sample_seed'] = np.int64(SAMPLE_SEED)
+  if path:
+    save_stats(path, stats)
+  return stats
+
+
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import data_sources  # pylint: disable=g-import-not-at-top
   del argv
   config = flags.FLAGS.config
   out = flags.FLAGS.out

@@ -3,11 +3,13 @@
 All work (file reads, JPEG decoding, resizing, augmentation) is numpy/PIL inside Grain; the
 batches are numpy: {'image': float32 (B, S, S, 3), 'label': int32 (B,)} (+ 'mask' for eval).
 
-Determinism: Grain's IndexSampler gives every record a np.random.Generator keyed by
-(seed + global sample index), so the augmentation of a step does not depend on timing, and an
-iterator restored with set_state() reproduces the exact following batches. The batches do
-depend on worker_count (each worker batches its own slice), and Grain refuses to restore a
-state saved with another worker_count.
+Determinism: the training order is one endless sequence of records, every epoch a fresh
+seeded permutation (Grain's MapDataset shuffle + repeat), and every position in it gets its own
+np.random.Generator keyed by (seed, position) for the augmentation. Global batch k is positions
+[k B, (k+1) B), split over processes by Grain's ElasticIterator; its state is the next position
+alone. So the batches, their augmentation and a restored iterator do not depend on timing, on
+the number of worker processes or on the number of hosts, and a state saved with 4 workers
+restores with 1 (or onto another process count) at the same place.
 """
 import dataclasses
 import math
@@ -39,12 +41,14 @@ class PreprocessParams:
   eigvec: np.ndarray
 
 
-def preprocess_params(config) -> PreprocessParams:
+def preprocess_params(config, stats_dir: str | None = None, log=print) -> PreprocessParams:
+  """The transforms' parameters; the statistics from dataset_stats.training_set_stats (cached
+  in stats_dir, the run's workdir, when config.input.stats_file is '')."""
   inp = config.input
   if inp.image_size > inp.resize_size:
     raise UserError(f'config.input.image_size ({inp.image_size}) is larger than '
                     f'config.input.resize_size ({inp.resize_size})')
-  stats = dataset_stats.load_stats(inp.stats_file, inp.resize_size)
+  stats = dataset_stats.training_set_stats(config, stats_dir, log)
   if inp.mean == 'pixel':
     mean = stats['mean_image']
   elif inp.mean == 'channel':
@@ -157,47 +161,53 @@ def _check_source(config, source):
 
 
 def create_train_loader(config, *, seed: int, shard_index: int | None = None,
-                        shard_count: int | None = None) -> grain.DataLoader:
+                        shard_count: int | None = None,
+                        params: PreprocessParams | None = None) -> grain.IterDataset:
   """Endless shuffled training batches of config.train.batch_size // shard_count per process.
 
-  Each process reads its own 1/shard_count of the records (remainder dropped); the sample order
-  is reshuffled every epoch. Use iter(loader); the iterator has get_state()/set_state().
+  Use iter(loader): the iterator's get_state() is {'global_next_index': the next position in
+  the training order}, and set_state() of any such state (saved with any worker or process
+  count) continues there. Each epoch is a new permutation of all records; a global batch may
+  straddle two epochs (nothing is dropped).
   """
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=True)
   count = shard_options.shard_count
   if config.train.batch_size % count:
     raise UserError(f'config.train.batch_size ({config.train.batch_size}) is not divisible by '
                     f'the number of processes ({count})')
-  batch = config.train.batch_size // count
   source = data_sources.make_source(config.dataset, config.dataset.train_split)
   _check_source(config, source)
-  if len(source) // count < batch:
+  if len(source) < config.train.batch_size:
     raise UserError(f'the training split has {len(source)} images: fewer than one batch of '
-                    f'{batch} per process')
-  params = preprocess_params(config)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=True, num_epochs=None,
-      seed=int(seed))
+                    f'{config.train.batch_size}')
+  params = params or preprocess_params(config)
+  seed = int(seed) % 2**32  # Grain's seeds are uint32
+  dataset = (grain.MapDataset.source(source)
+             .shuffle(seed=seed)  # a new permutation every epoch (seed + epoch)
+             .repeat()  # endless: the loop counts steps, not epochs
+             .map(DecodeResize(params.resize_size))
+             .random_map(TrainAugment(params), seed=seed))  # rng from (seed, position)
+  multiprocessing = None
   if config.input.workers:
     _ensure_flags_parsed()
-  return grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[DecodeResize(params.resize_size), TrainAugment(params),
-                  grain.transforms.Batch(batch, drop_remainder=True)],
-      worker_count=config.input.workers, worker_buffer_size=config.input.prefetch,
-      shard_options=shard_options)
+    multiprocessing = grain.MultiprocessingOptions(
+        num_workers=config.input.workers, per_worker_buffer_size=config.input.prefetch)
+  return grain.experimental.ElasticIterator(
+      dataset, config.train.batch_size, shard_options,
+      multiprocessing_options=multiprocessing)
 
 
 def close_iterator(iterator):
   """Stops an iterator's Grain worker processes and frees their shared memory now.
 
   Otherwise that happens in garbage collection, which at interpreter exit prints
-  'Exception ignored in SharedMemoryArray.__del__' noise. grain 0.2.18's DataLoaderIterator has
-  no public close(); its inner DatasetIterator does.
+  'Exception ignored in SharedMemoryArray.__del__' noise. The training iterator (a Grain
+  DatasetIterator) has close(); grain 0.2.18's DataLoaderIterator (eval) has no public close(),
+  its inner DatasetIterator does.
   """
-  inner = getattr(iterator, '_iterator', iterator)
-  if hasattr(inner, 'close'):
-    inner.close()
+  closable = iterator if hasattr(iterator, 'close') else getattr(iterator, '_iterator', None)
+  if hasattr(closable, 'close'):
+    closable.close()
 
 
 def eval_num_batches(num_records: int, batch_size: int, shard_count: int) -> int:
@@ -206,7 +216,8 @@ def eval_num_batches(num_records: int, batch_size: int, shard_count: int) -> int
 
 
 def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int | None = None,
-                       shard_count: int | None = None) -> grain.DataLoader:
+                       shard_count: int | None = None,
+                       params: PreprocessParams | None = None) -> grain.DataLoader:
   """One ordered pass over the eval split in batches of config.eval.batch_size per process.
 
   The split is padded so that every process gets the same number of full batches (shape never
@@ -221,7 +232,7 @@ def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int
   _check_source(config, source)
   count = shard_options.shard_count
   padded = PaddedSource(source, count * batch * eval_num_batches(len(source), batch, count))
-  params = preprocess_params(config)
+  params = params or preprocess_params(config)
   sampler = grain.samplers.IndexSampler(
       num_records=len(padded), shard_options=shard_options, shuffle=False, num_epochs=1)
   if config.input.workers:

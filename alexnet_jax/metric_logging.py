@@ -3,6 +3,7 @@
 clu's metric writers import TensorFlow for the summary writer; the GPU/TPU machines may not have
 it, so TensorBoard files are written only when it imports, and the JSONL file always.
 """
+import glob
 import json
 import os
 import time
@@ -70,5 +71,65 @@ def create_writer(workdir: str, is_main_process: bool) -> MultiWriter:
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """The records of a metrics.jsonl; a line cut short by a kill (the last one) is left out."""
+  records = []
   with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def drop_after(workdir: str, step: int) -> int:
+  """Removes from metrics.jsonl and the TensorBoard event files everything logged after `step`.
+
+  A run resumes from its last checkpoint and logs the steps after it again; what the killed run
+  had logged past that checkpoint would otherwise appear twice (TensorBoard only hides such
+  "orphaned" points at a restart marker, which clu's writer does not write). Returns the
+  number of records dropped. Files are rewritten whole and renamed over the old ones.
+  """
+  dropped = 0
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      lines = f.readlines()
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get('step', 0) <= step]
+    if len(kept) < len(lines):  # records past `step`, or a line cut short by a kill
+      dropped += len(records) - len(kept)
+      _rewrite(path, ''.join(json.dumps(r) + '\n' for r in kept).encode())
+  for events in sorted(glob.glob(os.path.join(workdir, 'tensorboard', '**', '*tfevents*'),
+                              recursive=True)):
+    dropped += _drop_events_after(events, step)
+  return dropped
+
+
+def _rewrite(path: str, content: bytes) -> None:
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(content)
+  os.replace(tmp, path)
+
+
+def _drop_events_after(path: str, step: int) -> int:
+  """Keeps an event file's records up to `step` (TensorBoard's own reader and writer, no TF)."""
+  # pylint: disable=g-import-not-at-top  # tensorboard only where there are event files
+  from tensorboard.backend.event_processing import event_file_loader
+  from tensorboard.compat.proto import event_pb2
+  from tensorboard.summary.writer import record_writer
+  try:
+    raw = list(event_file_loader.RawEventFileLoader(path).Load())
+  except Exception:  # pylint: disable=broad-except  # a record cut short: keep what reads
+    raw = []
+  kept = [r for r in raw if event_pb2.Event.FromString(r).step <= step]
+  if len(kept) == len(raw):
+    return 0
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    writer = record_writer.RecordWriter(f)
+    for record in kept:
+      writer.write(record)
+  os.replace(tmp, path)
+  return len(raw) - len(kept)

@@ -10,7 +10,7 @@ Shapes (input 227x227x3; the paper's text says 224, its arithmetic needs 227):
   conv4  384x3x3x192 pad 1      -> 13x13x384  (grouped)
   conv5  256x3x3x192 pad 1      -> 13x13x256  (grouped)
   pool5                         -> 6x6x256 = 9216
-  fc6 9216->4096, fc7 4096->4096 (dropout 0.5 on their inputs), fc8 4096->num_classes
+  fc6 9216->4096, fc7 4096->4096 (dropout 0.5 on their outputs), fc8 4096->num_classes
 
 The paper's groups are explicit: every convolution kernel has a leading group axis of size 2
 (G x kh x kw x Cin x Cout/G) and activations inside the convolutional stack are laid out
@@ -37,6 +37,10 @@ ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
 POOLS = {'overlap': (3, 2), 'disjoint': (2, 2)}  # (window, stride); paper section 3.4
 LRN_ORDERS = ('paper', 'caffe')
 INITS = ('paper', 'he')
+# Where dropout zeroes units (section 4.2: "the output of each hidden neuron" of the first two
+# FC layers, i.e. after fc6's and fc7's ReLUs, Caffe's drop6/drop7); torchvision's AlexNet drops
+# the inputs of fc6 and fc7 instead (pool5's and fc6's outputs).
+DROPOUT_PLACEMENTS = ('paper', 'torchvision')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # How a device runs the groups it holds, chosen per backend by measurement
 # (`python -m alexnet_jax.benchmark --conv_impls=halves,feature_group,im2col`):
@@ -168,6 +172,7 @@ class AlexNet(nn.Module):
   lrn_order: str = 'paper'
   pool: str = 'overlap'
   dropout: float = 0.5
+  dropout_placement: str = 'paper'  # DROPOUT_PLACEMENTS
   activation: str = 'relu'
   dtype: Any = jnp.float32
   init_scheme: str = 'paper'
@@ -222,18 +227,25 @@ class AlexNet(nn.Module):
     self.sow('intermediates', 'pool5', x)
     x = merge_groups(x)
     x = x.reshape(x.shape[0], -1)
-    # Section 4.2: dropout 0.5 on the inputs of fc6 and fc7 (inverted dropout, the modern
-    # equivalent of the paper's test-time x0.5).
-    # Each FC layer sees all of its input (both GPUs' units, section 3.2) and computes its own
-    # half of the outputs.
+    # Section 4.2: dropout 0.5 on the outputs of fc6 and fc7 (inverted dropout: kept units
+    # are scaled by 1/(1-rate) in training, the modern equivalent of the paper's test-time
+    # x0.5). Each FC layer sees all of its input (both GPUs' units, section 3.2) and computes
+    # its own half of the outputs.
+    def drop(y, name):
+      if self.dropout > 0:
+        y = nn.Dropout(self.dropout, deterministic=not train, name=name)(y)
+      return y
+
     for name in ('fc6', 'fc7'):
       x = sharding.constrain(x, 'batch')
-      if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      if self.dropout_placement == 'torchvision':
+        x = drop(x, f'{name}_in_dropout')
       x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0),
                     name=name)(x))
       x = sharding.constrain(x, 'units')
-      self.sow('intermediates', f'{name}_out', x)
+      self.sow('intermediates', f'{name}_out', x)  # before dropout: what Figure 4 embeds
+      if self.dropout_placement == 'paper':
+        x = drop(x, f'{name}_out_dropout')
     x = sharding.constrain(x, 'batch')
     x = dense(self.num_classes, bias_init=_bias_init(self.init_scheme, 0.0), name='fc8')(x)
     # The logits are gathered whole for the softmax.
@@ -243,11 +255,13 @@ class AlexNet(nn.Module):
 def from_config(model_config) -> AlexNet:
   """AlexNet from config.model, checking every switch's value."""
   # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
+  # Runs saved before dropout_placement existed dropped torchvision's units.
   model_config = {'lrn_impl': 'fast', 'conv_impl': 'auto', 'pool_impl': 'fast',
-                  **dict(model_config)}
+                  'dropout_placement': 'torchvision', **dict(model_config)}
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
             ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
-            ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS)]
+            ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS),
+            ('dropout_placement', DROPOUT_PLACEMENTS)]
   for key, allowed in checks:
     if model_config[key] not in allowed:
       raise UserError(f'config.model.{key}={model_config[key]!r}; choose one of '
@@ -258,7 +272,9 @@ def from_config(model_config) -> AlexNet:
     raise UserError(f'config.model.num_classes={model_config["num_classes"]} must be >= 2')
   return AlexNet(num_classes=model_config['num_classes'], lrn=model_config['lrn'],
                  lrn_order=model_config['lrn_order'], pool=model_config['pool'],
-                 dropout=model_config['dropout'], activation=model_config['activation'],
+                 dropout=model_config['dropout'],
+                 dropout_placement=model_config['dropout_placement'],
+                 activation=model_config['activation'],
                  dtype=DTYPES[model_config['dtype']], init_scheme=model_config['init'],
                  width=model_config['width'], lrn_impl=model_config['lrn_impl'],
                  conv_impl=model_config['conv_impl'], pool_impl=model_config['pool_impl'])

@@ -14,6 +14,7 @@ update exactly, at every step.
 import dataclasses
 import math
 
+import jax
 import optax
 
 from alexnet_jax.errors import UserError
@@ -91,10 +92,45 @@ def current_learning_rate(opt_state) -> float:
 
 def with_learning_rate(opt_state, learning_rate: float):
   """opt_state with its injected learning rate replaced (the plateau rule's decay)."""
+  return with_hyperparams(opt_state, {'learning_rate': learning_rate})
+
+
+def with_hyperparams(opt_state, values: dict[str, float]):
+  """opt_state with injected hyperparameters replaced, through optax.inject_hyperparams' own
+  state (opt_state.hyperparams): a restored state otherwise keeps the values it was saved with,
+  whatever the optimizer was built with."""
   hyperparams = dict(opt_state.hyperparams)
-  old = hyperparams['learning_rate']
-  hyperparams['learning_rate'] = old * 0 + learning_rate  # keeps dtype, shape and sharding
+  for name, value in values.items():
+    hyperparams[name] = hyperparams[name] * 0 + value  # keeps dtype, shape and sharding
   return opt_state._replace(hyperparams=hyperparams)
+
+
+def resumed_hyperparams(opt_config, changed: set[str],
+                        global_batch: int = PAPER_BATCH) -> dict[str, float]:
+  """The injected values a resume with changed optimizer keys must set, by config.optimizer.
+
+  The learning rate is set only where it is a number in the state (plateau, constant) and a key
+  that defines it changed: otherwise the state's own lr stands (the plateau rule's decays).
+  Under a schedule the lr is recomputed from the step count at every update anyway."""
+  values = {}
+  lr_keys = {'optimizer.lr', 'optimizer.lr_scaling', 'optimizer.schedule'}
+  if opt_config.schedule in ('plateau', 'constant') and changed & lr_keys:
+    values['learning_rate'] = base_learning_rate(opt_config, global_batch)
+  if 'optimizer.weight_decay' in changed:
+    values['weight_decay'] = opt_config.weight_decay
+  if 'optimizer.momentum' in changed and opt_config.name == 'sgd':
+    values['momentum'] = opt_config.momentum
+  return values
+
+
+def transplant(restored, template):
+  """A restored opt_state moved into the structure of another schedule's (a number lr and a
+  schedule's lr are different inject_hyperparams states): the step count and the inner state
+  (momentum) come from restored, a schedule's own step count is the restored one."""
+  schedule_states = jax.tree.map(lambda leaf: leaf * 0 + restored.count,
+                                 template.hyperparams_states)
+  return template._replace(count=restored.count, inner_state=restored.inner_state,
+                           hyperparams_states=schedule_states)
 
 
 @dataclasses.dataclass
@@ -123,6 +159,13 @@ class PlateauRule:
       self.evals_since_best = 0
       return self.factor
     return 1.0
+
+  def with_counters_of(self, saved: dict) -> 'PlateauRule':
+    """This rule's settings (the config's) with a saved rule's counters: a resume that changes
+    the factor, patience or number of decays carries the decays already made on."""
+    return dataclasses.replace(
+        self, best_error=math.inf if saved['best_error'] is None else saved['best_error'],
+        evals_since_best=saved['evals_since_best'], decays=saved['decays'])
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)

@@ -5,6 +5,7 @@ host side: data, periodic evaluation, the plateau rule, metrics, checkpoints and
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -13,10 +14,12 @@ from typing import Any
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from alexnet_jax import checkpointing
+from alexnet_jax import config_changes
 from alexnet_jax import input_pipeline
 from alexnet_jax import metric_logging
 from alexnet_jax import models
@@ -316,6 +319,43 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       return _train(config, workdir, info, run, mesh, wall_start)
 
 
+def _data_identity(info: input_pipeline.DatasetInfo, params) -> dict:
+  """What must stay the same when only a path to the data or its statistics changes."""
+  digest = hashlib.sha256()
+  for array in (params.mean, params.std, params.eigval, params.eigvec):
+    if array is not None:
+      digest.update(np.ascontiguousarray(array, np.float32).tobytes())
+  return {'num_train': info.num_train, 'num_eval': info.num_eval,
+          'class_names': list(info.class_names), 'statistics': digest.hexdigest()[:16]}
+
+
+def _check_same_data(saved: dict | None, now: dict, step: int) -> None:
+  if not saved:
+    return  # a checkpoint written before identities were stored
+  differ = [k for k in now if k in saved and saved[k] != now[k]]
+  if differ:
+    key = differ[0]
+    what = {'statistics': 'the mean image / RGB statistics'}.get(key, key)
+    raise UserError(
+        f'the data this run reads is not the data of the checkpoint at step {step}: {what} '
+        f'differ ({_short(saved[key])} -> {_short(now[key])}); check config.dataset.folder, '
+        'config.dataset.data_dir and config.input.stats_file, or use another --workdir')
+
+
+def _short(value) -> str:
+  text = str(value)
+  return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _abstract_state_like(state: TrainState, tx: optax.GradientTransformation,
+                         mesh: jax.sharding.Mesh) -> TrainState:
+  """state's shapes and shardings, with tx's optimizer state (another schedule's structure)."""
+  abstract = jax.eval_shape(lambda s: s.replace(tx=tx, opt_state=tx.init(s.params)), state)
+  shardings = sharding.tree_shardings(abstract, mesh)
+  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                      abstract, shardings)
+
+
 def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
            mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   model = models.from_config(config.model)
@@ -324,26 +364,63 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
                               patience=config.optimizer.plateau_patience,
                               max_decays=config.optimizer.plateau_max_decays)
-  train_iter = iter(input_pipeline.create_train_loader(config, seed=config.seed))
-  eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop)
+  config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
+  # The statistics (mean image, eigenvalues) once, for both loaders: the run's own cached file.
+  prep = input_pipeline.preprocess_params(config, stats_dir=workdir, log=_log)
+  data_identity = _data_identity(info, prep)
+  train_iter = iter(input_pipeline.create_train_loader(config, seed=config.seed, params=prep))
+  eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop,
+                                                  params=prep)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
                              config.input.image_size, mesh)
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
   skipped = skipped_images = 0
-  restored = checkpoints.restore_latest(state, train_iter)
+  changes: config_changes.Changes | None = None
+
+  def like_state_for(step: int, saved_config: dict | None):
+    nonlocal changes
+    if saved_config is None:
+      _log(f'note: the checkpoint at step {step} stores no config (written by an earlier '
+           'version): settings are not compared, the optimizer state is used as saved',
+           flush=True)
+      return state
+    changes = config_changes.compare(saved_config, config, step)
+    saved_tx = optim.create_optimizer(ml_collections.ConfigDict(saved_config['optimizer']),
+                                      run.steps_per_epoch, run.total_steps,
+                                      config.train.batch_size)
+    saved_like = _abstract_state_like(state, saved_tx, mesh)
+    return saved_like if (jax.tree.structure(saved_like.opt_state) !=
+                          jax.tree.structure(state.opt_state)) else state
+
+  restored = checkpoints.restore_latest(
+      like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
   start_step = 0
   if restored:
-    start_step, state, meta, data_restored = restored
-    if not data_restored:
-      _log(f'the checkpoint at step {start_step} was written by another number of processes: '
-           'params and optimizer state restored, the data order starts afresh', flush=True)
-    plateau = optim.PlateauRule.from_dict(meta['plateau'])
+    start_step, meta = restored.step, restored.meta
+    _check_same_data(meta.get('data_identity'), data_identity, start_step)
+    opt_state = restored.state.opt_state
+    if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
+      opt_state = optim.transplant(opt_state, state.opt_state)
+    if changes:
+      opt_state = optim.with_hyperparams(opt_state, optim.resumed_hyperparams(
+          config.optimizer, set(changes.optimizer), config.train.batch_size))
+      for line in changes.lines():
+        _log(line, flush=True)
+    # The restored arrays in this run's TrainState (its tx and apply_fn, not the saved ones).
+    state = state.replace(step=restored.state.step, params=restored.state.params,
+                          opt_state=opt_state, rng=restored.state.rng)
+    if restored.data_note:
+      _log(f'note: {restored.data_note}', flush=True)
+    plateau = plateau.with_counters_of(meta['plateau'])
     last_eval = meta['last_eval']
     skipped = meta.get('nonfinite_steps', 0)
     skipped_images = meta.get('skipped_images', 0)
     _log(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
+  if jax.process_index() == 0:
+    # What a killed run logged after its last checkpoint is logged again from there.
+    metric_logging.drop_after(workdir, start_step)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   _log(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
@@ -380,7 +457,9 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
     nonfinite.check(last_saved)  # never checkpoint past an unchecked non-finite step
     checkpoints.save(step, state, train_iter,
                      {'plateau': plateau.to_dict(), 'last_eval': last_eval,
-                      'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images})
+                      'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images,
+                      'data_identity': data_identity},
+                     config.to_dict())
     last_saved = step
 
   # finally: a save in flight completes even when the loop raises (non-finite step, bad data).

@@ -50,8 +50,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.lighting_std = 0.1
   config.input.mean = 'pixel'  # 'pixel': the per-pixel mean image (paper); 'channel': RGB mean.
   config.input.standardize = False  # divide by the per-channel std (not in the paper).
-  # .npz written by `python -m alexnet_jax.dataset_stats`; '' = the well-known ImageNet values.
+  # Mean image, RGB std and eigenvalues: a .npz written by `python -m alexnet_jax.dataset_stats`,
+  # or '' = computed from the training set at the first start (a seeded sample of stats_images
+  # images, one pass) and cached as <workdir>/dataset_stats.npz.
   config.input.stats_file = ''
+  config.input.stats_images = 10000
+  # PCA lighting's RGB eigenvalues/vectors: 'dataset' (those of the stats above, as the paper
+  # computed them from its training set) or 'imagenet' (the well-known fb.resnet.torch numbers,
+  # [55.46, 4.794, 1.148]; see README "Faithful details").
+  config.input.lighting_eigen = 'dataset'
   config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
   config.input.prefetch = 2  # batches buffered per worker.
 
@@ -60,7 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.lrn = True
   config.model.lrn_order = 'paper'  # 'paper': ReLU -> LRN -> pool; 'caffe': ReLU -> pool -> LRN.
   config.model.pool = 'overlap'  # 'overlap': 3x3 stride 2 (paper 3.4); 'disjoint': 2x2 stride 2.
-  config.model.dropout = 0.5  # on the inputs of fc6 and fc7; 0 turns it off.
+  config.model.dropout = 0.5  # rate; 0 turns it off.
+  # 'paper': the outputs of fc6 and fc7 (after their ReLUs; section 4.2, Caffe's drop6/drop7);
+  # 'torchvision': the inputs of fc6 and fc7 (pool5's and fc6's outputs).
+  config.model.dropout_placement = 'paper'
   config.model.activation = 'relu'  # 'relu' or 'tanh' (paper 3.1, Figure 1).
   config.model.dtype = 'float32'  # compute dtype; params are always float32.
   config.model.init = 'paper'  # 'paper': N(0, 0.01), biases 1 in conv2/4/5, fc6/7; 'he'.
@@ -115,6 +125,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A non-finite loss or gradient: 'stop' (one-line error naming the step; the state and the
   # last checkpoint stay the last good ones) or 'skip' (drop that update, count it, go on).
   config.train.on_nonfinite = 'stop'
+  # Resume refuses a changed setting that changes the experiment (README "Resuming with other
+  # settings"); name such keys here, comma-separated, to resume anyway, e.g. 'model.dropout'.
+  config.train.allow_changed = ''
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 128

@@ -26,6 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, 'data', 'clothing10-128')
 CLASSES = sorted(os.listdir(os.path.join(DATA, 'train')))
 SMALL_CLASSES = ('hat', 'shoes')
+DEMO_STATS = 'data/clothing10-128/stats.npz'
+# The channel mean plain_config subtracts (that of the committed demo stats): a known constant
+# that identifies every preprocessed image with its file.
+CHANNEL_MEAN = np.load(os.path.join(ROOT, DEMO_STATS))['mean'].astype(np.float32)
 
 
 def tiny_config(**dataset):
@@ -52,7 +56,7 @@ def plain_config(folder, size=24, **overrides):
   config = tiny_config(folder=folder)
   config.model.num_classes = 2
   config.input.update(resize_size=size, image_size=size, random_flip=False, pca_lighting=False,
-                      mean='channel', standardize=False, stats_file='')
+                      mean='channel', standardize=False, stats_file=DEMO_STATS)
   config.train.batch_size = 4
   config.eval.batch_size = 4
   config.input.update(overrides)
@@ -72,7 +76,7 @@ def expected_table(pairs, size=24):
   for path, label in pairs:
     img = pp.center_crop(pp.resize_shorter_side(pp.decode_image(open(path, 'rb').read()), size),
                          size)
-    x = img.astype(np.float32) - pp.IMAGENET_MEAN.astype(np.float32)
+    x = img.astype(np.float32) - CHANNEL_MEAN
     out[x.tobytes()] = (path, label)
   return out
 
@@ -184,11 +188,15 @@ def test_save_load_stats_roundtrip_and_defaults(tmp_path, small_folder):
   loaded = dataset_stats.load_stats(path, 32)
   for k in ('mean_image', 'mean', 'std', 'eigval', 'eigvec'):
     np.testing.assert_array_equal(loaded[k], stats[k])
-  default = dataset_stats.load_stats('', 20)
-  assert default['mean_image'].shape == (20, 20, 3)
-  np.testing.assert_allclose(default['mean_image'][7, 3], [123.68, 116.78, 103.94], rtol=1e-6)
-  np.testing.assert_allclose(default['std'], [58.393, 57.12, 57.375], rtol=1e-6)
-  np.testing.assert_allclose(default['eigval'], [55.46, 4.794, 1.148], rtol=1e-6)
+  builtin = dataset_stats.imagenet_stats(20)  # only for old runs and lighting_eigen='imagenet'
+  assert builtin['mean_image'].shape == (20, 20, 3)
+  np.testing.assert_allclose(builtin['mean_image'][7, 3], [123.68, 116.78, 103.94], rtol=1e-6)
+  np.testing.assert_allclose(builtin['std'], [58.393, 57.12, 57.375], rtol=1e-6)
+  np.testing.assert_allclose(builtin['eigval'], [55.46, 4.794, 1.148], rtol=1e-6)
+  # The README's claim: the built-in eigenvalues sum to ~1.5x the variance the built-in std
+  # implies (eigenvalues of a covariance sum to its trace; ours are eig(cov) / 255).
+  np.testing.assert_allclose(builtin['eigval'].sum(), 61.4, atol=0.01)
+  np.testing.assert_allclose((builtin['std'].astype(np.float64) ** 2).sum() / 255, 39.1, atol=0.05)
   with pytest.raises(UserError, match='does not exist'):
     dataset_stats.load_stats(str(tmp_path / 'nope.npz'), 32)
 
@@ -213,6 +221,59 @@ def test_committed_demo_stats():
   np.testing.assert_allclose(stats['mean'], stats['mean_image'].reshape(-1, 3).mean(0), rtol=1e-5)
   assert np.all(np.diff(stats['eigval']) < 0) and np.all(stats['eigval'] > 0)
   assert 20 < stats['eigval'][0] < 80  # same order as ImageNet's 55.46
+
+
+def decoded_squares(paths, size):
+  return np.stack([pp.center_crop(pp.resize_shorter_side(pp.decode_image(open(p, 'rb').read()),
+                                                         size), size) for p in paths])
+
+
+def test_training_set_stats_are_a_seeded_sample_computed_once_and_cached(tmp_path, small_folder,
+                                                                         monkeypatch):
+  config = plain_config(small_folder, stats_file='', stats_images=5)
+  stats = dataset_stats.training_set_stats(config, str(tmp_path), log=None)
+  # A seeded sample (the same on every call), not the first 5 files (which are all one class).
+  train = data_sources.ImageFolderSource(small_folder, 'train')
+  indices = dataset_stats.sample_indices(len(train), 5)
+  np.testing.assert_array_equal(indices, dataset_stats.sample_indices(len(train), 5))
+  assert len(set(indices)) == 5 and len({train.labels[i] for i in indices}) == 2
+  # Independent truth: numpy over exactly those files.
+  imgs = decoded_squares([train.paths[i] for i in indices], 24).astype(np.float64)
+  np.testing.assert_allclose(stats['mean_image'], imgs.mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(stats['mean'], imgs.reshape(-1, 3).mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(stats['eigval'] * 255, np.sort(np.linalg.eigvalsh(
+      np.cov(imgs.reshape(-1, 3).T, bias=True)))[::-1], rtol=1e-5)
+  # Cached in the workdir and reused, without another pass over the images.
+  assert os.path.isfile(tmp_path / dataset_stats.CACHE_NAME)
+  monkeypatch.setattr(dataset_stats, 'compute_stats', lambda *a, **k: 1 / 0)
+  again = dataset_stats.training_set_stats(config, str(tmp_path), log=None)
+  np.testing.assert_array_equal(again['mean_image'], stats['mean_image'])
+
+
+def test_pixel_and_channel_means_differ_and_lighting_eigen_options(tmp_path, small_folder):
+  """input.mean=pixel subtracts the mean image, =channel its per-channel mean: different
+  arrays. lighting_eigen picks the dataset's eigenvalues or the built-in ImageNet ones."""
+  train_paths = data_sources.ImageFolderSource(small_folder, 'train').paths
+  mean_image = decoded_squares(train_paths, 24).astype(np.float64).mean(axis=0)
+  val = decoded_squares(data_sources.ImageFolderSource(small_folder, 'val').paths, 24)
+  out = {}
+  for mean in ('pixel', 'channel'):
+    config = plain_config(small_folder, stats_file='', mean=mean)
+    config.eval.batch_size = 6
+    out[mean] = next(iter(input_pipeline.create_eval_loader(config)))['image']
+  np.testing.assert_allclose(out['pixel'], val - mean_image, atol=1e-3)
+  np.testing.assert_allclose(out['channel'], val - mean_image.reshape(-1, 3).mean(0), atol=1e-3)
+  assert np.abs(out['pixel'] - out['channel']).max() > 10  # a real per-pixel mean, not broadcast
+  config = plain_config(small_folder, stats_file='')
+  dataset = dataset_stats.training_set_stats(config, None, log=None)
+  assert not np.allclose(dataset['eigval'], pp.IMAGENET_EIGVAL, rtol=0.05)
+  config.input.lighting_eigen = 'imagenet'
+  builtin = dataset_stats.training_set_stats(config, None, log=None)
+  np.testing.assert_array_equal(builtin['eigval'], pp.IMAGENET_EIGVAL.astype(np.float32))
+  np.testing.assert_array_equal(builtin['mean_image'], dataset['mean_image'])  # the mean stays
+  config.input.lighting_eigen = 'fb'
+  with pytest.raises(UserError, match='lighting_eigen'):
+    dataset_stats.training_set_stats(config, None, log=None)
 
 
 def test_dataset_stats_cli(tmp_path):
@@ -257,7 +318,7 @@ def test_train_resume_from_iterator_state(small_folder):
   it = iter(input_pipeline.create_train_loader(config, seed=1))
   take(it, 2)
   state = it.get_state()
-  assert isinstance(state, bytes)
+  assert state == {'global_next_index': 8}  # the next position in the global order
   reference = take(it, 5)
   restored = iter(input_pipeline.create_train_loader(config, seed=1))
   restored.set_state(state)
@@ -291,17 +352,20 @@ def test_train_two_shards_disjoint_and_cover(small_folder):
     input_pipeline.create_train_loader(config, seed=0, shard_index=0, shard_count=2)
 
 
-def test_one_worker_process_same_batches_and_resume(small_folder):
-  """Grain worker processes (spawned): same batches as in-process decoding, and resumable."""
+def test_worker_count_changes_nothing_and_a_state_moves_between_worker_counts(small_folder):
+  """Grain worker processes (spawned): the same batches as in-process decoding, and a state
+  saved with 2 workers restores in-process at the same place (a resume with other workers)."""
   config = plain_config(small_folder, random_flip=True, pca_lighting=True)
-  reference = take(iter(input_pipeline.create_train_loader(config, seed=2)), 4)
-  config.input.workers = 1
+  reference = take(iter(input_pipeline.create_train_loader(config, seed=2)), 5)
+  config.input.workers = 2
   it = iter(input_pipeline.create_train_loader(config, seed=2))
   assert_batches_equal(take(it, 2), reference[:2])
   state = it.get_state()
+  input_pipeline.close_iterator(it)
+  config.input.workers = 0
   restored = iter(input_pipeline.create_train_loader(config, seed=2))
   restored.set_state(state)
-  assert_batches_equal(take(restored, 2), reference[2:])
+  assert_batches_equal(take(restored, 3), reference[2:])
 
 
 # --- eval loader ---
@@ -336,7 +400,7 @@ def test_eval_two_shards_cover_once_same_batch_count():
   config = tiny_config()
   config.eval.batch_size = 50
   config.input.update(resize_size=24, image_size=24, mean='channel', standardize=False,
-                      stats_file='')
+                      stats_file=DEMO_STATS)
   table = expected_images(DATA, 'val')
   found, counts = [], []
   for index in range(2):
@@ -358,7 +422,7 @@ def test_eval_ten_crop(small_folder):
   first = sorted(glob.glob(os.path.join(small_folder, 'val', SMALL_CLASSES[0], '*')))[0]
   square = pp.center_crop(pp.resize_shorter_side(pp.decode_image(open(first, 'rb').read()), 24),
                           24)
-  x = square.astype(np.float32) - pp.IMAGENET_MEAN.astype(np.float32)
+  x = square.astype(np.float32) - CHANNEL_MEAN
   crops = [x[:20, :20], x[:20, 4:], x[4:, :20], x[4:, 4:], x[2:22, 2:22]]
   np.testing.assert_array_equal(batches[0]['image'][0],
                                 np.stack(crops + [c[:, ::-1] for c in crops]))

@@ -178,6 +178,67 @@ def test_dropout_switch():
   np.testing.assert_allclose(e, c, rtol=1e-6, atol=1e-6)
 
 
+def dropout_run(placement, train, rate=0.5):
+  """(params, what each Dropout and Dense module returned, the sown intermediates)."""
+  model = models.AlexNet(**SMALL, dropout=rate, dropout_placement=placement)
+  params = init_params(model, IMAGE, 0)
+  x = jax.random.uniform(jax.random.PRNGKey(42), (4, IMAGE, IMAGE, 3), minval=-1, maxval=1)
+  _, state = model.apply({'params': params}, x, train=train, capture_intermediates=True,
+                         mutable=['intermediates'], rngs={'dropout': jax.random.PRNGKey(3)})
+  inter = state['intermediates']
+  calls = {name: np.asarray(v['__call__'][0], np.float64) for name, v in inter.items()
+           if isinstance(v, dict) and '__call__' in v}
+  sown = {name: np.asarray(v[0], np.float64) for name, v in inter.items()
+          if isinstance(v, tuple)}
+  return params, calls, sown
+
+
+def dense64(params, name, x):
+  return x @ np.asarray(params[name]['kernel'], np.float64) + np.asarray(params[name]['bias'],
+                                                                         np.float64)
+
+
+def assert_inverted_dropout(dropped, kept, rate):
+  """Each unit is 0 or kept / (1 - rate), and about `rate` of the nonzero ones are zeroed."""
+  scaled = kept / (1 - rate)
+  assert np.all(np.isclose(dropped, 0) | np.isclose(dropped, scaled, rtol=1e-5))
+  live = kept != 0
+  zeroed = np.mean(np.isclose(dropped[live], 0))
+  assert abs(zeroed - rate) < 0.05, zeroed  # ~2000 live units: 4 sigma ~ 0.045
+
+
+def test_dropout_placement_paper_zeroes_fc6_and_fc7_outputs():
+  """Section 4.2: dropout on the outputs of fc6 and fc7 (after their ReLUs); fc7 and fc8 then
+  compute from the dropped units, recomputed here in float64."""
+  params, calls, sown = dropout_run('paper', train=True)
+  assert set(k for k in calls if 'dropout' in k) == {'fc6_out_dropout', 'fc7_out_dropout'}
+  assert_inverted_dropout(calls['fc6_out_dropout'], sown['fc6_out'], 0.5)
+  assert_inverted_dropout(calls['fc7_out_dropout'], sown['fc7_out'], 0.5)
+  np.testing.assert_allclose(sown['fc7_out'], np.maximum(
+      dense64(params, 'fc7', calls['fc6_out_dropout']), 0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(calls['fc8'], dense64(params, 'fc8', calls['fc7_out_dropout']),
+                             rtol=1e-4, atol=1e-5)
+  # Evaluation zeroes nothing: fc8 sees fc7's ReLU output itself.
+  params, calls, sown = dropout_run('paper', train=False)
+  np.testing.assert_array_equal(calls['fc7_out_dropout'], sown['fc7_out'])
+  np.testing.assert_allclose(calls['fc8'], dense64(params, 'fc8', sown['fc7_out']), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_dropout_placement_torchvision_zeroes_fc6_and_fc7_inputs():
+  params, calls, sown = dropout_run('torchvision', train=True, rate=0.3)
+  assert set(k for k in calls if 'dropout' in k) == {'fc6_in_dropout', 'fc7_in_dropout'}
+  pool5 = models.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
+  assert_inverted_dropout(calls['fc6_in_dropout'], np.asarray(pool5, np.float64), 0.3)
+  assert_inverted_dropout(calls['fc7_in_dropout'], sown['fc6_out'], 0.3)
+  np.testing.assert_allclose(calls['fc8'], dense64(params, 'fc8', sown['fc7_out']), rtol=1e-4,
+                             atol=1e-5)  # fc7's output is not dropped
+  _, calls, sown = dropout_run('torchvision', train=False, rate=0.3)  # eval zeroes nothing
+  pool5 = models.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
+  np.testing.assert_array_equal(calls['fc6_in_dropout'], np.asarray(pool5, np.float64))
+  np.testing.assert_array_equal(calls['fc7_in_dropout'], sown['fc6_out'])
+
+
 def test_grouped_convs_see_only_their_own_half():
   params, _, _, inter = run_small()
   # conv2 recomputed as XLA's grouped convolution (feature_group_count=2) of pool1.

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -86,6 +87,19 @@ def straight(tmp_path_factory):
   return state_at(workdir)
 
 
+def tensorboard_steps(workdir, tag='train/loss'):
+  """The steps of every value of a scalar tag in the run's event files, read with TensorBoard's
+  own event reader (no de-duplication: what a reader sees)."""
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  steps = []
+  for root, _, files in os.walk(os.path.join(workdir, 'tensorboard')):
+    for name in sorted(files):
+      if 'tfevents' in name:
+        for event in event_file_loader.EventFileLoader(os.path.join(root, name)).Load():
+          steps += [event.step for v in event.summary.value if v.tag == tag]
+  return steps
+
+
 def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight):
   workdir = str(tmp_path / 'killed')
   proc = start(workdir)
@@ -95,19 +109,130 @@ def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight)
   assert second.returncode == 2
   assert 'is in use by a running training' in second.stderr
   assert len(second.stderr.strip().splitlines()) == 1
-  time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))  # somewhere in steps 2..STEPS
+  # Kill at a random logged step after that checkpoint and before the last step.
+  target = random.Random(os.getpid()).randint(checkpoint_steps(workdir)[0] + 1, STEPS - 2)
+  wait_until(lambda: max(logged_steps(workdir), default=0) >= target, proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  killed_at = max(logged_steps(workdir), default=0)
-  print(f'killed after step {killed_at}, checkpoints {checkpoint_steps(workdir)}')
+  killed_at = max(logged_steps(workdir))
+  saved = checkpoint_steps(workdir)
+  print(f'killed after step {killed_at}, checkpoints {saved}')
+  assert proc.returncode == -signal.SIGKILL
+  assert saved and saved[0] < killed_at < STEPS, (saved, killed_at)
   # The kernel released the lock with the process: the same command resumes and finishes.
   resumed = run(workdir)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-  if killed_at < STEPS:
-    assert 'resumed from' in resumed.stdout
+  assert f'resumed from {os.path.join(workdir, "checkpoints")} at step {max(saved)}' in (
+      resumed.stdout)
   step, state = state_at(workdir)
   assert step == straight[0] == STEPS
   assert_same_state(state, straight[1])
+  # Every step once in metrics.jsonl and in TensorBoard, though steps after the last checkpoint
+  # before the kill were trained (and logged) twice.
+  assert logged_steps(workdir) == list(range(1, STEPS + 1))
+  assert sorted(tensorboard_steps(workdir)) == list(range(1, STEPS + 1))
+
+
+def test_resume_with_harmless_changes_is_bit_identical(tmp_path, straight):
+  """Class (a): other worker count, log frequency and path to the same data: resumed from the
+  latest checkpoint (nothing moved aside), one note line, and the same bits as a straight run."""
+  workdir = str(tmp_path / 'changed')
+  assert run(workdir, '--config.train.num_steps=6').returncode == 0
+  data = os.path.join(ROOT, 'data', 'clothing10-128') + '/'
+  resumed = run(workdir, '--config.input.workers=1', '--config.train.log_every_steps=3',
+                f'--config.dataset.folder={data}')
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  notes = [l for l in resumed.stdout.splitlines() if l.startswith('note: resuming at step 6')]
+  assert len(notes) == 1 and 'input.workers 0 -> 1' in notes[0]
+  assert 'train.log_every_steps 1 -> 3' in notes[0] and 'dataset.folder' in notes[0]
+  assert 'cannot be read' not in resumed.stdout
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
+  step, state = state_at(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+  # Other data under a changed path is refused, naming what differs, moving nothing.
+  other = str(tmp_path / 'other')
+  shutil.copytree(data, other)
+  for name in sorted(os.listdir(os.path.join(other, 'train', 'hat')))[:5]:
+    os.remove(os.path.join(other, 'train', 'hat', name))
+  refused = run(workdir, f'--config.dataset.folder={other}', '--config.train.num_steps=12')
+  assert refused.returncode == 2
+  lines = refused.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'is not the data of the checkpoint at step 10' in lines[0]
+  assert 'num_train differ (1000 -> 995)' in lines[0]
+  assert checkpoint_steps(workdir)[-1] == STEPS
+
+
+def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
+  """Class (c): one error line naming the key, exit 2, nothing moved; allow_changed lets a
+  shape-keeping switch through; a checkpoint without a stored config resumes as before."""
+  workdir = str(tmp_path / 'refused')
+  assert run(workdir, '--config.train.num_steps=4').returncode == 0
+  before = checkpoint_steps(workdir)
+  proc = run(workdir, '--config.model.dropout=0.2')
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      'error: config.model.dropout changed since the checkpoint at step 4 (0.5 -> 0.2)')
+  assert checkpoint_steps(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
+  allowed = run(workdir, '--config.model.dropout=0.2', '--config.train.allow_changed=model.dropout',
+                '--config.train.num_steps=5')
+  assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+  assert 'model.dropout 0.5 -> 0.2 at step 4 (allowed by train.allow_changed' in allowed.stdout
+  # A checkpoint written before configs were stored: read as before, with a note.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '5', 'config'))
+  old = run(workdir, '--config.train.num_steps=6')
+  assert old.returncode == 0, old.stdout + old.stderr
+  assert 'stores no config' in old.stdout and 'at step 5' in old.stdout
+
+
+def losses_by_step(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return {r['step']: r for r in map(json.loads, f) if 'train/loss' in r}
+
+
+def test_new_lr_on_resume_is_in_force_bit_for_bit(tmp_path):
+  """Class (b): --config.optimizer.lr on a resume trains with that lr from the resume step on.
+  Truth: the same checkpoint restored in this process, its lr set through optax's own
+  inject_hyperparams state, stepped by hand over the same batches."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline, models, optim, sharding, train  # pylint: disable=g-import-not-at-top
+  from configs import alexnet as alexnet_config  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'lr')
+  assert run(workdir, '--config.train.num_steps=4').returncode == 0
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', '4'), copy)
+  resumed = run(workdir, '--config.optimizer.lr=0.003', '--config.train.num_steps=7')
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'optimizer.lr 0.01 -> 0.003 at step 4' in resumed.stdout
+  logged = losses_by_step(workdir)
+  assert [logged[s]['train/lr'] for s in (5, 6, 7)] == [pytest.approx(0.003, rel=1e-6)] * 3
+  assert logged[4]['train/lr'] == pytest.approx(0.01, rel=1e-6)
+
+  config = alexnet_config.get_config('tiny')
+  config.update_from_flattened_dict({'train.num_steps': 4, 'optimizer.name': 'sgd',
+                                     'optimizer.lr': 0.01})
+  model = models.from_config(config.model)
+  tx = optim.create_optimizer(config.optimizer, 125, 4)
+  mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
+                              jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    like = train.create_train_state(model, tx, jax.random.PRNGKey(0), 67, mesh)
+    saved = ocp.StandardCheckpointer().restore(
+        os.path.join(copy, 'state'), jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+    state = like.replace(step=saved.step, params=saved.params, opt_state=saved.opt_state,
+                         rng=saved.rng)
+    state.opt_state.hyperparams['learning_rate'] = jnp.asarray(0.003, jnp.float32)
+    loader = iter(input_pipeline.create_train_loader(config, seed=0))
+    with open(os.path.join(copy, 'data', 'process_0-of-1.json')) as f:
+      loader.set_state(json.load(f))
+    shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
+    step = jax.jit(train.train_step, in_shardings=shardings, out_shardings=(shardings[0], None))
+    for s in (5, 6, 7):
+      state, metrics = step(state, train.global_batch(next(loader), mesh))
+      assert float(metrics['loss']) == logged[s]['train/loss'], s  # bit for bit
+  input_pipeline.close_iterator(loader)
 
 
 @pytest.mark.parametrize('signum,exit_status', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -246,10 +371,17 @@ def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_pa
 def test_checkpoint_of_another_model_is_a_one_line_error_not_moved(tmp_path):
   workdir = str(tmp_path / 'other_model')
   assert run(workdir, '--config.train.num_steps=2').returncode == 0
-  proc = run(workdir, '--config.model.width=0.25')
+  proc = run(workdir, '--config.model.width=0.25', '--config.train.allow_changed=model.width')
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and 'written by another model or optimizer config' in lines[0]
+  assert len(lines) == 1 and lines[0].startswith('error: config.model.width changed since the '
+                                                 'checkpoint at step 2 (0.125 -> 0.25)')
+  assert 'shapes' in lines[0]
+  assert checkpoint_steps(workdir) == [2]
+  # Without a stored config the shapes themselves are compared.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '2', 'config'))
+  proc = run(workdir, '--config.model.width=0.25')
+  assert proc.returncode == 2 and 'written by another model or optimizer config' in proc.stderr
   assert checkpoint_steps(workdir) == [2]
 
 

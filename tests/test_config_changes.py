@@ -1,0 +1,101 @@
+"""Every config key has exactly one resume class, the README's table says the same, and compare()
+sorts changes into those classes."""
+import os
+import re
+
+import pytest
+
+from alexnet_jax import config_changes as cc
+from alexnet_jax.errors import UserError
+from configs import alexnet as alexnet_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = (None, 'demo', 'two_gpu', 'tiny')
+
+
+def readme_table() -> dict[str, list[tuple[str, str]]]:
+  """{key: [(class, why), ...]} of the README's "Resuming with other settings" key table."""
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    text = f.read()
+  section = text.split('## Resuming with other settings', 1)[1].split('\n## ', 1)[0]
+  rows: dict[str, list[tuple[str, str]]] = {}
+  for line in section.splitlines():
+    m = re.match(r'^\| `([a-z_.0-9]+)` \| (.+?) \| (.+?) \|$', line)
+    if m:
+      rows.setdefault(m.group(1), []).append((m.group(2), m.group(3)))
+  return rows
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_every_config_leaf_has_exactly_one_class(variant):
+  keys = cc.leaf_keys(alexnet_config.get_config(variant))
+  assert len(keys) == len(set(keys))
+  missing = sorted(set(keys) - set(cc.KEYS))
+  stale = sorted(set(cc.KEYS) - set(keys))
+  assert not missing, f'config keys without a resume class (add them to KEYS): {missing}'
+  assert not stale, f'KEYS names keys the config no longer has: {stale}'
+  config = alexnet_config.get_config(variant)
+  for key, rule in cc.KEYS.items():
+    assert rule.class_for(config) in (cc.RUN, cc.OPTIMIZER, cc.EXPERIMENT), key
+    assert not (rule.fixed and rule.cls != cc.EXPERIMENT), key
+    if rule.when:
+      assert rule.when[0] in cc.KEYS and rule.when[2] != rule.cls, key
+
+
+def test_readme_table_lists_every_key_once_with_its_class():
+  rows = readme_table()
+  assert set(rows) == set(cc.KEYS), sorted(set(rows) ^ set(cc.KEYS))
+  for key, rule in cc.KEYS.items():
+    assert len(rows[key]) == 1, f'{key} is listed {len(rows[key])} times'
+    assert rows[key][0][0] == rule.describe(), key
+
+
+def changed(**overrides):
+  config = alexnet_config.get_config()
+  for key, value in overrides.items():
+    section, name = key.split('__')
+    config[section][name] = value
+  return config
+
+
+def test_compare_sorts_changes_into_the_three_classes():
+  saved = alexnet_config.get_config().to_dict()
+  same = cc.compare(saved, alexnet_config.get_config(), 7)
+  assert not same.keys and same.lines() == []
+  c = cc.compare(saved, changed(input__workers=1, train__log_every_steps=10,
+                                optimizer__lr=0.001, model__conv_impl='halves'), 7)
+  assert c.run == {'input.workers': (4, 1), 'train.log_every_steps': (50, 10),
+                   'model.conv_impl': ('auto', 'halves')}
+  assert c.optimizer == {'optimizer.lr': (0.01, 0.001)}
+  lines = c.lines()
+  assert lines[0].startswith('note: resuming at step 7') and 'input.workers 4 -> 1' in lines[0]
+  assert lines[1] == 'optimizer.lr 0.01 -> 0.001 at step 7'
+  # The evaluation frequency drives the plateau rule (the default), not a constant lr.
+  assert 'train.eval_every_epochs' in cc.compare(
+      saved, changed(train__eval_every_epochs=2.0), 7).optimizer
+  assert 'train.eval_every_epochs' in cc.compare(
+      saved, changed(train__eval_every_epochs=2.0, optimizer__schedule='constant'), 7).run
+  assert 'train.num_epochs' in cc.compare(
+      saved, changed(train__num_epochs=100, optimizer__schedule='cosine'), 7).optimizer
+  # 1 and 1.0 are the same value (a JSON round trip may turn one into the other).
+  assert not cc.compare(saved, changed(train__eval_every_epochs=1), 7).keys
+
+
+def test_compare_refuses_experiment_changes_unless_allowed():
+  saved = alexnet_config.get_config().to_dict()
+  with pytest.raises(UserError) as e:
+    cc.compare(saved, changed(model__lrn=False), 3)
+  message = str(e.value)
+  assert message.startswith('config.model.lrn changed since the checkpoint at step 3 '
+                            '(True -> False)') and '\n' not in message
+  assert '--config.train.allow_changed=model.lrn' in message
+  allowed = cc.compare(saved, changed(model__lrn=False, train__allow_changed='model.lrn'), 3)
+  assert allowed.allowed == {'model.lrn': (True, False)}
+  assert 'allowed by train.allow_changed' in allowed.lines()[-1]
+  # Keys that change the checkpoint's shapes are never let through.
+  with pytest.raises(UserError, match='model.num_classes changed.*shapes'):
+    cc.compare(saved, changed(model__num_classes=10, train__allow_changed='model.num_classes'), 3)
+  with pytest.raises(UserError, match='unknown key'):
+    cc.allowed_keys(changed(train__allow_changed='model.no_such'))
+  for key in ('seed', 'train.batch_size', 'model.dropout', 'input.mean'):
+    assert cc.KEYS[key].cls == cc.EXPERIMENT, key
