@@ -192,8 +192,12 @@ def create_train_loader(config, *, seed: int, shard_index: int | None = None,
     _ensure_flags_parsed()
     multiprocessing = grain.MultiprocessingOptions(
         num_workers=config.input.workers, per_worker_buffer_size=config.input.prefetch)
+  # The elements read ahead are whole batches: Grain's default (500 ahead, 16 threads) would
+  # hold ~10 GB of the demo's batches per process.
+  prefetch = max(1, config.input.prefetch)
   return grain.experimental.ElasticIterator(
       dataset, config.train.batch_size, shard_options,
+      read_options=grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch),
       multiprocessing_options=multiprocessing)
 
 

@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # [55.46, 4.794, 1.148]; see README "Faithful details").
   config.input.lighting_eigen = 'dataset'
   config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
-  config.input.prefetch = 2  # batches buffered per worker.
+  config.input.prefetch = 2  # batches read ahead per worker process (one thread each).
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 1000

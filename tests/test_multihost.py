@@ -1,4 +1,5 @@
 """Two real processes (jax.distributed on 127.0.0.1, 2 CPU devices each) against one process."""
+import json
 import os
 import socket
 import subprocess
@@ -94,15 +95,20 @@ def test_two_processes_match_one(tmp_path):
   # Training moved the params (so matching the reference means something).
   assert not np.allclose(saved.params['fc8']['kernel'], initial['fc8']['kernel'])
 
-  # The same run resumed by ONE process with 4 devices: the params carry over, the data order
-  # (saved per process) starts afresh, and training goes on.
+  # The data position is global: both processes saved the same one, and ONE process with 4
+  # devices resumes there (params resharded, the same global order of examples).
+  batch = config().train.batch_size
+  for name in ('process_0-of-2.json', 'process_1-of-2.json'):
+    with open(os.path.join(data_dir, name)) as f:
+      assert json.load(f) == {'global_next_index': STEPS * batch}
   cmd = [sys.executable, 'launch.py', '--config=configs/alexnet.py:tiny', f'--workdir={workdir}']
   cmd += [f'--config.{k}={v}' for k, v in OVERRIDES.items() if k != 'train.num_steps']
   cmd += [f'--config.train.num_steps={STEPS + 1}']
   env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout + out.stderr
-  assert f'at step {STEPS}' in out.stdout and 'another number of processes' in out.stdout
+  assert f'at step {STEPS}' in out.stdout and 'could not be restored' not in out.stdout
+  assert 'distributed.num_processes 2 -> -1' in out.stdout  # a class (a) note
   assert f'step {STEPS + 1}/{STEPS + 1}' in out.stdout
 
 
