@@ -206,8 +206,10 @@ def main(argv):
   try:
     source = data_sources.make_source(config.dataset, config.dataset.train_split)
     print(f'computing stats over {source!r} at resize_size {config.input.resize_size}', flush=True)
-    stats = compute_stats(source, config.input.resize_size, max_images=flags.FLAGS.max_images,
+    indices = sample_indices(len(source), flags.FLAGS.max_images or 0)
+    stats = compute_stats(source, config.input.resize_size, indices=indices,
                           log=lambda s: print(s, flush=True))
+    stats['sample_seed'] = np.int64(SAMPLE_SEED)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
@@ -228,6 +230,7 @@ if __name__ == '__main__':
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/alexnet.py:demo.')
   flags.DEFINE_string('out', None, 'Output .npz path.')
-  flags.DEFINE_integer('max_images', None, 'Use only the first N training images.')
+  flags.DEFINE_integer('max_images', None, 'A seeded random sample of N training images '
+                       '(default: all of them).')
   flags.mark_flags_as_required(['config', 'out'])
   app.run(main)

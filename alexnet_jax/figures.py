@@ -134,7 +134,7 @@ def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   import jax  # pylint: disable=g-import-not-at-top
   from alexnet_jax import inference, input_pipeline, models  # pylint: disable=g-import-not-at-top
   config, params, _ = checkpointing.load_run(workdir)
-  prep = input_pipeline.preprocess_params(config)
+  prep = input_pipeline.preprocess_params(config, stats_dir=workdir)
   model = models.from_config(config.model)
 
   @jax.jit

@@ -42,8 +42,10 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
     config.eval.batch_size = max(1, config.eval.batch_size // 10)
   mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
                               jax.devices()[:1])
+  # The run's own statistics (cached in its workdir when computed from the training set).
+  prep = input_pipeline.preprocess_params(config, stats_dir=workdir)
   loader = input_pipeline.create_eval_loader(config, ten_crop=ten_crop, shard_index=0,
-                                             shard_count=1)
+                                             shard_count=1, params=prep)
   with jax.set_mesh(mesh):
     result = train.evaluate(_state(config, params), loader, jax.jit(train.eval_step), mesh)
   result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step})
@@ -68,7 +70,7 @@ def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[s
   config, params, _ = checkpointing.load_run(workdir)
   with open(os.path.join(workdir, 'classes.json')) as f:
     class_names = json.load(f)
-  prep = input_pipeline.preprocess_params(config)
+  prep = input_pipeline.preprocess_params(config, stats_dir=workdir)
   images = [read_image(path, prep)[1] for path in paths]
   model = models.from_config(config.model)
   logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(

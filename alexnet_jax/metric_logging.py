@@ -116,9 +116,12 @@ def _rewrite(path: str, content: bytes) -> None:
 def _drop_events_after(path: str, step: int) -> int:
   """Keeps an event file's records up to `step` (TensorBoard's own reader and writer, no TF)."""
   # pylint: disable=g-import-not-at-top  # tensorboard only where there are event files
-  from tensorboard.backend.event_processing import event_file_loader
-  from tensorboard.compat.proto import event_pb2
-  from tensorboard.summary.writer import record_writer
+  try:
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer import record_writer
+  except ImportError:  # event files copied to a machine without TensorBoard: left as they are
+    return 0
   try:
     raw = list(event_file_loader.RawEventFileLoader(path).Load())
   except Exception:  # pylint: disable=broad-except  # a record cut short: keep what reads

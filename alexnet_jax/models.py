@@ -230,23 +230,22 @@ class AlexNet(nn.Module):
     # Section 4.2: dropout 0.5 on the outputs of fc6 and fc7 (inverted dropout: kept units
     # are scaled by 1/(1-rate) in training, the modern equivalent of the paper's test-time
     # x0.5). Each FC layer sees all of its input (both GPUs' units, section 3.2) and computes
-    # its own half of the outputs.
-    def drop(y, name):
-      if self.dropout > 0:
-        y = nn.Dropout(self.dropout, deterministic=not train, name=name)(y)
-      return y
-
-    for name in ('fc6', 'fc7'):
+    # its own half of the outputs. Dropout acts on a layer's input once it is gathered whole:
+    # its mask is a function of each unit's global position, so dropping fc6's output before or
+    # after the gather is the same, and after it nothing more crosses the 'model' axis.
+    dropped = {'paper': {'fc7': 'fc6_out_dropout', 'fc8': 'fc7_out_dropout'},
+               'torchvision': {'fc6': 'fc6_in_dropout', 'fc7': 'fc7_in_dropout'}}
+    for name in ('fc6', 'fc7', 'fc8'):
       x = sharding.constrain(x, 'batch')
-      if self.dropout_placement == 'torchvision':
-        x = drop(x, f'{name}_in_dropout')
+      if self.dropout > 0 and name in dropped[self.dropout_placement]:
+        x = nn.Dropout(self.dropout, deterministic=not train,
+                       name=dropped[self.dropout_placement][name])(x)
+      if name == 'fc8':
+        break
       x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0),
                     name=name)(x))
       x = sharding.constrain(x, 'units')
       self.sow('intermediates', f'{name}_out', x)  # before dropout: what Figure 4 embeds
-      if self.dropout_placement == 'paper':
-        x = drop(x, f'{name}_out_dropout')
-    x = sharding.constrain(x, 'batch')
     x = dense(self.num_classes, bias_init=_bias_init(self.init_scheme, 0.0), name='fc8')(x)
     # The logits are gathered whole for the softmax.
     return sharding.constrain(x.astype(jnp.float32), 'batch')

@@ -413,6 +413,10 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
                           opt_state=opt_state, rng=restored.state.rng)
     if restored.data_note:
       _log(f'note: {restored.data_note}', flush=True)
+    else:
+      position = train_iter.get_state()['global_next_index']
+      _log(f'data: the saved position restored (epoch {position // info.num_train + 1}, '
+           f'example {position % info.num_train} of {info.num_train} in its order)', flush=True)
     plateau = plateau.with_counters_of(meta['plateau'])
     last_eval = meta['last_eval']
     skipped = meta.get('nonfinite_steps', 0)

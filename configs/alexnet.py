@@ -14,7 +14,7 @@ Variants (the part after ':'):
   demo    The full-size AlexNet on the embedded clothing10-128 photos (1000 train / 240 val,
           10 classes), sized to finish in <= 10 minutes on 2 CPU cores. It departs from the paper
           in three switches, because the paper's recipe sits at chance for thousands of steps
-          (measured: 10 epochs of clothing10 at loss ln 10; see ../shared/ALEXNET.md):
+          (measured: 10 epochs of clothing10 at loss ln 10):
           init='he' (fan-in normal, zero biases), optimizer AdamW 1e-4, standardised pixels.
           Measured 2026-11-29, 2-core x86_64 CPU: 8 min wall, val top-1 0.408, top-5 0.821
           after 6 epochs (chance 0.10).

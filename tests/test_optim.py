@@ -114,3 +114,48 @@ def test_linear_lr_scaling_with_the_global_batch():
 def test_bad_optimizer_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
     optim.create_optimizer(opt_config(**override), 10, 100)
+
+
+def test_resume_sets_new_hyperparams_and_keeps_plateau_decays():
+  """After two plateau decays (lr 0.01 -> 0.0001), a resume that changes nothing of the lr keeps
+  0.0001; one that sets optimizer.lr makes it the lr; momentum and weight decay are written
+  into the state (the update uses the state's values, not the constants it was built with)."""
+  params = {'w': jnp.ones((3,))}
+  tx = optim.create_optimizer(opt_config(), 10, 100)
+  state = optim.with_learning_rate(tx.init(params), 0.0001)
+  assert optim.resumed_hyperparams(opt_config(), {'optimizer.plateau_patience'}) == {}
+  values = optim.resumed_hyperparams(opt_config(lr=0.02, momentum=0.5),
+                                     {'optimizer.lr', 'optimizer.momentum'})
+  assert values == {'learning_rate': 0.02, 'momentum': 0.5}
+  new = optim.with_hyperparams(state, values)
+  assert float(optim.current_learning_rate(new)) == pytest.approx(0.02)
+  # In force: one update from zero velocity is -lr (g + wd w), then momentum 0.5 on the next.
+  g = {'w': jnp.full((3,), 2.0)}
+  u1, new = tx.update(g, new, params)
+  np.testing.assert_allclose(u1['w'], -0.02 * (2.0 + 5e-4), rtol=1e-6)
+  u2, _ = tx.update(g, new, params)
+  np.testing.assert_allclose(u2['w'], 0.5 * u1['w'] - 0.02 * (2.0 + 5e-4), rtol=1e-6)
+  # The plateau rule: the config's settings, the saved counters.
+  saved = optim.PlateauRule(patience=1, max_decays=3, best_error=0.4, evals_since_best=0,
+                            decays=2).to_dict()
+  rule = optim.PlateauRule(patience=3, max_decays=5).with_counters_of(saved)
+  assert (rule.patience, rule.max_decays, rule.decays, rule.best_error) == (3, 5, 2, 0.4)
+
+
+def test_schedule_change_on_resume_keeps_count_and_momentum():
+  """plateau (a number lr) -> cosine (a schedule): other inject_hyperparams structures; the
+  restored count and momentum trace move over, and the cosine lr is that of the global step."""
+  params = {'w': jnp.ones((3,))}
+  old_tx = optim.create_optimizer(opt_config(), 10, 100)
+  state = old_tx.init(params)
+  for _ in range(5):
+    _, state = old_tx.update({'w': jnp.ones((3,))}, state, params)
+  cosine = opt_config(schedule='cosine')
+  new_tx = optim.create_optimizer(cosine, 10, 100)
+  moved = optim.transplant(state, new_tx.init(params))
+  assert jax.tree.structure(moved) == jax.tree.structure(new_tx.init(params))
+  assert int(moved.count) == 5
+  np.testing.assert_array_equal(moved.inner_state[2].trace['w'], state.inner_state[2].trace['w'])
+  _, after = new_tx.update({'w': jnp.ones((3,))}, moved, params)
+  expected = optax.cosine_decay_schedule(0.01, 100)(5)
+  assert float(optim.current_learning_rate(after)) == pytest.approx(float(expected), rel=1e-6)

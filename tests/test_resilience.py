@@ -53,7 +53,7 @@ def logged_steps(workdir):
     return [json.loads(line)['step'] for line in f if '"train/loss"' in line]
 
 
-def wait_until(condition, proc, timeout=300):
+def wait_until(condition, proc, timeout=300, poll=0.05):
   deadline = time.time() + timeout
   while not condition():
     if proc.poll() is not None:
@@ -61,7 +61,7 @@ def wait_until(condition, proc, timeout=300):
     if time.time() > deadline:
       proc.kill()
       raise AssertionError('timed out')
-    time.sleep(0.05)
+    time.sleep(poll)
 
 
 def state_at(workdir, step=None):
@@ -103,15 +103,19 @@ def tensorboard_steps(workdir, tag='train/loss'):
 def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight):
   workdir = str(tmp_path / 'killed')
   proc = start(workdir)
-  wait_until(lambda: checkpoint_steps(workdir), proc)  # the first checkpoint is complete
-  # A second run on the same workdir is refused while this one holds it.
+  wait_until(lambda: checkpoint_steps(workdir), proc, poll=0.002)  # the first one is complete
+  # Frozen (still holding the workdir) while a second run on the same workdir is refused: the
+  # steps are too fast (compilation cached) to leave that time otherwise.
+  proc.send_signal(signal.SIGSTOP)
   second = run(workdir)
   assert second.returncode == 2
   assert 'is in use by a running training' in second.stderr
   assert len(second.stderr.strip().splitlines()) == 1
   # Kill at a random logged step after that checkpoint and before the last step.
-  target = random.Random(os.getpid()).randint(checkpoint_steps(workdir)[0] + 1, STEPS - 2)
-  wait_until(lambda: max(logged_steps(workdir), default=0) >= target, proc)
+  first = max(checkpoint_steps(workdir)[0], max(logged_steps(workdir), default=0))
+  target = random.Random(os.getpid()).randint(first + 1, STEPS - 2)
+  proc.send_signal(signal.SIGCONT)
+  wait_until(lambda: max(logged_steps(workdir), default=0) >= target, proc, poll=0.002)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(logged_steps(workdir))
@@ -147,6 +151,8 @@ def test_resume_with_harmless_changes_is_bit_identical(tmp_path, straight):
   assert 'train.log_every_steps 1 -> 3' in notes[0] and 'dataset.folder' in notes[0]
   assert 'cannot be read' not in resumed.stdout
   assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
+  # 6 steps of 8 images: the 48th example of the first epoch's order, with the other workers.
+  assert 'data: the saved position restored (epoch 1, example 48 of 1000' in resumed.stdout
   step, state = state_at(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
@@ -180,11 +186,16 @@ def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
                 '--config.train.num_steps=5')
   assert allowed.returncode == 0, allowed.stdout + allowed.stderr
   assert 'model.dropout 0.5 -> 0.2 at step 4 (allowed by train.allow_changed' in allowed.stdout
-  # A checkpoint written before configs were stored: read as before, with a note.
+  # A checkpoint written before configs were stored, by the old (DataLoader) iterator: read as
+  # before, with a note, and the data continue at the same position of today's order.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '5', 'config'))
+  with open(os.path.join(workdir, 'checkpoints', '5', 'data', 'process_0-of-1.json'), 'w') as f:
+    json.dump({'version': 2, 'last_seen_indices': {'0': 39}, 'last_worker_index': -1,
+               'worker_count': 0, 'sampler': 'IndexSampler(...)'}, f)
   old = run(workdir, '--config.train.num_steps=6')
   assert old.returncode == 0, old.stdout + old.stderr
   assert 'stores no config' in old.stdout and 'at step 5' in old.stdout
+  assert 'could not be restored' in old.stdout and 'continuing at position 40' in old.stdout
 
 
 def losses_by_step(workdir):
@@ -192,13 +203,44 @@ def losses_by_step(workdir):
     return {r['step']: r for r in map(json.loads, f) if 'train/loss' in r}
 
 
+# The truth for the lr test, run as its own process like launch.py (one CPU device): the
+# checkpoint restored by hand, the new lr set through optax's own inject_hyperparams state, the
+# data iterator set to the saved position, and the step jitted as the train loop jits it.
+LR_REFERENCE = r"""
+import json, os, sys
+import jax, jax.numpy as jnp, ml_collections, orbax.checkpoint as ocp
+from alexnet_jax import input_pipeline, models, optim, sharding, train
+from configs import alexnet as alexnet_config
+checkpoint, new_lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+config = alexnet_config.get_config('tiny')
+config.update_from_flattened_dict({'optimizer.name': 'sgd', 'optimizer.lr': 0.01})
+model = models.from_config(config.model)
+tx = optim.create_optimizer(config.optimizer, 125, 4)
+mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}))
+with jax.set_mesh(mesh):
+  like = train.create_train_state(model, tx, jax.random.PRNGKey(0), 67, mesh)
+  saved = ocp.StandardCheckpointer().restore(
+      os.path.join(checkpoint, 'state'), jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+  opt_state = saved.opt_state
+  opt_state.hyperparams['learning_rate'] = jnp.asarray(new_lr, jnp.float32)
+  state = like.replace(step=saved.step, params=saved.params, opt_state=opt_state, rng=saved.rng)
+  loader = iter(input_pipeline.create_train_loader(config, seed=0))
+  with open(os.path.join(checkpoint, 'data', 'process_0-of-1.json')) as f:
+    loader.set_state(json.load(f))
+  shardings = sharding.tree_shardings(state, mesh)
+  step = jax.jit(train.train_step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, None), donate_argnums=0)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, train.global_batch(next(loader), mesh))
+    losses.append(float(metrics['loss']))
+print(json.dumps(losses))
+"""
+
+
 def test_new_lr_on_resume_is_in_force_bit_for_bit(tmp_path):
-  """Class (b): --config.optimizer.lr on a resume trains with that lr from the resume step on.
-  Truth: the same checkpoint restored in this process, its lr set through optax's own
-  inject_hyperparams state, stepped by hand over the same batches."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import input_pipeline, models, optim, sharding, train  # pylint: disable=g-import-not-at-top
-  from configs import alexnet as alexnet_config  # pylint: disable=g-import-not-at-top
+  """Class (b): --config.optimizer.lr on a resume trains with that lr from the resume step on:
+  the same losses, bit for bit, as the checkpoint restored and stepped by hand with that lr."""
   workdir = str(tmp_path / 'lr')
   assert run(workdir, '--config.train.num_steps=4').returncode == 0
   copy = str(tmp_path / 'copy')
@@ -209,30 +251,15 @@ def test_new_lr_on_resume_is_in_force_bit_for_bit(tmp_path):
   logged = losses_by_step(workdir)
   assert [logged[s]['train/lr'] for s in (5, 6, 7)] == [pytest.approx(0.003, rel=1e-6)] * 3
   assert logged[4]['train/lr'] == pytest.approx(0.01, rel=1e-6)
-
-  config = alexnet_config.get_config('tiny')
-  config.update_from_flattened_dict({'train.num_steps': 4, 'optimizer.name': 'sgd',
-                                     'optimizer.lr': 0.01})
-  model = models.from_config(config.model)
-  tx = optim.create_optimizer(config.optimizer, 125, 4)
-  mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
-                              jax.devices()[:1])
-  with jax.set_mesh(mesh):
-    like = train.create_train_state(model, tx, jax.random.PRNGKey(0), 67, mesh)
-    saved = ocp.StandardCheckpointer().restore(
-        os.path.join(copy, 'state'), jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
-    state = like.replace(step=saved.step, params=saved.params, opt_state=saved.opt_state,
-                         rng=saved.rng)
-    state.opt_state.hyperparams['learning_rate'] = jnp.asarray(0.003, jnp.float32)
-    loader = iter(input_pipeline.create_train_loader(config, seed=0))
-    with open(os.path.join(copy, 'data', 'process_0-of-1.json')) as f:
-      loader.set_state(json.load(f))
-    shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
-    step = jax.jit(train.train_step, in_shardings=shardings, out_shardings=(shardings[0], None))
-    for s in (5, 6, 7):
-      state, metrics = step(state, train.global_batch(next(loader), mesh))
-      assert float(metrics['loss']) == logged[s]['train/loss'], s  # bit for bit
-  input_pipeline.close_iterator(loader)
+  reference = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.003', '3'], cwd=ROOT,
+                             capture_output=True, text=True, env=ENV, timeout=600)
+  assert reference.returncode == 0, reference.stderr
+  expected = json.loads(reference.stdout.strip().splitlines()[-1])
+  assert [logged[s]['train/loss'] for s in (5, 6, 7)] == expected  # bit for bit
+  # And the old lr would have given other losses (the new one is really in force).
+  old = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.01', '3'], cwd=ROOT,
+                       capture_output=True, text=True, env=ENV, timeout=600)
+  assert json.loads(old.stdout.strip().splitlines()[-1])[1:] != expected[1:]
 
 
 @pytest.mark.parametrize('signum,exit_status', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -241,7 +268,7 @@ def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight,
   workdir = str(tmp_path / 'stopped')
   # Checkpoints only at the end: the one found later can only come from the signal.
   proc = start(workdir, '--config.train.checkpoint_every_steps=1000')
-  wait_until(lambda: len(logged_steps(workdir)) >= 3, proc)
+  wait_until(lambda: len(logged_steps(workdir)) >= 3, proc, poll=0.002)
   proc.send_signal(signum)
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == exit_status, out
