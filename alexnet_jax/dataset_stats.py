@@ -78,14 +78,17 @@ def compute_stats(source, resize_size: int, *, max_images: int | None = None,
   start = time.time()
   threads = threads or min(8, os.cpu_count() or 1)
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # decoding releases the GIL
-    images = pool.map(lambda i: _decode(source, resize_size, i), indices)
-    for count, img in enumerate(images, 1):
-      img = img.astype(np.float64)
-      sum_image += img
-      pixels = img.reshape(-1, 3)
-      sum_outer += pixels.T @ pixels
-      if log and (count % log_every == 0 or count == n):
-        log(f'{count}/{n} images ({count / (time.time() - start):.0f} img/s)')
+    count = 0
+    for first in range(0, n, 256):  # in chunks: decoded images never pile up far ahead
+      chunk = indices[first:first + 256]
+      for img in pool.map(lambda i: _decode(source, resize_size, i), chunk):
+        img = img.astype(np.float64)
+        sum_image += img
+        pixels = img.reshape(-1, 3)
+        sum_outer += pixels.T @ pixels
+        count += 1
+        if log and (count % log_every == 0 or count == n):
+          log(f'{count}/{n} images ({count / (time.time() - start):.0f} img/s)')
   num_pixels = n * resize_size * resize_size
   mean_image = sum_image / n
   mean = mean_image.reshape(-1, 3).mean(axis=0)
