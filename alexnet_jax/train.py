@@ -103,7 +103,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
       'top1': weighted_mean(topk_correct(logits, batch['label'], 1)),
       'top5': weighted_mean(topk_correct(logits, batch['label'], 5)),
       'grad_norm': grad_norm,
-      'lr': optim.current_learning_rate(state.opt_state),
+      'lr': optim.current_learning_rate(new_state.opt_state),  # the lr this update used
       'nonfinite': 1.0 - finite.astype(jnp.float32),
   }
   return new_state, metrics
@@ -356,6 +356,56 @@ def _abstract_state_like(state: TrainState, tx: optax.GradientTransformation,
                       abstract, shardings)
 
 
+def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, train_iter,
+            run: RunLength, mesh: jax.sharding.Mesh, info: input_pipeline.DatasetInfo,
+            data_identity: dict) -> tuple[int, TrainState, dict] | None:
+  """(step, state, meta) from the latest checkpoint, with this config's changes applied
+  (config_changes.py: class a noted, b applied to the optimizer state, c refused); None when
+  there is no checkpoint. train_iter is set to the saved data position in place."""
+  changes: config_changes.Changes | None = None
+
+  def like_state_for(step: int, saved_config: dict | None):
+    nonlocal changes
+    if saved_config is None:
+      _log(f'note: the checkpoint at step {step} stores no config (written by an earlier '
+           'version): settings are not compared, the optimizer state is used as saved',
+           flush=True)
+      return state
+    changes = config_changes.compare(saved_config, config, step)  # UserError: refused
+    # Restored into the saved optimizer's structure (another schedule's may differ).
+    saved_tx = optim.create_optimizer(ml_collections.ConfigDict(saved_config['optimizer']),
+                                      run.steps_per_epoch, run.total_steps,
+                                      config.train.batch_size)
+    saved_like = _abstract_state_like(state, saved_tx, mesh)
+    return saved_like if (jax.tree.structure(saved_like.opt_state) !=
+                          jax.tree.structure(state.opt_state)) else state
+
+  restored = checkpoints.restore_latest(
+      like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
+  if not restored:
+    return None
+  _check_same_data(restored.meta.get('data_identity'), data_identity, restored.step)
+  opt_state = restored.state.opt_state
+  if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
+    opt_state = optim.transplant(opt_state, state.opt_state)
+  if changes:
+    opt_state = optim.with_hyperparams(opt_state, optim.resumed_hyperparams(
+        config.optimizer, set(changes.optimizer), config.train.batch_size))
+    for line in changes.lines():
+      _log(line, flush=True)
+  if restored.data_note:
+    _log(f'note: {restored.data_note}', flush=True)
+  else:
+    position = train_iter.get_state()['global_next_index']
+    _log(f'data: the saved position restored (epoch {position // info.num_train + 1}, '
+         f'example {position % info.num_train} of {info.num_train} in its order)', flush=True)
+  _log(f'resumed from {checkpoints.directory} at step {restored.step}', flush=True)
+  # The restored arrays in this run's TrainState (its tx and apply_fn, not the saved ones).
+  state = state.replace(step=restored.state.step, params=restored.state.params,
+                        opt_state=opt_state, rng=restored.state.rng)
+  return restored.step, state, restored.meta
+
+
 def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
            mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   model = models.from_config(config.model)
@@ -377,51 +427,14 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   last_eval: dict[str, float] = {}
   skipped = skipped_images = 0
-  changes: config_changes.Changes | None = None
-
-  def like_state_for(step: int, saved_config: dict | None):
-    nonlocal changes
-    if saved_config is None:
-      _log(f'note: the checkpoint at step {step} stores no config (written by an earlier '
-           'version): settings are not compared, the optimizer state is used as saved',
-           flush=True)
-      return state
-    changes = config_changes.compare(saved_config, config, step)
-    saved_tx = optim.create_optimizer(ml_collections.ConfigDict(saved_config['optimizer']),
-                                      run.steps_per_epoch, run.total_steps,
-                                      config.train.batch_size)
-    saved_like = _abstract_state_like(state, saved_tx, mesh)
-    return saved_like if (jax.tree.structure(saved_like.opt_state) !=
-                          jax.tree.structure(state.opt_state)) else state
-
-  restored = checkpoints.restore_latest(
-      like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
   start_step = 0
-  if restored:
-    start_step, meta = restored.step, restored.meta
-    _check_same_data(meta.get('data_identity'), data_identity, start_step)
-    opt_state = restored.state.opt_state
-    if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
-      opt_state = optim.transplant(opt_state, state.opt_state)
-    if changes:
-      opt_state = optim.with_hyperparams(opt_state, optim.resumed_hyperparams(
-          config.optimizer, set(changes.optimizer), config.train.batch_size))
-      for line in changes.lines():
-        _log(line, flush=True)
-    # The restored arrays in this run's TrainState (its tx and apply_fn, not the saved ones).
-    state = state.replace(step=restored.state.step, params=restored.state.params,
-                          opt_state=opt_state, rng=restored.state.rng)
-    if restored.data_note:
-      _log(f'note: {restored.data_note}', flush=True)
-    else:
-      position = train_iter.get_state()['global_next_index']
-      _log(f'data: the saved position restored (epoch {position // info.num_train + 1}, '
-           f'example {position % info.num_train} of {info.num_train} in its order)', flush=True)
-    plateau = plateau.with_counters_of(meta['plateau'])
+  resumed = _resume(config, state, checkpoints, train_iter, run, mesh, info, data_identity)
+  if resumed:
+    start_step, state, meta = resumed
+    plateau = plateau.with_counters_of(meta['plateau'])  # the config's settings, saved counts
     last_eval = meta['last_eval']
     skipped = meta.get('nonfinite_steps', 0)
     skipped_images = meta.get('skipped_images', 0)
-    _log(f'resumed from {checkpoints.directory} at step {start_step}', flush=True)
   if jax.process_index() == 0:
     # What a killed run logged after its last checkpoint is logged again from there.
     metric_logging.drop_after(workdir, start_step)
