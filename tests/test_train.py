@@ -87,14 +87,15 @@ def test_demo_pipeline_end_to_end_writes_metrics_and_summary(tmp_path):
 
 def test_ten_crop_eval_step_averages_softmax_over_crops():
   model = models.AlexNet(width=0.125, num_classes=5)
-  params = model.init({'params': jax.random.PRNGKey(0)}, jnp.zeros((1, 67, 67, 3)),
-                      train=False)['params']
+  # Jitted: op-by-op (eager) init and eval compiled ~400 small programs (20 s of this test).
+  params = jax.jit(lambda key: model.init({'params': key}, jnp.zeros((1, 67, 67, 3)),
+                                          train=False)['params'])(jax.random.PRNGKey(0))
   state = train.TrainState.create(apply_fn=model.apply, params=params,
                                   tx=optim.paper_sgd(0.01), rng=jax.random.PRNGKey(1))
   images = jax.random.normal(jax.random.PRNGKey(2), (3, 10, 67, 67, 3))
   labels = jnp.array([0, 3, 4])
   mask = jnp.array([True, True, False])
-  sums = train.eval_step(state, {'image': images, 'label': labels, 'mask': mask})
+  sums = jax.jit(train.eval_step)(state, {'image': images, 'label': labels, 'mask': mask})
   # Independent: each crop through the net alone, softmax in float64, averaged.
   one_crop = jax.jit(lambda image: model.apply({'params': params}, image[None], train=False)[0])
   probs = np.stack([np.mean([_softmax64(one_crop(images[b, c])) for c in range(10)], axis=0)
