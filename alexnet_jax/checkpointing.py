@@ -61,7 +61,6 @@ class Restored:
   step: int
   state: Any
   meta: dict
-  config: dict | None  # the config the checkpoint was written with; None before they were stored
   data_note: str  # '' when the data iterator's own state was restored
 
 
@@ -126,7 +125,7 @@ class Checkpoints:
         self._move_aside(step, e)
         continue
       data_note = self._restore_data(step, data_iterator, fallback_position)
-      return Restored(step, state, meta, saved_config, data_note)
+      return Restored(step, state, meta, data_note)
     return None
 
   def _move_aside(self, step: int, error: Exception) -> None:

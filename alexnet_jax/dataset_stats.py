@@ -59,17 +59,25 @@ def sample_indices(num_records: int, sample_size: int, seed: int = SAMPLE_SEED) 
   return np.sort(np.random.default_rng(seed).choice(num_records, sample_size, replace=False))
 
 
+def sample_stats(source, resize_size: int, sample_size: int, **kwargs) -> dict:
+  """compute_stats over sample_indices(len(source), sample_size), recording the sample seed."""
+  stats = compute_stats(source, resize_size, indices=sample_indices(len(source), sample_size),
+                        **kwargs)
+  stats['sample_seed'] = np.int64(SAMPLE_SEED)
+  return stats
+
+
 def _decode(source, resize_size: int, index: int) -> np.ndarray:
   return pp.decode_and_resize(source[int(index)]['image'], resize_size)
 
 
-def compute_stats(source, resize_size: int, *, max_images: int | None = None,
-                  indices=None, log_every: int = 100, log=print, threads: int = 0) -> dict:
-  """Statistics over records {'image': bytes or uint8 array, ...} of a data source: the first
-  max_images, or the records at `indices`. Images are decoded in `threads` threads (0: one
-  per core, at most 8); the sums run in index order, so the result does not depend on them."""
+def compute_stats(source, resize_size: int, *, indices=None, log_every: int = 100, log=print,
+                  threads: int = 0) -> dict:
+  """Statistics over records {'image': bytes or uint8 array, ...} of a data source: all of
+  them, or those at `indices`. Images are decoded in `threads` threads (0: one per core, at
+  most 8); the sums run in index order, so the result does not depend on them."""
   if indices is None:
-    indices = np.arange(len(source) if max_images is None else min(len(source), max_images))
+    indices = np.arange(len(source))
   n = len(indices)
   if n <= 0:
     raise UserError('no images to compute statistics over')
@@ -187,15 +195,13 @@ def _computed_stats(config, cache_dir: str | None, log) -> dict:
     if int(stats.get('resize_size', resize)) == resize:
       return stats
   source = data_sources.make_source(config.dataset, config.dataset.train_split)
-  indices = sample_indices(len(source), wanted)
+  n = len(sample_indices(len(source), wanted))
   if log:
-    log(f'computing the training set\'s mean image and RGB statistics over {len(indices)} of '
+    log(f'computing the training set\'s mean image and RGB statistics over {n} of '
         f'{len(source)} images (seeded sample, once{"; cached in " + path if path else ""})',
         flush=True)
   progress = (lambda line: log(f'  stats: {line}', flush=True)) if log else None
-  stats = compute_stats(source, resize, indices=indices, log=progress,
-                        log_every=max(100, len(indices) // 10))
-  stats['sample_seed'] = np.int64(SAMPLE_SEED)
+  stats = sample_stats(source, resize, wanted, log=progress, log_every=max(100, n // 10))
   if path:
     save_stats(path, stats)
   return stats
@@ -209,10 +215,8 @@ def main(argv):
   try:
     source = data_sources.make_source(config.dataset, config.dataset.train_split)
     print(f'computing stats over {source!r} at resize_size {config.input.resize_size}', flush=True)
-    indices = sample_indices(len(source), flags.FLAGS.max_images or 0)
-    stats = compute_stats(source, config.input.resize_size, indices=indices,
-                          log=lambda s: print(s, flush=True))
-    stats['sample_seed'] = np.int64(SAMPLE_SEED)
+    stats = sample_stats(source, config.input.resize_size, flags.FLAGS.max_images or 0,
+                         log=lambda s: print(s, flush=True))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

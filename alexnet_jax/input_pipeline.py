@@ -8,8 +8,8 @@ seeded permutation (Grain's MapDataset shuffle + repeat), and every position in 
 np.random.Generator keyed by (seed, position) for the augmentation. Global batch k is positions
 [k B, (k+1) B), split over processes by Grain's ElasticIterator; its state is the next position
 alone. So the batches, their augmentation and a restored iterator do not depend on timing, on
-the number of worker processes or on the number of hosts, and a state saved with 4 workers
-restores with 1 (or onto another process count) at the same place.
+the number of worker processes or on the number of hosts, and a state saved with one worker
+count restores with another (or onto another process count) at the same place.
 """
 import dataclasses
 import math

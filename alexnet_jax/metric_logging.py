@@ -72,13 +72,17 @@ def create_writer(workdir: str, is_main_process: bool) -> MultiWriter:
 
 def read_jsonl(path: str) -> list[dict]:
   """The records of a metrics.jsonl; a line cut short by a kill (the last one) is left out."""
-  records = []
   with open(path, encoding='utf-8') as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
+    return _parse_lines(f.readlines())
+
+
+def _parse_lines(lines: list[str]) -> list[dict]:
+  records = []
+  for line in lines:
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return records
 
 
@@ -95,7 +99,7 @@ def drop_after(workdir: str, step: int) -> int:
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       lines = f.readlines()
-    records = read_jsonl(path)
+    records = _parse_lines(lines)
     kept = [r for r in records if r.get('step', 0) <= step]
     if len(kept) < len(lines):  # records past `step`, or a line cut short by a kill
       dropped += len(records) - len(kept)

@@ -163,9 +163,10 @@ class PlateauRule:
   def with_counters_of(self, saved: dict) -> 'PlateauRule':
     """This rule's settings (the config's) with a saved rule's counters: a resume that changes
     the factor, patience or number of decays carries the decays already made on."""
-    return dataclasses.replace(
-        self, best_error=math.inf if saved['best_error'] is None else saved['best_error'],
-        evals_since_best=saved['evals_since_best'], decays=saved['decays'])
+    counters = PlateauRule.from_dict(saved)
+    return dataclasses.replace(self, best_error=counters.best_error,
+                               evals_since_best=counters.evals_since_best,
+                               decays=counters.decays)
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
