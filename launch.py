@@ -59,11 +59,12 @@ def main(argv):
     # Orbax logs every file it writes at INFO, TFDS probes data dirs at WARNING; the run's own
     # progress and errors are printed, and --verbosity=0 brings the libraries' logs back.
     logging.set_verbosity(logging.ERROR)
-  # Imported here so that --help and flag errors answer without loading JAX.
+  # Imported here, not at the top: JAX and TensorFlow-backed libraries take seconds to load,
+  # and --help and flag errors answer without them.
   try:
     if 'sweep' in _CONFIG.value:
-      from alexnet_jax import sweep  # pylint: disable=g-import-not-at-top
-      sweep.run_sweep(_CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value)
+      from alexnet_jax import sweeps  # pylint: disable=g-import-not-at-top
+      sweeps.run_sweep(_CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value)
       return
     from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top

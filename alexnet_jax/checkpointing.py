@@ -19,6 +19,7 @@ import re
 import shutil
 from typing import Any, Callable
 
+from absl import logging
 import grain
 import jax
 from jax.experimental import multihost_utils
@@ -32,12 +33,10 @@ from alexnet_jax.errors import UserError
 
 class _absl_warnings_off:  # pylint: disable=invalid-name
   def __enter__(self):
-    from absl import logging  # pylint: disable=g-import-not-at-top
     self.level = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
 
   def __exit__(self, *exc):
-    from absl import logging  # pylint: disable=g-import-not-at-top
     logging.set_verbosity(self.level)
 
 

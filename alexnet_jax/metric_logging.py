@@ -60,6 +60,8 @@ def create_writer(workdir: str, is_main_process: bool) -> MultiWriter:
     return MultiWriter([])
   writers = [JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))]
   try:
+    # TensorFlow (behind clu's SummaryWriter) is imported here, not at the top: it takes seconds
+    # and is optional; without it the run writes metrics.jsonl only.
     with quiet_import.native_stderr_silenced():
       from clu.metric_writers import SummaryWriter  # pylint: disable=g-import-not-at-top
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -119,7 +121,7 @@ def _rewrite(path: str, content: bytes) -> None:
 
 def _drop_events_after(path: str, step: int) -> int:
   """Keeps an event file's records up to `step` (TensorBoard's own reader and writer, no TF)."""
-  # pylint: disable=g-import-not-at-top  # tensorboard only where there are event files
+  # pylint: disable=g-import-not-at-top  # tensorboard (optional) only where there are event files
   try:
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.compat.proto import event_pb2

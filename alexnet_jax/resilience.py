@@ -9,6 +9,10 @@ import os
 import signal
 import time
 
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
 from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 
@@ -88,15 +92,12 @@ class StopSignals:
   def agree(self) -> None:
     """With several processes, stop only where all see it: called at the same steps on every
     process (a collective), it makes `received` the first signal any process got."""
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
     signals = multihost_utils.process_allgather(np.int32(self._signalled or 0))
     received = [int(s) for s in np.ravel(signals) if s]
     if received:
       self.received = received[0]
 
   def __enter__(self) -> 'StopSignals':
-    import jax  # pylint: disable=g-import-not-at-top
     self._multiprocess = jax.process_count() > 1
     try:
       for signum in self.SIGNALS:

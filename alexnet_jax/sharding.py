@@ -93,6 +93,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, ACTIVATION_RULES['batch'])
 
 
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's part of a batch -> one global array per key, split over 'data'."""
+  placement = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(placement, v)
+          for k, v in local_batch.items()}
+
+
 def _context_mesh():
   mesh = jax.sharding.get_abstract_mesh()
   return None if mesh.empty else mesh

@@ -1,11 +1,13 @@
-"""Training and evaluation: pure jitted steps and the loop that drives them.
+"""Training: the state, the pure train_step, the one builder of its jitted sharded form, and the
+loop that drives it.
 
-train_step / eval_step are pure functions of (state, batch); the loop around them owns the
-host side: data, periodic evaluation, the plateau rule, metrics, checkpoints and resume.
+train_step is a pure function of (state, batch); jit_train_step places it on a mesh (every
+caller that steps uses it: the loop, the benchmarks, the communication tool, the tests). The loop
+owns the host side: the dataset built once, periodic evaluation (evaluation.py), the plateau
+rule, metrics, checkpoints and resume.
 """
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -20,13 +22,15 @@ import optax
 
 from alexnet_jax import checkpointing
 from alexnet_jax import config_changes
-from alexnet_jax import input_pipeline
+from alexnet_jax import evaluation
 from alexnet_jax import metric_logging
-from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import resilience
 from alexnet_jax import sharding
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
 
 
 def _log(*args, **kwargs) -> None:
@@ -40,7 +44,7 @@ class TrainState(train_state.TrainState):
   rng: jax.Array
 
 
-def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation, rng: jax.Array,
+def create_train_state(model: alexnet.AlexNet, tx: optax.GradientTransformation, rng: jax.Array,
                        image_size: int, mesh: jax.sharding.Mesh | None = None) -> TrainState:
   """A fresh TrainState; with a mesh, every leaf is created where sharding.PARAM_RULES puts it."""
 
@@ -58,22 +62,6 @@ def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation, 
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example softmax cross-entropy, in float32 whatever the compute dtype."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
-def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where fewer than k classes score higher than the label.
-
-  Written as a count rather than lax.top_k: it is elementwise per example, so a batch split
-  over devices stays split (XLA gathers the whole batch for a top_k).
-  """
-  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  higher = jnp.sum(logits > label_logit, axis=-1)
-  return (higher < k).astype(jnp.float32)
-
-
 def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
   """One SGD step on a batch {'image': B x S x S x 3, 'label': B}; pure and jittable."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -87,7 +75,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, batch['image'], train=True,
                             rngs={'dropout': dropout_rng})
-    return weighted_mean(cross_entropy_loss(logits, batch['label'])), logits
+    return weighted_mean(evaluation.cross_entropy_loss(logits, batch['label'])), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
@@ -100,8 +88,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
                                 opt_state=keep_good(new_state.opt_state, state.opt_state))
   metrics = {
       'loss': loss,
-      'top1': weighted_mean(topk_correct(logits, batch['label'], 1)),
-      'top5': weighted_mean(topk_correct(logits, batch['label'], 5)),
+      'top1': weighted_mean(evaluation.topk_correct(logits, batch['label'], 1)),
+      'top5': weighted_mean(evaluation.topk_correct(logits, batch['label'], 5)),
       'grad_norm': grad_norm,
       'lr': optim.current_learning_rate(new_state.opt_state),  # the lr this update used
       'nonfinite': 1.0 - finite.astype(jnp.float32),
@@ -109,57 +97,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Sums over the real (mask=True) examples of a padded eval batch.
-
-  A 5-D image batch B x 10 x S x S x 3 is the paper's 10-crop test (section 4.1): the softmax
-  is averaged over the 10 patches of each image.
-  """
-  images = batch['image']
-  labels = batch['label']
-  if images.ndim == 5:
-    b, n = images.shape[:2]
-    logits = state.apply_fn({'params': state.params}, images.reshape((b * n,) + images.shape[2:]),
-                            train=False)
-    probs = jax.nn.softmax(logits.reshape(b, n, -1), axis=-1).mean(axis=1)
-    scores = jnp.log(probs)
-    loss = -jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
-  else:
-    scores = state.apply_fn({'params': state.params}, images, train=False)
-    loss = cross_entropy_loss(scores, labels)
-  mask = batch['mask'].astype(jnp.float32)
-  return {
-      'loss': jnp.sum(loss * mask),
-      'top1': jnp.sum(topk_correct(scores, labels, 1) * mask),
-      'top5': jnp.sum(topk_correct(scores, labels, 5) * mask),
-      'count': jnp.sum(mask),
-  }
-
-
-def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
-  """This process's part of the batch -> one global array per key, split over 'data'."""
-  batch_sharding = sharding.batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-          for k, v in local_batch.items()}
-
-
-def evaluate(state: TrainState, eval_loader, jitted_eval_step,
-             mesh: jax.sharding.Mesh) -> dict[str, float]:
-  totals = None
-  skipped = 0
-  batches = iter(eval_loader)
-  try:
-    for batch in batches:
-      skipped += int(np.sum(batch.pop('skipped', 0)))  # unreadable images, already masked
-      sums = jitted_eval_step(state, global_batch(batch, mesh))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  finally:
-    input_pipeline.close_iterator(batches)  # frees the workers' shared memory now
-  totals = jax.device_get(totals)
-  count = max(float(totals['count']), 1.0)
-  return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
-          'top5': float(totals['top5']) / count, 'count': int(totals['count']),
-          'skipped_images': skipped}
+def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh, *, donate: bool = True):
+  """train_step jitted with the state and the batch placed by sharding.py's tables (params and
+  optimizer state per PARAM_RULES, the batch split over 'data'); the state is donated, so the
+  caller's old state must not be used after a step."""
+  state_shardings = sharding.tree_shardings(state, mesh)
+  return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, None), donate_argnums=0 if donate else ())
 
 
 def _check_workdir(workdir: str) -> None:
@@ -309,24 +253,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   with contextlib.ExitStack() as stack:
     if jax.process_index() == 0:  # one run per workdir; released at exit, kill -9 included
       stack.enter_context(resilience.WorkdirLock(workdir))
-    info = input_pipeline.dataset_info(config)  # checks config.model.num_classes too
-    run = RunLength.from_config(config.train, info.num_train)
     mesh = sharding.create_mesh(config.mesh)
     sharding.check_batch(config.train.batch_size, mesh)
     sharding.check_batch(config.eval.batch_size * jax.process_count(), mesh,
                          'config.eval.batch_size x processes')
+    model = alexnet.from_config(config.model)  # a bad switch is an error before the data pass
+    config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
+    # The data once: sources, class names, the statistics (the run's own cached file).
+    dataset = dataset_lib.build(config, stats_dir=workdir, log=_log)
+    run = RunLength.from_config(config.train, dataset.num_train)
     with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
-      return _train(config, workdir, info, run, mesh, wall_start)
-
-
-def _data_identity(info: input_pipeline.DatasetInfo, params) -> dict:
-  """What must stay the same when only a path to the data or its statistics changes."""
-  digest = hashlib.sha256()
-  for array in (params.mean, params.std, params.eigval, params.eigvec):
-    if array is not None:
-      digest.update(np.ascontiguousarray(array, np.float32).tobytes())
-  return {'num_train': info.num_train, 'num_eval': info.num_eval,
-          'class_names': list(info.class_names), 'statistics': digest.hexdigest()[:16]}
+      return _train(config, workdir, dataset, model, run, mesh, wall_start)
 
 
 def _check_same_data(saved: dict | None, now: dict, step: int) -> None:
@@ -357,8 +294,7 @@ def _abstract_state_like(state: TrainState, tx: optax.GradientTransformation,
 
 
 def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, train_iter,
-            run: RunLength, mesh: jax.sharding.Mesh, info: input_pipeline.DatasetInfo,
-            data_identity: dict) -> tuple[int, TrainState, dict] | None:
+            run: RunLength, mesh: jax.sharding.Mesh, dataset: dataset_lib.Dataset) -> tuple[int, TrainState, dict] | None:
   """(step, state, meta) from the latest checkpoint, with this config's changes applied
   (config_changes.py: class a noted, b applied to the optimizer state, c refused); None when
   there is no checkpoint. train_iter is set to the saved data position in place."""
@@ -384,7 +320,7 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
       like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
   if not restored:
     return None
-  _check_same_data(restored.meta.get('data_identity'), data_identity, restored.step)
+  _check_same_data(restored.meta.get('data_identity'), dataset.identity(), restored.step)
   opt_state = restored.state.opt_state
   if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
     opt_state = optim.transplant(opt_state, state.opt_state)
@@ -397,8 +333,8 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
     _log(f'note: {restored.data_note}', flush=True)
   else:
     position = train_iter.get_state()['global_next_index']
-    _log(f'data: the saved position restored (epoch {position // info.num_train + 1}, '
-         f'example {position % info.num_train} of {info.num_train} in its order)', flush=True)
+    _log(f'data: the saved position restored (epoch {position // dataset.num_train + 1}, '
+         f'example {position % dataset.num_train} of {dataset.num_train} in its order)', flush=True)
   _log(f'resumed from {checkpoints.directory} at step {restored.step}', flush=True)
   # The restored arrays in this run's TrainState (its tx and apply_fn, not the saved ones).
   state = state.replace(step=restored.state.step, params=restored.state.params,
@@ -406,21 +342,15 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
   return restored.step, state, restored.meta
 
 
-def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLength,
-           mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
-  model = models.from_config(config.model)
+def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.AlexNet,
+           run: RunLength, mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps,
                               config.train.batch_size)
   plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
                               patience=config.optimizer.plateau_patience,
                               max_decays=config.optimizer.plateau_max_decays)
-  config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
-  # The statistics (mean image, eigenvalues) once, for both loaders: the run's own cached file.
-  prep = input_pipeline.preprocess_params(config, stats_dir=workdir, log=_log)
-  data_identity = _data_identity(info, prep)
-  train_iter = iter(input_pipeline.create_train_loader(config, seed=config.seed, params=prep))
-  eval_loader = input_pipeline.create_eval_loader(config, ten_crop=config.eval.ten_crop,
-                                                  params=prep)
+  train_iter = iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
+  eval_loader = pipeline.create_eval_loader(config, dataset, ten_crop=config.eval.ten_crop)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
                              config.input.image_size, mesh)
@@ -428,7 +358,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   last_eval: dict[str, float] = {}
   skipped = skipped_images = 0
   start_step = 0
-  resumed = _resume(config, state, checkpoints, train_iter, run, mesh, info, data_identity)
+  resumed = _resume(config, state, checkpoints, train_iter, run, mesh, dataset)
   if resumed:
     start_step, state, meta = resumed
     plateau = plateau.with_counters_of(meta['plateau'])  # the config's settings, saved counts
@@ -441,7 +371,8 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   _log(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
-        f'{info.num_train} train / {info.num_eval} eval images, {info.num_classes} classes | '
+        f'{dataset.num_train} train / {dataset.num_eval} eval images, {dataset.num_classes} '
+        f'classes | '
         f'batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
         f'{run.total_steps} steps', flush=True)
   _log(f'mesh data={mesh.shape["data"]} x model={mesh.shape["model"]} over '
@@ -454,14 +385,10 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
   if jax.process_index() == 0:  # what the eval/predict/figure tools rebuild the model from
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
-    with open(os.path.join(workdir, 'classes.json'), 'w') as f:
-      json.dump(list(info.class_names), f)
+    dataset_lib.save_class_names(dataset, workdir)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
-  state_shardings = sharding.tree_shardings(state, mesh)
-  batch_shardings = sharding.batch_sharding(mesh)
-  jitted_train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
-                              out_shardings=(state_shardings, None), donate_argnums=0)
-  jitted_eval_step = jax.jit(eval_step, in_shardings=(state_shardings, batch_shardings))
+  jitted_train_step = jit_train_step(state, mesh)
+  jitted_eval_step = evaluation.jit_eval_step(state, mesh)
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)
   nonfinite = _NonFinitePolicy(config.train.on_nonfinite, skipped)
   pending: list[dict] = []
@@ -475,7 +402,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
     checkpoints.save(step, state, train_iter,
                      {'plateau': plateau.to_dict(), 'last_eval': last_eval,
                       'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images,
-                      'data_identity': data_identity},
+                      'data_identity': dataset.identity()},
                      config.to_dict())
     last_saved = step
 
@@ -486,7 +413,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
       batch = next(train_iter)
       progress.data_wait += time.perf_counter() - t0
       skipped_images += int(np.sum(~batch['valid']))  # this process's unreadable images
-      state, metrics = jitted_train_step(state, global_batch(batch, mesh))
+      state, metrics = jitted_train_step(state, sharding.global_batch(batch, mesh))
       step += 1
       pending.append(metrics)
       nonfinite.add(step, metrics)
@@ -507,7 +434,8 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
       t0 = time.perf_counter()
       if run.due(step, run.eval_every):
         nonfinite.check(last_saved)
-        last_eval = {**evaluate(state, eval_loader, jitted_eval_step, mesh), 'step': step}
+        last_eval = {**evaluation.evaluate(state, eval_loader, jitted_eval_step, mesh),
+                     'step': step}
         _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
              f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
              f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
@@ -523,7 +451,7 @@ def _train(config, workdir: str, info: input_pipeline.DatasetInfo, run: RunLengt
         break
 
   writer.close()
-  input_pipeline.close_iterator(train_iter)
+  pipeline.close_iterator(train_iter)
   summary = {'final_step': step, 'total_steps': run.total_steps,
              'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval,
              'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from alexnet_jax import benchmark
-from alexnet_jax import models
+from alexnet_jax.model import alexnet
+from alexnet_jax.tools import measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,13 +23,13 @@ def test_model_flops_match_the_layer_table():
   macs += 9216 * 4096 + 4096 * 4096 + 4096 * 1000
   expected = 3 * 2 * macs  # forward + backward (input and weight gradients)
   assert 4.2e9 < expected < 4.4e9  # ALEXNET.md: 4.3 GFLOP per image for the training step
-  assert benchmark.model_flops_per_image(models.AlexNet(), 227) == expected
+  assert measure.model_flops_per_image(alexnet.AlexNet(), 227) == expected
 
 
 def run_benchmark(*args, devices=2):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.benchmark', *args], cwd=ROOT,
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.benchmark', *args], cwd=ROOT,
                         capture_output=True, text=True, env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
@@ -37,23 +37,22 @@ def run_benchmark(*args, devices=2):
 
 
 def test_step_benchmark_runs_every_setting_and_prints_ratios():
-  yardstick = os.path.isfile(benchmark.DEFAULT_YARDSTICK)
+  # The repository's own plain-JAX yardstick: a fresh clone prints the ratio.
   records, out = run_benchmark(
       '--batch_sizes=4', '--image_size=67', '--num_classes=10', '--meshes=1x1,1x2',
-      '--windows=2', '--steps=1', '--warmup=0',
-      *([] if yardstick else ['--yardstick=']))
+      '--windows=2', '--steps=1', '--warmup=0')
   ours = [r for r in records if r['impl'] == 'ours']
   assert sorted(r['mesh'] for r in ours) == ['1x1', '1x2']
+  assert [r['impl'] for r in records].count('yardstick:plain_jax') == 1
   for r in records:
     assert r['img_s'] > 0 and len(r['window_ms']) == 2 and r['compile_s'] > 0
     assert r['final_loss'] == r['final_loss']  # finite, not NaN
     assert 0 < r['mfu'] < 1 and r['peak_source']
     assert r['device_memory_mb'] > 0 and r['host_rss_peak_mb'] > 0
-  assert '| ours |' in out and 'TFLOP/s per device' in out
-  if yardstick:
-    assert [r['impl'] for r in records].count('yardstick') == 1
-    assert all(r['ratio_vs_yardstick'] > 0 for r in ours)
-    assert 'x |' in out
+  for r in ours:
+    ref = next(y for y in records if y['impl'] == 'yardstick:plain_jax')
+    assert r['ratio_vs']['plain_jax'] == r['img_s'] / ref['img_s']
+  assert '| ours |' in out and 'TFLOP/s per device' in out and 'ours / plain_jax' in out
 
 
 def test_lrn_benchmark_compares_the_three_implementations():
@@ -66,10 +65,12 @@ def test_lrn_benchmark_compares_the_three_implementations():
 
 @pytest.mark.parametrize('flag,message', [('--lrn_impls=magic', 'magic'),
                                           ('--meshes=2by1', "'2by1' is not"),
-                                          ('--meshes=4x2', 'needs 8 devices')])
+                                          ('--meshes=4x2', 'needs 8 devices'),
+                                          ('--yardsticks=nowhere.py', "'nowhere.py' is neither")])
 def test_bad_flag_value_is_one_line(flag, message):
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.benchmark', flag, '--yardstick='],
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.benchmark', '--yardsticks=',
+                         flag],
                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().startswith('error:') and message in proc.stderr

@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import input_pipeline
-from alexnet_jax import models
+from alexnet_jax.data import pipeline
+from alexnet_jax.model import alexnet
 from alexnet_jax import optim
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax import train
 from configs import alexnet as alexnet_config
 
@@ -18,7 +19,7 @@ def losses_for(dtype, batches):
   config = alexnet_config.get_config('tiny')
   config.model.dtype = dtype
   config.model.dropout = 0.0  # the same function in both runs, up to rounding
-  model = models.from_config(config.model)
+  model = alexnet.from_config(config.model)
   tx = optim.create_optimizer(config.optimizer, 100, 100, config.train.batch_size)
   state = train.create_train_state(model, tx, jax.random.PRNGKey(0), config.input.image_size)
   step = jax.jit(train.train_step)
@@ -31,9 +32,9 @@ def losses_for(dtype, batches):
 
 def test_bfloat16_loss_tracks_float32():
   config = alexnet_config.get_config('tiny')
-  loader = iter(input_pipeline.create_train_loader(config, seed=0))
+  loader = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   batches = [next(loader) for _ in range(2)]  # real images, seen four times each
-  input_pipeline.close_iterator(loader)
+  pipeline.close_iterator(loader)
   loss32, state32 = losses_for('float32', batches)
   loss16, state16 = losses_for('bfloat16', batches)
   # Params and optimizer state stay float32 in the bf16 run.
@@ -49,7 +50,7 @@ def test_bfloat16_loss_tracks_float32():
   # direction. (Adam's per-element normalisation makes a tiny bias vector alone noisier:
   # conv2's 32 biases measured 0.88 on 2026-11-29 while every layer was >= 0.97.)
   init = train.create_train_state(
-      models.from_config(config.model), optim.create_optimizer(config.optimizer, 100, 100, 8),
+      alexnet.from_config(config.model), optim.create_optimizer(config.optimizer, 100, 100, 8),
       jax.random.PRNGKey(0), config.input.image_size).params
   for layer in init:
     da = np.concatenate([np.ravel(state32.params[layer][k] - init[layer][k]) for k in init[layer]])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import preprocessing as pp
+from alexnet_jax.data import preprocessing as pp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAL_JPEGS = sorted(glob.glob(os.path.join(ROOT, 'data/clothing10-128/val/*/*.jpg')))

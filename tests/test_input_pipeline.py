@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax import data_sources
-from alexnet_jax import dataset_stats
-from alexnet_jax import input_pipeline
-from alexnet_jax import prepare_data
-from alexnet_jax import preprocessing as pp
+from alexnet_jax.data import sources
+from alexnet_jax.data import dataset_stats
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import prepare
+from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import UserError
 from configs import alexnet as alexnet_config
 
@@ -30,6 +31,11 @@ DEMO_STATS = 'data/clothing10-128/stats.npz'
 # The channel mean plain_config subtracts (that of the committed demo stats): a known constant
 # that identifies every preprocessed image with its file.
 CHANNEL_MEAN = np.load(os.path.join(ROOT, DEMO_STATS))['mean'].astype(np.float32)
+
+
+def train_source(config):
+  """The training split's source, as the stats functions take it (built on demand)."""
+  return lambda: sources.make_source(config.dataset, config.dataset.train_split)
 
 
 def tiny_config(**dataset):
@@ -109,8 +115,8 @@ def assert_batches_equal(a, b):
 
 
 def test_folder_source_real_data():
-  train = data_sources.ImageFolderSource(DATA, 'train')
-  val = data_sources.ImageFolderSource(DATA, 'val')
+  train = sources.ImageFolderSource(DATA, 'train')
+  val = sources.ImageFolderSource(DATA, 'val')
   assert (len(train), len(val)) == (1000, 240)
   assert train.class_names == CLASSES and len(CLASSES) == 10
   for i in (0, 99, 100, 537, 999):
@@ -128,7 +134,7 @@ def test_folder_source_real_data():
 def test_folder_source_errors(tmp_path):
   def one_line_error(root, split='train'):
     with pytest.raises(UserError) as e:
-      data_sources.ImageFolderSource(str(root), split)
+      sources.ImageFolderSource(str(root), split)
     assert '\n' not in str(e.value)
     return str(e.value)
 
@@ -141,18 +147,18 @@ def test_folder_source_errors(tmp_path):
 
 
 def test_dataset_info_folder():
-  info = input_pipeline.dataset_info(tiny_config())
+  info = dataset_lib.build(tiny_config())
   assert (info.num_train, info.num_eval, info.num_classes) == (1000, 240, 10)
   assert list(info.class_names) == CLASSES
   config = tiny_config()
   config.model.num_classes = 1000
   with pytest.raises(UserError, match='has 10 classes but config.model.num_classes is 1000'):
-    input_pipeline.dataset_info(config)
+    dataset_lib.build(config)
 
 
 def test_relative_folder_resolves_from_repo_root(monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)
-  source = data_sources.make_source(tiny_config(folder='data/clothing10-128').dataset, 'val')
+  source = sources.make_source(tiny_config(folder='data/clothing10-128').dataset, 'val')
   assert len(source) == 240
 
 
@@ -160,7 +166,7 @@ def test_relative_folder_resolves_from_repo_root(monkeypatch, tmp_path):
 
 
 def test_compute_stats_matches_numpy(small_folder):
-  source = data_sources.ImageFolderSource(small_folder, 'val')
+  source = sources.ImageFolderSource(small_folder, 'val')
   stats = dataset_stats.compute_stats(source, 40, log=None)
   imgs = np.stack([pp.center_crop(pp.resize_shorter_side(
       pp.decode_image(open(p, 'rb').read()), 40), 40) for p in source.paths]).astype(np.float64)
@@ -181,7 +187,7 @@ def test_compute_stats_matches_numpy(small_folder):
 
 
 def test_save_load_stats_roundtrip_and_defaults(tmp_path, small_folder):
-  stats = dataset_stats.compute_stats(data_sources.ImageFolderSource(small_folder, 'val'), 32,
+  stats = dataset_stats.compute_stats(sources.ImageFolderSource(small_folder, 'val'), 32,
                                       log=None)
   path = str(tmp_path / 'sub' / 'stats.npz')
   dataset_stats.save_stats(path, stats)
@@ -231,9 +237,9 @@ def decoded_squares(paths, size):
 def test_training_set_stats_are_a_seeded_sample_computed_once_and_cached(tmp_path, small_folder,
                                                                          monkeypatch):
   config = plain_config(small_folder, stats_file='', stats_images=5)
-  stats = dataset_stats.training_set_stats(config, str(tmp_path), log=None)
+  stats = dataset_stats.training_set_stats(config.input, train_source(config), str(tmp_path), log=None)
   # A seeded sample (the same on every call), not the first 5 files (which are all one class).
-  train = data_sources.ImageFolderSource(small_folder, 'train')
+  train = sources.ImageFolderSource(small_folder, 'train')
   indices = dataset_stats.sample_indices(len(train), 5)
   np.testing.assert_array_equal(indices, dataset_stats.sample_indices(len(train), 5))
   assert len(set(indices)) == 5 and len({train.labels[i] for i in indices}) == 2
@@ -246,40 +252,40 @@ def test_training_set_stats_are_a_seeded_sample_computed_once_and_cached(tmp_pat
   # Cached in the workdir and reused, without another pass over the images.
   assert os.path.isfile(tmp_path / dataset_stats.CACHE_NAME)
   monkeypatch.setattr(dataset_stats, 'compute_stats', lambda *a, **k: 1 / 0)
-  again = dataset_stats.training_set_stats(config, str(tmp_path), log=None)
+  again = dataset_stats.training_set_stats(config.input, train_source(config), str(tmp_path), log=None)
   np.testing.assert_array_equal(again['mean_image'], stats['mean_image'])
 
 
 def test_pixel_and_channel_means_differ_and_lighting_eigen_options(tmp_path, small_folder):
   """input.mean=pixel subtracts the mean image, =channel its per-channel mean: different
   arrays. lighting_eigen picks the dataset's eigenvalues or the built-in ImageNet ones."""
-  train_paths = data_sources.ImageFolderSource(small_folder, 'train').paths
+  train_paths = sources.ImageFolderSource(small_folder, 'train').paths
   mean_image = decoded_squares(train_paths, 24).astype(np.float64).mean(axis=0)
-  val = decoded_squares(data_sources.ImageFolderSource(small_folder, 'val').paths, 24)
+  val = decoded_squares(sources.ImageFolderSource(small_folder, 'val').paths, 24)
   out = {}
   for mean in ('pixel', 'channel'):
     config = plain_config(small_folder, stats_file='', mean=mean)
     config.eval.batch_size = 6
-    out[mean] = next(iter(input_pipeline.create_eval_loader(config)))['image']
+    out[mean] = next(iter(pipeline.create_eval_loader(config, dataset_lib.build(config))))['image']
   np.testing.assert_allclose(out['pixel'], val - mean_image, atol=1e-3)
   np.testing.assert_allclose(out['channel'], val - mean_image.reshape(-1, 3).mean(0), atol=1e-3)
   assert np.abs(out['pixel'] - out['channel']).max() > 10  # a real per-pixel mean, not broadcast
   config = plain_config(small_folder, stats_file='')
-  dataset = dataset_stats.training_set_stats(config, None, log=None)
+  dataset = dataset_stats.training_set_stats(config.input, train_source(config), None, log=None)
   assert not np.allclose(dataset['eigval'], pp.IMAGENET_EIGVAL, rtol=0.05)
   config.input.lighting_eigen = 'imagenet'
-  builtin = dataset_stats.training_set_stats(config, None, log=None)
+  builtin = dataset_stats.training_set_stats(config.input, train_source(config), None, log=None)
   np.testing.assert_array_equal(builtin['eigval'], pp.IMAGENET_EIGVAL.astype(np.float32))
   np.testing.assert_array_equal(builtin['mean_image'], dataset['mean_image'])  # the mean stays
   config.input.lighting_eigen = 'fb'
   with pytest.raises(UserError, match='lighting_eigen'):
-    dataset_stats.training_set_stats(config, None, log=None)
+    dataset_stats.training_set_stats(config.input, train_source(config), None, log=None)
 
 
 def test_dataset_stats_cli(tmp_path):
   out = tmp_path / 'stats.npz'
   proc = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.dataset_stats', '--config=configs/alexnet.py:tiny',
+      [sys.executable, '-m', 'alexnet_jax.tools.dataset_stats', '--config=configs/alexnet.py:tiny',
        f'--out={out}', '--max_images=4'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert 'mean (RGB)' in proc.stdout and '4/4 images' in proc.stdout
@@ -291,7 +297,7 @@ def test_dataset_stats_cli(tmp_path):
 
 def test_train_batches_real_data_shapes():
   config = tiny_config()
-  it = iter(input_pipeline.create_train_loader(config, seed=0))
+  it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   for b in take(it, 2):
     assert b['image'].shape == (8, 67, 67, 3) and b['image'].dtype == np.float32
     assert b['label'].shape == (8,) and b['label'].dtype == np.int32
@@ -303,9 +309,9 @@ def test_train_batches_real_data_shapes():
 
 def test_train_determinism_and_seeds():
   config = tiny_config()
-  a = take(iter(input_pipeline.create_train_loader(config, seed=3)), 3)
-  b = take(iter(input_pipeline.create_train_loader(config, seed=3)), 3)
-  c = take(iter(input_pipeline.create_train_loader(config, seed=4)), 3)
+  a = take(iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=3)), 3)
+  b = take(iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=3)), 3)
+  c = take(iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=4)), 3)
   assert_batches_equal(a, b)
   assert not np.array_equal(a[0]['image'], c[0]['image'])
   assert not np.array_equal(a[0]['label'], c[0]['label'])
@@ -315,19 +321,20 @@ def test_train_resume_from_iterator_state(small_folder):
   # 12 images, batches of 4: 3 per epoch, so the restored stretch crosses epoch boundaries.
   config = plain_config(small_folder, random_flip=True, pca_lighting=True)
   config.input.image_size = 20  # random crops too
-  it = iter(input_pipeline.create_train_loader(config, seed=1))
+  it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=1))
   take(it, 2)
   state = it.get_state()
   assert state == {'global_next_index': 8}  # the next position in the global order
   reference = take(it, 5)
-  restored = iter(input_pipeline.create_train_loader(config, seed=1))
+  restored = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=1))
   restored.set_state(state)
   assert_batches_equal(take(restored, 5), reference)
 
 
 def test_train_epochs_are_permutations(small_folder):
   table = expected_images(small_folder, 'train')
-  it = iter(input_pipeline.create_train_loader(plain_config(small_folder), seed=0))
+  config = plain_config(small_folder)
+  it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   epoch1, epoch2 = identify(take(it, 3), table), identify(take(it, 3), table)
   all_paths = sorted(p for p, _ in table.values())
   assert sorted(epoch1) == all_paths and sorted(epoch2) == all_paths
@@ -339,7 +346,7 @@ def test_train_two_shards_disjoint_and_cover(small_folder):
   config = plain_config(small_folder)
   shards = []
   for index in range(2):
-    it = iter(input_pipeline.create_train_loader(config, seed=0, shard_index=index,
+    it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0, shard_index=index,
                                                  shard_count=2))
     batches = take(it, 3)  # one epoch of the shard: 6 images in per-process batches of 2
     assert all(b['image'].shape[0] == 2 for b in batches)
@@ -349,21 +356,21 @@ def test_train_two_shards_disjoint_and_cover(small_folder):
   assert set(shards[0]) | set(shards[1]) == {p for p, _ in table.values()}
   config.train.batch_size = 5
   with pytest.raises(UserError, match='not divisible'):
-    input_pipeline.create_train_loader(config, seed=0, shard_index=0, shard_count=2)
+    pipeline.create_train_loader(config, dataset_lib.build(config), seed=0, shard_index=0, shard_count=2)
 
 
 def test_worker_count_changes_nothing_and_a_state_moves_between_worker_counts(small_folder):
   """Grain worker processes (spawned): the same batches as in-process decoding, and a state
   saved with 2 workers restores in-process at the same place (a resume with other workers)."""
   config = plain_config(small_folder, random_flip=True, pca_lighting=True)
-  reference = take(iter(input_pipeline.create_train_loader(config, seed=2)), 5)
+  reference = take(iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=2)), 5)
   config.input.workers = 2
-  it = iter(input_pipeline.create_train_loader(config, seed=2))
+  it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=2))
   assert_batches_equal(take(it, 2), reference[:2])
   state = it.get_state()
-  input_pipeline.close_iterator(it)
+  pipeline.close_iterator(it)
   config.input.workers = 0
-  restored = iter(input_pipeline.create_train_loader(config, seed=2))
+  restored = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=2))
   restored.set_state(state)
   assert_batches_equal(take(restored, 3), reference[2:])
 
@@ -374,7 +381,7 @@ def test_worker_count_changes_nothing_and_a_state_moves_between_worker_counts(sm
 def test_eval_pass_real_val_split_padded():
   config = tiny_config()
   config.eval.batch_size = 50  # 240 images: 5 batches, the last with 40 real + 10 padding
-  batches = list(iter(input_pipeline.create_eval_loader(config)))
+  batches = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config))))
   assert len(batches) == 5
   for b in batches:
     assert b['image'].shape == (50, 67, 67, 3) and b['image'].dtype == np.float32
@@ -404,7 +411,7 @@ def test_eval_two_shards_cover_once_same_batch_count():
   table = expected_images(DATA, 'val')
   found, counts = [], []
   for index in range(2):
-    batches = list(iter(input_pipeline.create_eval_loader(config, shard_index=index,
+    batches = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config), shard_index=index,
                                                           shard_count=2)))
     counts.append(len(batches))
     assert all(b['image'].shape[0] == 50 for b in batches)
@@ -416,7 +423,7 @@ def test_eval_two_shards_cover_once_same_batch_count():
 def test_eval_ten_crop(small_folder):
   config = plain_config(small_folder, image_size=20)
   config.eval.batch_size = 4  # 6 val images: 2 batches, 2 padded
-  batches = list(iter(input_pipeline.create_eval_loader(config, ten_crop=True)))
+  batches = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config), ten_crop=True)))
   assert [b['mask'].tolist() for b in batches] == [[True] * 4, [True, True, False, False]]
   assert batches[0]['image'].shape == (4, 10, 20, 20, 3)
   first = sorted(glob.glob(os.path.join(small_folder, 'val', SMALL_CLASSES[0], '*')))[0]
@@ -457,7 +464,7 @@ class AlexnetTestClothing(tfds.core.GeneratorBasedBuilder):
 @pytest.fixture(scope='module')
 def tfds_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  prepared = prepare_data.prepare('alexnet_test_clothing', data_dir=data_dir)
+  prepared = prepare.prepare('alexnet_test_clothing', data_dir=data_dir)
   assert glob.glob(os.path.join(prepared, '*.array_record*'))
   return data_dir
 
@@ -471,14 +478,14 @@ def tfds_config(data_dir, size=24):
 
 def test_tfds_source_and_info(tfds_dir):
   config = tfds_config(tfds_dir)
-  source = data_sources.make_source(config.dataset, 'train')
+  source = sources.make_source(config.dataset, 'train')
   assert len(source) == 20
   originals = {open(p, 'rb').read(): label for p, label in TFDS_FILES['train']}
   for i in range(len(source)):
     item = source[i]
     assert isinstance(item['image'], bytes)
     assert originals[item['image']] == item['label']  # the stored JPEG bytes, right label
-  info = input_pipeline.dataset_info(config)
+  info = dataset_lib.build(config)
   assert (info.num_train, info.num_eval, info.num_classes) == (20, 6, 2)
   assert info.class_names == SMALL_CLASSES
 
@@ -486,11 +493,11 @@ def test_tfds_source_and_info(tfds_dir):
 def test_tfds_train_and_eval_loaders(tfds_dir):
   config = tfds_config(tfds_dir)
   table = expected_table(TFDS_FILES['train'])
-  it = iter(input_pipeline.create_train_loader(config, seed=0))
+  it = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   found = identify(take(it, 5), table)  # one epoch: 20 images
   assert sorted(found) == sorted(p for p, _ in TFDS_FILES['train'])
   table = expected_table(TFDS_FILES['validation'])
-  batches = list(iter(input_pipeline.create_eval_loader(config)))
+  batches = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config))))
   assert len(batches) == 2 and sum(b['mask'].sum() for b in batches) == 6
   assert sorted(identify(batches, table)) == sorted(p for p, _ in TFDS_FILES['validation'])
 
@@ -498,7 +505,7 @@ def test_tfds_train_and_eval_loaders(tfds_dir):
 def test_tfds_errors(tmp_path, tfds_dir):
   def one_line_error(config, split='train'):
     with pytest.raises(UserError) as e:
-      data_sources.make_source(config.dataset, split)
+      sources.make_source(config.dataset, split)
     assert '\n' not in str(e.value)
     return str(e.value)
 
@@ -510,7 +517,7 @@ def test_tfds_errors(tmp_path, tfds_dir):
   msg = one_line_error(config)
   manual = os.path.join(str(tmp_path), 'downloads', 'manual')
   for part in ('not prepared', 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar', manual,
-               f'python -m alexnet_jax.prepare_data --dataset=imagenet2012 --data_dir={tmp_path}'):
+               f'python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 --data_dir={tmp_path}'):
     assert part in msg
   config.dataset.manual_dir = '/archives/imagenet'
   assert 'in /archives/imagenet and run' in one_line_error(config)
@@ -524,20 +531,22 @@ def test_tfds_errors(tmp_path, tfds_dir):
 def test_prepare_imagenet_without_archives(tmp_path):
   with pytest.raises(UserError,
                      match='missing ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar'):
-    prepare_data.prepare('imagenet2012', data_dir=str(tmp_path))
+    prepare.prepare('imagenet2012', data_dir=str(tmp_path))
 
 
 def test_folder_path_imports_no_tensorflow(small_folder):
   code = f"""
 import sys
-import alexnet_jax.preprocessing
+import alexnet_jax.data.preprocessing
 assert 'jax' not in sys.modules, 'preprocessing imports jax'
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
 from configs import alexnet
 c = alexnet.get_config('tiny'); c.dataset.folder = {small_folder!r}; c.model.num_classes = 2
 c.train.batch_size = 4
-next(iter(input_pipeline.create_train_loader(c, seed=0)))
-next(iter(input_pipeline.create_eval_loader(c)))
+dataset = dataset_lib.build(c)
+next(iter(pipeline.create_train_loader(c, dataset, seed=0)))
+next(iter(pipeline.create_eval_loader(c, dataset)))
 bad = [m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules]
 assert not bad, bad
 """
@@ -548,7 +557,7 @@ assert not bad, bad
 
 def test_prepare_data_cli_error_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.prepare_data', '--dataset=imagenet2012',
+      [sys.executable, '-m', 'alexnet_jax.tools.prepare_data', '--dataset=imagenet2012',
        f'--data_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
@@ -580,12 +589,12 @@ def test_prepare_imagenet2012_from_fake_archives(tmp_path):
   with tarfile.open(manual / 'ILSVRC2012_img_val.tar', 'w') as val:
     add(val, 'ILSVRC2012_val_00000001.JPEG', open(jpegs[500], 'rb').read())  # label 65
   data_dir = str(tmp_path / 'tfds')
-  prepare_data.prepare('imagenet2012', data_dir=data_dir, manual_dir=str(manual))
+  prepare.prepare('imagenet2012', data_dir=data_dir, manual_dir=str(manual))
   config = alexnet_config.get_config()
   config.dataset.data_dir = data_dir
-  info = input_pipeline.dataset_info(config)
+  info = dataset_lib.build(config)
   assert (info.num_train, info.num_eval, info.num_classes) == (4, 1, 1000)
   assert info.class_names[:2] == ('n01440764', 'n01443537')
-  train = data_sources.make_source(config.dataset, 'train')
+  train = sources.make_source(config.dataset, 'train')
   assert sorted(train[i]['label'] for i in range(4)) == [0, 0, 1, 1]
-  assert data_sources.make_source(config.dataset, 'validation')[0]['label'] == 65
+  assert sources.make_source(config.dataset, 'validation')[0]['label'] == 65

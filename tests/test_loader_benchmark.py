@@ -3,7 +3,7 @@ positive and consistent (the fraction is end to end / synthetic)."""
 import jax
 import pytest
 
-from alexnet_jax import loader_benchmark
+from alexnet_jax.tools import loader_benchmark
 from configs import alexnet as alexnet_config
 
 

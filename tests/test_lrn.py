@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import lrn
+from alexnet_jax.model import lrn
 
 N, K, ALPHA, BETA = 5, 2.0, 1e-4, 0.75  # paper section 3.3
 

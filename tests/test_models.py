@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax import models
+from alexnet_jax.model import alexnet
 from alexnet_jax.errors import UserError
 
 # The paper's layers (ALEXNET.md table): (name, kernel h, kernel w, input maps per kernel,
@@ -33,7 +33,7 @@ def test_parameter_count_is_the_papers():
   expected = sum(kh * kw * cin * cout + cout for _, kh, kw, cin, cout in PAPER_CONVS)
   expected += sum(fin * fout + fout for _, fin, fout in PAPER_FCS)
   assert expected == 60_965_224
-  params = abstract_params(models.AlexNet())
+  params = abstract_params(alexnet.AlexNet())
   assert sum(x.size for x in jax.tree.leaves(params)) == expected
   # Layer by layer: each conv kernel is two halves of the paper's kernel bank.
   for name, kh, kw, cin, cout in PAPER_CONVS:
@@ -44,7 +44,7 @@ def test_parameter_count_is_the_papers():
 
 
 def test_layer_output_shapes_are_the_papers():
-  model = models.AlexNet()
+  model = alexnet.AlexNet()
   variables = {'params': abstract_params(model)}
   logits, state = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
@@ -61,7 +61,7 @@ def test_layer_output_shapes_are_the_papers():
 
 
 def test_paper_init():
-  params = init_params(models.AlexNet())
+  params = init_params(alexnet.AlexNet())
   for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8'):
     kernel = np.asarray(params[name]['kernel'])
     assert abs(kernel.std() - 0.01) < 0.01 * 0.02, name  # N(0, 0.01), thousands of samples
@@ -73,7 +73,7 @@ def test_paper_init():
 
 
 def test_he_init_scales_by_fan_in():
-  params = init_params(models.AlexNet(init_scheme='he'))
+  params = init_params(alexnet.AlexNet(init_scheme='he'))
   fan_in = {name: kh * kw * cin for name, kh, kw, cin, _ in PAPER_CONVS}
   fan_in.update({name: fin for name, fin, _ in PAPER_FCS})
   for name, fi in fan_in.items():
@@ -89,7 +89,7 @@ IMAGE = 67  # conv1 -> 15, pool -> 7, pool -> 3, pool5 -> 1
 
 
 def run_small(seed=0, train=False, rng=1, **switches):
-  model = models.AlexNet(**{**SMALL, **switches})
+  model = alexnet.AlexNet(**{**SMALL, **switches})
   params = init_params(model, IMAGE, seed)
   x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
   apply = jax.jit(functools.partial(model.apply, train=train, mutable=['intermediates']))
@@ -157,7 +157,7 @@ def test_lrn_order_and_pool_switches(lrn, order, pool):
 
 
 def test_pool_switch_keeps_the_papers_sizes():
-  model = models.AlexNet(pool='disjoint')
+  model = alexnet.AlexNet(pool='disjoint')
   _, state = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
       {'params': abstract_params(model)}, jax.ShapeDtypeStruct((1, 227, 227, 3), jnp.float32))
@@ -180,7 +180,7 @@ def test_dropout_switch():
 
 def dropout_run(placement, train, rate=0.5):
   """(params, what each Dropout and Dense module returned, the sown intermediates)."""
-  model = models.AlexNet(**SMALL, dropout=rate, dropout_placement=placement)
+  model = alexnet.AlexNet(**SMALL, dropout=rate, dropout_placement=placement)
   params = init_params(model, IMAGE, 0)
   x = jax.random.uniform(jax.random.PRNGKey(42), (4, IMAGE, IMAGE, 3), minval=-1, maxval=1)
   _, state = model.apply({'params': params}, x, train=train, capture_intermediates=True,
@@ -228,13 +228,13 @@ def test_dropout_placement_paper_zeroes_fc6_and_fc7_outputs():
 def test_dropout_placement_torchvision_zeroes_fc6_and_fc7_inputs():
   params, calls, sown = dropout_run('torchvision', train=True, rate=0.3)
   assert set(k for k in calls if 'dropout' in k) == {'fc6_in_dropout', 'fc7_in_dropout'}
-  pool5 = models.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
+  pool5 = alexnet.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
   assert_inverted_dropout(calls['fc6_in_dropout'], np.asarray(pool5, np.float64), 0.3)
   assert_inverted_dropout(calls['fc7_in_dropout'], sown['fc6_out'], 0.3)
   np.testing.assert_allclose(calls['fc8'], dense64(params, 'fc8', sown['fc7_out']), rtol=1e-4,
                              atol=1e-5)  # fc7's output is not dropped
   _, calls, sown = dropout_run('torchvision', train=False, rate=0.3)  # eval zeroes nothing
-  pool5 = models.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
+  pool5 = alexnet.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
   np.testing.assert_array_equal(calls['fc6_in_dropout'], np.asarray(pool5, np.float64))
   np.testing.assert_array_equal(calls['fc7_in_dropout'], sown['fc6_out'])
 
@@ -254,7 +254,7 @@ def test_grouped_convs_see_only_their_own_half():
 
 def test_num_classes_and_bfloat16():
   params, x, logits32, _ = run_small()
-  model16 = models.AlexNet(**SMALL, dtype=jnp.bfloat16)
+  model16 = alexnet.AlexNet(**SMALL, dtype=jnp.bfloat16)
   assert jax.tree.map(lambda p: p.dtype, init_params(model16, IMAGE)) == jax.tree.map(
       lambda p: p.dtype, params)  # params stay float32
   logits16, state = model16.apply({'params': params}, x, train=False, mutable=['intermediates'])
@@ -273,7 +273,7 @@ def config_model(**overrides):
 
 
 def test_from_config_maps_every_switch():
-  m = models.from_config(config_model(lrn=False, lrn_order='caffe', pool='disjoint',
+  m = alexnet.from_config(config_model(lrn=False, lrn_order='caffe', pool='disjoint',
                                       dropout=0.0, activation='tanh', dtype='bfloat16',
                                       init='he', num_classes=3))
   assert (m.lrn, m.lrn_order, m.pool, m.dropout, m.activation, m.dtype, m.init_scheme,
@@ -286,7 +286,7 @@ def test_from_config_maps_every_switch():
     (dict(num_classes=1), 'num_classes=1')])
 def test_bad_model_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
-    models.from_config(config_model(**override))
+    alexnet.from_config(config_model(**override))
 
 
 @pytest.mark.parametrize('switch', [dict(conv_impl='feature_group'), dict(conv_impl='im2col'),
@@ -296,7 +296,7 @@ def test_implementation_choices_give_the_same_net(switch):
   # Speed switches only: the same params give the same loss and gradients, within float32
   # rounding of sums taken in another order.
   x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
-  base = models.AlexNet(**{**SMALL, 'dropout': 0.0})
+  base = alexnet.AlexNet(**{**SMALL, 'dropout': 0.0})
   params = init_params(base, IMAGE)
 
   def loss_and_grads(model):
@@ -308,10 +308,10 @@ def test_implementation_choices_give_the_same_net(switch):
   np.testing.assert_allclose(loss_other, loss, rtol=1e-5)
   for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_other)):
     np.testing.assert_allclose(h, g, rtol=1e-4, atol=1e-5 * float(np.abs(g).max()))
-  m = models.from_config(config_model(**switch))
+  m = alexnet.from_config(config_model(**switch))
   assert all(getattr(m, k) == v for k, v in switch.items())
 
 
 def test_bad_implementation_choice_is_one_clear_error():
   with pytest.raises(UserError, match="conv_impl='cudnn'"):
-    models.from_config(config_model(conv_impl='cudnn'))
+    alexnet.from_config(config_model(conv_impl='cudnn'))

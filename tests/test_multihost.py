@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from alexnet_jax import input_pipeline
-from alexnet_jax import models
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
+from alexnet_jax.model import alexnet
 from alexnet_jax import multihost
 from alexnet_jax import optim
 from alexnet_jax import sharding
@@ -43,17 +44,17 @@ def single_process_reference():
   c = config()
   devices = jax.devices()[:4]
   mesh = sharding.create_mesh(c.mesh, devices)
-  iterators = [iter(input_pipeline.create_train_loader(c, seed=c.seed, shard_index=i,
-                                                       shard_count=2)) for i in range(2)]
-  model = models.from_config(c.model)
+  dataset = dataset_lib.build(c)
+  iterators = [iter(pipeline.create_train_loader(c, dataset, seed=c.seed, shard_index=i,
+                                                 shard_count=2)) for i in range(2)]
+  model = alexnet.from_config(c.model)
   tx = optim.create_optimizer(c.optimizer, 1, STEPS)
   with jax.set_mesh(mesh):
     state = train.create_train_state(model, tx, jax.random.PRNGKey(c.seed),
                                      c.input.image_size, mesh)
     initial = jax.device_get(state.params)
     shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
-    step = jax.jit(train.train_step, in_shardings=shardings,
-                   out_shardings=(shardings[0], None))
+    step = train.jit_train_step(state, mesh)
     for _ in range(STEPS):
       parts = [next(it) for it in iterators]
       batch = {k: jax.device_put(np.concatenate([p[k] for p in parts]), shardings[1])

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import pooling
+from alexnet_jax.model import pooling
 
 
 def max_pool_vjp_float64(x, g, window, stride):

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import data_sources
-from alexnet_jax import input_pipeline
-from alexnet_jax import prepare_data
-from alexnet_jax import preprocessing as pp
+from alexnet_jax.data import sources
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import prepare
+from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import UserError
 from configs import alexnet as alexnet_config
 
@@ -52,7 +53,7 @@ def prepared(source, tmp_path_factory):
   """(out_dir, metadata, printed lines) of a 256 px copy of `source`."""
   out = str(tmp_path_factory.mktemp('prepared') / 'small-256')
   lines = []
-  meta = prepare_data.prepare_resized(folder_config(source), out, resize_size=256,
+  meta = prepare.prepare_resized(folder_config(source), out, resize_size=256,
                                       log=lambda *a, **k: lines.append(' '.join(map(str, a))))
   return out, meta, lines
 
@@ -65,11 +66,11 @@ def pil_resized(path, size):
 def test_records_are_the_source_at_256(source, prepared):
   out, _, _ = prepared
   for split in PER_CLASS:
-    folder = data_sources.ImageFolderSource(source, split)
-    ours = data_sources.PreparedSource(out, split)
+    folder = sources.ImageFolderSource(source, split)
+    ours = sources.PreparedSource(out, split)
     valid = [i for i, p in enumerate(folder.paths) if not p.endswith('zz_corrupt.jpg')]
     assert len(ours) == len(valid) == PER_CLASS[split] * len(CLASSES)
-    assert data_sources.class_names_of(ours) == list(CLASSES) == folder.class_names
+    assert sources.class_names_of(ours) == list(CLASSES) == folder.class_names
     for k, i in enumerate(valid):
       record = ours[k]
       assert record['label'] == folder.labels[i]
@@ -97,15 +98,15 @@ def test_metadata_and_the_skipped_corrupt_file(source, prepared):
 def test_a_second_run_keeps_the_copy_and_other_settings_are_refused(source, prepared):
   out, meta, _ = prepared
   stamp = os.path.getmtime(os.path.join(out, 'metadata.json'))
-  assert prepare_data.prepare_resized(folder_config(source), out, log=lambda *a, **k: None) == meta
+  assert prepare.prepare_resized(folder_config(source), out, log=lambda *a, **k: None) == meta
   assert os.path.getmtime(os.path.join(out, 'metadata.json')) == stamp
   with pytest.raises(UserError, match='other settings'):
-    prepare_data.prepare_resized(folder_config(source), out, quality=80, log=lambda *a, **k: None)
+    prepare.prepare_resized(folder_config(source), out, quality=80, log=lambda *a, **k: None)
 
 
 def test_no_resize_at_train_time(prepared, monkeypatch):
   out, _, _ = prepared
-  record = data_sources.PreparedSource(out, 'train')[0]
+  record = sources.PreparedSource(out, 'train')[0]
   decoded = pp.decode_image(record['image'])
 
   def no_pil_resize(*args, **kwargs):
@@ -129,19 +130,19 @@ def prepared_config(out, **input_overrides):
 def test_train_and_eval_loaders_on_the_prepared_copy(prepared):
   out, _, _ = prepared
   config = prepared_config(out)
-  info = input_pipeline.dataset_info(config)
+  info = dataset_lib.build(config)
   assert (info.num_train, info.num_eval, info.class_names) == (12, 6, CLASSES)
-  iterator = iter(input_pipeline.create_train_loader(config, seed=0))
+  iterator = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   for _ in range(4):  # past the first epoch (3 batches)
     batch = next(iterator)
     assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.float32
     assert batch['label'].shape == (4,) and set(batch['label']) <= {0, 1, 2}
   state = iterator.get_state()
   expected = next(iterator)
-  restored = iter(input_pipeline.create_train_loader(config, seed=0))
+  restored = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   restored.set_state(state)  # Grain compares repr(source): it must not change
   np.testing.assert_array_equal(next(restored)['image'], expected['image'])
-  batches = list(input_pipeline.create_eval_loader(config))
+  batches = list(pipeline.create_eval_loader(config, dataset_lib.build(config)))
   assert len(batches) == 2 and batches[0]['image'].shape == (4, 227, 227, 3)
   assert sum(int(b['mask'].sum()) for b in batches) == 6
 
@@ -150,7 +151,7 @@ def test_repr_and_pickle(source, prepared):
   """Grain stores repr(source) in iterator checkpoints: no path (the copy may move), no address."""
   out, _, _ = prepared
   source_name = os.path.basename(source)
-  source = data_sources.PreparedSource(out, 'val')
+  source = sources.PreparedSource(out, 'val')
   text = repr(source)
   assert text == (f"PreparedSource(dataset='{source_name}', resize_size=256, split='val', "
                   'num_records=6, num_classes=3)')
@@ -161,7 +162,7 @@ def test_repr_and_pickle(source, prepared):
 
 def test_workers_write_the_same_files(source, prepared, tmp_path):
   out, _, _ = prepared
-  prepare_data.prepare_resized(folder_config(source), str(tmp_path), splits=['val'], workers=2,
+  prepare.prepare_resized(folder_config(source), str(tmp_path), splits=['val'], workers=2,
                                log=lambda *a, **k: None)
   name = 'val.array_record-00000-of-00001'
   with open(os.path.join(out, name), 'rb') as a, open(tmp_path / name, 'rb') as b:
@@ -176,13 +177,13 @@ def one_line_error(fn, match):
 
 def test_errors(prepared, tmp_path):
   out, meta, _ = prepared
-  one_line_error(lambda: data_sources.PreparedSource(str(tmp_path / 'nope'), 'train'),
+  one_line_error(lambda: sources.PreparedSource(str(tmp_path / 'nope'), 'train'),
                  'does not exist')
-  one_line_error(lambda: data_sources.PreparedSource(str(tmp_path), 'train'), 'no metadata.json')
-  one_line_error(lambda: data_sources.make_source(folder_config('', 'prepared'), 'train'),
+  one_line_error(lambda: sources.PreparedSource(str(tmp_path), 'train'), 'no metadata.json')
+  one_line_error(lambda: sources.make_source(folder_config('', 'prepared'), 'train'),
                  'folder is empty')
-  one_line_error(lambda: data_sources.PreparedSource(out, 'test'), "no split 'test'")
-  one_line_error(lambda: input_pipeline.dataset_info(prepared_config(out, resize_size=72,
+  one_line_error(lambda: sources.PreparedSource(out, 'test'), "no split 'test'")
+  one_line_error(lambda: dataset_lib.build(prepared_config(out, resize_size=72,
                                                                      image_size=67)),
                  'resize_size is 72')
 
@@ -197,15 +198,15 @@ def test_errors(prepared, tmp_path):
       json.dump({**meta, **changes}, f)
 
   bad_format = broken_copy('format', lambda c: write_meta(c, format='other/9'))
-  one_line_error(lambda: data_sources.PreparedSource(bad_format, 'train'), 'format')
+  one_line_error(lambda: sources.PreparedSource(bad_format, 'train'), 'format')
   splits = json.loads(json.dumps(meta['splits']))
   splits['train']['num_records'] = 11
   count = broken_copy('count', lambda c: write_meta(c, splits=splits))
-  one_line_error(lambda: data_sources.PreparedSource(count, 'train'), 'says 11 images')
+  one_line_error(lambda: sources.PreparedSource(count, 'train'), 'says 11 images')
   missing = broken_copy('missing', lambda c: os.remove(c / 'val.array_record-00000-of-00001'))
-  one_line_error(lambda: data_sources.PreparedSource(missing, 'val'), 'missing')
+  one_line_error(lambda: sources.PreparedSource(missing, 'val'), 'missing')
   garbage = broken_copy(
       'garbage', lambda c: (c / 'val.array_record-00000-of-00001').write_bytes(b'x' * 100))
-  one_line_error(lambda: data_sources.PreparedSource(garbage, 'val'), 'cannot read')
-  one_line_error(lambda: prepare_data.prepare_resized(folder_config(str(tmp_path / 'nope')),
+  one_line_error(lambda: sources.PreparedSource(garbage, 'val'), 'cannot read')
+  one_line_error(lambda: prepare.prepare_resized(folder_config(str(tmp_path / 'nope')),
                                                       str(tmp_path / 'o')), 'does not exist')

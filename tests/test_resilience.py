@@ -208,12 +208,15 @@ def losses_by_step(workdir):
 LR_REFERENCE = r"""
 import json, os, sys
 import jax, jax.numpy as jnp, ml_collections, orbax.checkpoint as ocp
-from alexnet_jax import input_pipeline, models, optim, sharding, train
+from alexnet_jax import optim, sharding, train
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
+from alexnet_jax.model import alexnet
 from configs import alexnet as alexnet_config
 checkpoint, new_lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 config = alexnet_config.get_config('tiny')
 config.update_from_flattened_dict({'optimizer.name': 'sgd', 'optimizer.lr': 0.01})
-model = models.from_config(config.model)
+model = alexnet.from_config(config.model)
 tx = optim.create_optimizer(config.optimizer, 125, 4)
 mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}))
 with jax.set_mesh(mesh):
@@ -223,15 +226,13 @@ with jax.set_mesh(mesh):
   opt_state = saved.opt_state
   opt_state.hyperparams['learning_rate'] = jnp.asarray(new_lr, jnp.float32)
   state = like.replace(step=saved.step, params=saved.params, opt_state=opt_state, rng=saved.rng)
-  loader = iter(input_pipeline.create_train_loader(config, seed=0))
+  loader = iter(pipeline.create_train_loader(config, dataset_lib.build(config), seed=0))
   with open(os.path.join(checkpoint, 'data', 'process_0-of-1.json')) as f:
     loader.set_state(json.load(f))
-  shardings = sharding.tree_shardings(state, mesh)
-  step = jax.jit(train.train_step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(shardings, None), donate_argnums=0)
+  step = train.jit_train_step(state, mesh)
   losses = []
   for _ in range(steps):
-    state, metrics = step(state, train.global_batch(next(loader), mesh))
+    state, metrics = step(state, sharding.global_batch(next(loader), mesh))
     losses.append(float(metrics['loss']))
 print(json.dumps(losses))
 """
@@ -445,7 +446,7 @@ def build_folder_with_bad_images(root):
 
 
 def test_bad_images_are_skipped_and_counted_odd_modes_converted(tmp_path):
-  from alexnet_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import preprocessing  # pylint: disable=g-import-not-at-top
   folder = str(tmp_path / 'images')
   odd, bad = build_folder_with_bad_images(folder)
   for name in odd:  # grayscale, CMYK, RGBA, 10x10: decoded to RGB

@@ -8,8 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax import communication
-from alexnet_jax import models
+from alexnet_jax import collectives
+from alexnet_jax import evaluation
+from alexnet_jax.model import alexnet
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
@@ -17,7 +18,7 @@ from alexnet_jax.errors import UserError
 
 IMAGE = 67
 BATCH = 8
-MODEL = models.AlexNet(width=0.25, num_classes=10, dropout=0.5, lrn=True)
+MODEL = alexnet.AlexNet(width=0.25, num_classes=10, dropout=0.5, lrn=True)
 
 
 def mesh_of(data, model):
@@ -40,7 +41,7 @@ def loss_and_grads(state, batch):
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, batch['image'], train=True,
                             rngs={'dropout': jax.random.fold_in(state.rng, state.step)})
-    return train.cross_entropy_loss(logits, batch['label']).mean()
+    return evaluation.cross_entropy_loss(logits, batch['label']).mean()
   return jax.value_and_grad(loss_fn)(state.params)
 
 
@@ -54,9 +55,9 @@ def run(mesh):
     with jax.set_mesh(mesh):
       state = train.create_train_state(MODEL, sgd(), jax.random.PRNGKey(0), IMAGE, mesh)
     shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
-    step = jax.jit(train.train_step, in_shardings=shardings, out_shardings=(shardings[0], None))
+    step = train.jit_train_step(state, mesh)
     grads_fn = jax.jit(loss_and_grads, in_shardings=shardings)
-    put = lambda b: train.global_batch(b, mesh)
+    put = lambda b: sharding.global_batch(b, mesh)
   losses, first_grads = [], None
   with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
     for batch in batches():
@@ -113,16 +114,15 @@ def compiled_collectives(data, model):
   with jax.set_mesh(mesh):
     state = jax.eval_shape(
         lambda: train.create_train_state(MODEL, sgd(), jax.random.PRNGKey(0), IMAGE, mesh))
-    shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
     batch = {'image': jax.ShapeDtypeStruct((BATCH, IMAGE, IMAGE, 3), jnp.float32),
              'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32)}
-    hlo = jax.jit(train.train_step, in_shardings=shardings).lower(state, batch).compile()
-  return [c for c in communication.collectives(hlo.as_text()) if c.group_size > 1]
+    hlo = train.jit_train_step(state, mesh).lower(state, batch).compile()
+  return [c for c in collectives.collectives(hlo.as_text()) if c.group_size > 1]
 
 
 def test_split_communicates_only_where_the_papers_gpus_did():
   found = compiled_collectives(1, 2)
-  expected = communication.expected_model_collectives(MODEL, BATCH, IMAGE)
+  expected = collectives.expected_model_collectives(MODEL, BATCH, IMAGE)
   # Non-scalar collectives: gathers of conv3's, fc6's, fc7's, fc8's inputs and the logits
   # forward; sums of the same inputs' gradients backward. Nothing else (a stray all-gather of
   # any activation or weight changes these lists).

@@ -9,8 +9,7 @@ import matplotlib.image
 import ml_collections
 import numpy as np
 
-from alexnet_jax import report
-from alexnet_jax import sweep
+from alexnet_jax import sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -80,7 +79,7 @@ def test_report_statistics_by_hand(tmp_path):
   write_run(tmp_path / 'baseline' / 'seed1', 0.50, 0.90, [2.0, 1.7])
   write_run(tmp_path / 'no_lrn' / 'seed0', 0.30, 0.70, [2.0, 1.9])
   write_run(tmp_path / 'no_lrn' / 'seed1', 0.36, 0.76, [2.0, 2.1])
-  rows = {r['variant']: r for r in report.collect(str(tmp_path), config)}
+  rows = {r['variant']: r for r in sweeps.collect(str(tmp_path), config)}
   base, ablated = rows['baseline'], rows['no_lrn']
   assert base['top1'] == 0.45 and abs(base['top1_std'] - np.std([0.4, 0.5], ddof=1)) < 1e-12
   assert abs(ablated['train_loss'] - 2.0) < 1e-12  # mean of the final losses 1.9 and 2.1
@@ -88,5 +87,5 @@ def test_report_statistics_by_hand(tmp_path):
   expected_std = np.sqrt(np.var([0.3, 0.36], ddof=1) / 2 + np.var([0.4, 0.5], ddof=1) / 2)
   assert abs(ablated['delta_top1_std'] - expected_std) < 1e-12
   # An unfinished run is left out of the table.
-  assert sweep.is_finished(str(tmp_path / 'no_lrn' / 'seed1'))
-  assert not sweep.is_finished(str(tmp_path / 'no_lrn' / 'seed2'))
+  assert sweeps.is_finished(str(tmp_path / 'no_lrn' / 'seed1'))
+  assert not sweeps.is_finished(str(tmp_path / 'no_lrn' / 'seed2'))

@@ -9,8 +9,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from alexnet_jax import figures
-from alexnet_jax import inference
+from alexnet_jax.tools import figures
+from alexnet_jax import evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAL = os.path.join(ROOT, 'data', 'clothing10-128', 'val')
@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_centre_eval_reproduces_the_runs_own_evaluation(run_dir):
-  result = inference.evaluate_run(run_dir, ten_crop=False)
+  result = evaluation.evaluate_run(run_dir, ten_crop=False)
   with open(os.path.join(run_dir, 'summary.json')) as f:
     summary = json.load(f)
   assert result['count'] == 240 and result['step'] == 30
@@ -37,7 +37,7 @@ def test_centre_eval_reproduces_the_runs_own_evaluation(run_dir):
 
 
 def test_ten_crop_eval_runs_over_every_image(run_dir):
-  result = inference.evaluate_run(run_dir, ten_crop=True)
+  result = evaluation.evaluate_run(run_dir, ten_crop=True)
   assert result['count'] == 240 and 0 <= result['top1'] <= result['top5'] <= 1
   assert os.path.exists(os.path.join(run_dir, 'eval_10crop_step30.json'))
 
@@ -51,28 +51,28 @@ def test_predict_agrees_with_evaluation(run_dir):
     for f in sorted(os.listdir(os.path.join(VAL, name))):
       paths.append(os.path.join(VAL, name, f))
       labels.append(name)
-  predictions = inference.predict(run_dir, paths)
+  predictions = evaluation.predict(run_dir, paths)
   assert all(len(p) == 5 for p in predictions)
   for top in predictions:
     probs = [p for _, p in top]
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     assert {name for name, _ in top} <= set(classes)
   accuracy = np.mean([top[0][0] == label for top, label in zip(predictions, labels)])
-  centre = inference.evaluate_run(run_dir, ten_crop=False)
+  centre = evaluation.evaluate_run(run_dir, ten_crop=False)
   assert abs(accuracy - centre['top1']) < 1e-9
 
 
 def test_predict_command_prints_class_names(run_dir):
   images = sorted(glob.glob(os.path.join(VAL, 'hat', '*.jpg')))[:2]
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS='')
-  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.inference', 'predict',
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.predict',
                          f'--workdir={run_dir}', *images], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()
   assert len(lines) == 2 and lines[0].startswith(images[0])
   assert len(lines[0].split(': ')[1].split(', ')) == 5
-  bad = subprocess.run([sys.executable, '-m', 'alexnet_jax.inference', 'predict',
+  bad = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.predict',
                         f'--workdir={run_dir}', os.path.join(ROOT, 'README.md')], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and 'cannot read image' in bad.stderr

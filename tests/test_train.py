@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from alexnet_jax import models
+from alexnet_jax.model import alexnet
+from alexnet_jax import evaluation
 from alexnet_jax import optim
 from alexnet_jax import train
 from configs import alexnet as alexnet_config
@@ -64,7 +65,7 @@ def test_resume_is_bit_identical(tmp_path):
   # And training moved the params (a resume that restored nothing would also "match").
   _, params_k, _ = final_params(str(tmp_path / 'stopped'))
   fresh = train.create_train_state(
-      models.from_config(alexnet_config.get_config('tiny').model),
+      alexnet.from_config(alexnet_config.get_config('tiny').model),
       optim.create_optimizer(alexnet_config.get_config('tiny').optimizer, 1, 1),
       jax.random.PRNGKey(0), 67).params
   assert not np.array_equal(params_k['fc8']['kernel'], fresh['fc8']['kernel'])
@@ -86,7 +87,7 @@ def test_demo_pipeline_end_to_end_writes_metrics_and_summary(tmp_path):
 
 
 def test_ten_crop_eval_step_averages_softmax_over_crops():
-  model = models.AlexNet(width=0.125, num_classes=5)
+  model = alexnet.AlexNet(width=0.125, num_classes=5)
   # Jitted: op-by-op (eager) init and eval compiled ~400 small programs (20 s of this test).
   params = jax.jit(lambda key: model.init({'params': key}, jnp.zeros((1, 67, 67, 3)),
                                           train=False)['params'])(jax.random.PRNGKey(0))
@@ -95,7 +96,7 @@ def test_ten_crop_eval_step_averages_softmax_over_crops():
   images = jax.random.normal(jax.random.PRNGKey(2), (3, 10, 67, 67, 3))
   labels = jnp.array([0, 3, 4])
   mask = jnp.array([True, True, False])
-  sums = jax.jit(train.eval_step)(state, {'image': images, 'label': labels, 'mask': mask})
+  sums = jax.jit(evaluation.eval_step)(state, {'image': images, 'label': labels, 'mask': mask})
   # Independent: each crop through the net alone, softmax in float64, averaged.
   one_crop = jax.jit(lambda image: model.apply({'params': params}, image[None], train=False)[0])
   probs = np.stack([np.mean([_softmax64(one_crop(images[b, c])) for c in range(10)], axis=0)

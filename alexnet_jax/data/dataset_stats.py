@@ -1,9 +1,7 @@
-r"""Training-set statistics for preprocessing: mean image, RGB mean/std, RGB covariance PCA.
+"""Training-set statistics for preprocessing: mean image, RGB mean/std, RGB covariance PCA.
 
-  python -m alexnet_jax.dataset_stats --config=configs/alexnet.py:demo \
-      --out=data/clothing10-128/stats.npz [--max_images=N]
-
-Without a stats file (config.input.stats_file=''), training computes these itself at its first
+A file of them for many runs: `python -m alexnet_jax.tools.dataset_stats` (writes a .npz that
+config.input.stats_file names). Without a stats file (config.input.stats_file=''), training computes these itself at its first
 start (`training_set_stats`): one pass over a seeded random sample of config.input.stats_images
 training images (not the first N, which in a folder are the first classes), cached as
 <workdir>/dataset_stats.npz so that resumes, every process and the eval/predict tools use the
@@ -23,13 +21,14 @@ then (all in the 0..255 pixel scale):
 """
 import concurrent.futures
 import os
-import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
-from alexnet_jax import data_sources
-from alexnet_jax import preprocessing as pp
+from alexnet_jax.data import sources
+from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.errors import UserError
 
 _KEYS = ('mean_image', 'mean', 'std', 'cov', 'eigval', 'eigvec')
@@ -126,7 +125,6 @@ def save_stats(path: str, stats: dict):
 
 def _resize_mean_image(mean_image: np.ndarray, size: int) -> np.ndarray:
   """Bilinear resize of a float mean image per channel (a smooth image: little is lost)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   channels = [np.asarray(Image.fromarray(np.ascontiguousarray(mean_image[:, :, c], np.float32),
                                          mode='F').resize((size, size), Image.Resampling.BILINEAR))
               for c in range(3)]
@@ -139,10 +137,10 @@ def load_stats(path: str, resize_size: int) -> dict:
   A mean image saved at another resize_size (e.g. the demo's 256 stats used by the tiny
   72-pixel test config) is resized bilinearly to resize_size.
   """
-  resolved = data_sources.resolve_path(path)
+  resolved = sources.resolve_path(path)
   if not os.path.isfile(resolved):
     raise UserError(f'stats file {path!r} (config.input.stats_file) does not exist; write it with: '
-                    f'python -m alexnet_jax.dataset_stats --config=<config> --out={path}')
+                    f'python -m alexnet_jax.tools.dataset_stats --config=<config> --out={path}')
   try:
     with np.load(resolved) as data:
       stats = {k: np.asarray(data[k]) for k in data.files}
@@ -151,7 +149,7 @@ def load_stats(path: str, resize_size: int) -> dict:
   missing = [k for k in _KEYS if k not in stats and k != 'cov']
   if missing:
     raise UserError(f'stats file {path!r} lacks {", ".join(missing)}; rewrite it with '
-                    'python -m alexnet_jax.dataset_stats')
+                    'python -m alexnet_jax.tools.dataset_stats')
   for k in ('mean_image', 'mean', 'std', 'eigval', 'eigvec'):
     stats[k] = stats[k].astype(np.float32)
   if stats['mean_image'].shape[0] != resize_size:
@@ -162,15 +160,17 @@ def load_stats(path: str, resize_size: int) -> dict:
 LIGHTING_EIGEN = ('dataset', 'imagenet')
 
 
-def training_set_stats(config, cache_dir: str | None = None, log=print) -> dict:
+def training_set_stats(input_config, train_source: Callable[[], Any],
+                       cache_dir: str | None = None, log=print) -> dict:
   """The statistics preprocessing uses, by config.input:
 
-  stats_file set: that file. Else the training set's own, computed once over a seeded sample
-  of stats_images images and cached as <cache_dir>/dataset_stats.npz (no cache_dir: computed
-  each call, for tests and tools on small data). lighting_eigen='imagenet' then swaps in the
-  well-known ImageNet eigenvalues/vectors for PCA lighting.
+  stats_file set: that file. Else the training set's own (train_source() gives its Grain
+  source), computed once over a seeded sample of stats_images images and cached as
+  <cache_dir>/dataset_stats.npz (no cache_dir: computed each call, for tests and tools on small
+  data). lighting_eigen='imagenet' then swaps in the well-known ImageNet eigenvalues/vectors
+  for PCA lighting.
   """
-  inp = config.input
+  inp = input_config
   eigen = inp.get('lighting_eigen', None)
   if eigen is not None and eigen not in LIGHTING_EIGEN:
     raise UserError(f'config.input.lighting_eigen={eigen!r}; choose one of '
@@ -180,21 +180,21 @@ def training_set_stats(config, cache_dir: str | None = None, log=print) -> dict:
   elif eigen is None:  # a run saved before the stats were computed: what it trained with
     stats = imagenet_stats(inp.resize_size)
   else:
-    stats = _computed_stats(config, cache_dir, log)
+    stats = _computed_stats(inp, train_source, cache_dir, log)
   if eigen == 'imagenet':
     stats = {**stats, 'eigval': pp.IMAGENET_EIGVAL.astype(np.float32),
              'eigvec': pp.IMAGENET_EIGVEC.astype(np.float32)}
   return stats
 
 
-def _computed_stats(config, cache_dir: str | None, log) -> dict:
-  resize, wanted = config.input.resize_size, config.input.stats_images
+def _computed_stats(input_config, train_source, cache_dir: str | None, log) -> dict:
+  resize, wanted = input_config.resize_size, input_config.stats_images
   path = os.path.join(cache_dir, CACHE_NAME) if cache_dir else None
   if path and os.path.isfile(path):
     stats = load_stats(path, resize)
     if int(stats.get('resize_size', resize)) == resize:
       return stats
-  source = data_sources.make_source(config.dataset, config.dataset.train_split)
+  source = train_source()
   n = len(sample_indices(len(source), wanted))
   if log:
     log(f'computing the training set\'s mean image and RGB statistics over {n} of '
@@ -205,39 +205,3 @@ def _computed_stats(config, cache_dir: str | None, log) -> dict:
   if path:
     save_stats(path, stats)
   return stats
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  config = flags.FLAGS.config
-  out = flags.FLAGS.out
-  try:
-    source = data_sources.make_source(config.dataset, config.dataset.train_split)
-    print(f'computing stats over {source!r} at resize_size {config.input.resize_size}', flush=True)
-    stats = sample_stats(source, config.input.resize_size, flags.FLAGS.max_images or 0,
-                         log=lambda s: print(s, flush=True))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
-  save_stats(out, stats)
-  np.set_printoptions(precision=4, suppress=True)
-  m = stats['mean_image']
-  print(f'images: {int(stats["num_images"])}')
-  print(f'mean image: shape {m.shape}, range [{m.min():.2f}, {m.max():.2f}]')
-  print(f'mean (RGB): {stats["mean"]}')
-  print(f'std  (RGB): {stats["std"]}')
-  print(f'eigval (eig(cov)/255): {stats["eigval"]}')
-  print(f'eigvec (columns):\n{stats["eigvec"]}')
-  print(f'wrote {out}')
-
-
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/alexnet.py:demo.')
-  flags.DEFINE_string('out', None, 'Output .npz path.')
-  flags.DEFINE_integer('max_images', None, 'A seeded random sample of N training images '
-                       '(default: all of them).')
-  flags.mark_flags_as_required(['config', 'out'])
-  app.run(main)

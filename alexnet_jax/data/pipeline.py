@@ -11,55 +11,17 @@ alone. So the batches, their augmentation and a restored iterator do not depend 
 the number of worker processes or on the number of hosts, and a state saved with one worker
 count restores with another (or onto another process count) at the same place.
 """
-import dataclasses
 import math
 
 import grain
 import numpy as np
 
-from alexnet_jax import data_sources
-from alexnet_jax import dataset_stats
-from alexnet_jax import preprocessing as pp
+from absl import flags
+
+from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.data.dataset import Dataset
+from alexnet_jax.data.preprocessing import PreprocessParams
 from alexnet_jax.errors import UserError
-
-# Re-exported: what the train loop needs about the data, from one module.
-dataset_info = data_sources.dataset_info
-DatasetInfo = data_sources.DatasetInfo
-make_source = data_sources.make_source
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessParams:
-  """What the transforms need, picklable into the Grain worker processes."""
-  resize_size: int
-  image_size: int
-  mean: np.ndarray  # (R, R, 3) mean image or (3,) channel mean, 0..255 scale.
-  std: np.ndarray | None  # divide by it after the mean (config.input.standardize), or None.
-  random_flip: bool
-  lighting_std: float  # 0 = no PCA lighting.
-  eigval: np.ndarray
-  eigvec: np.ndarray
-
-
-def preprocess_params(config, stats_dir: str | None = None, log=print) -> PreprocessParams:
-  """The transforms' parameters; the statistics from dataset_stats.training_set_stats (cached
-  in stats_dir, the run's workdir, when config.input.stats_file is '')."""
-  inp = config.input
-  if inp.image_size > inp.resize_size:
-    raise UserError(f'config.input.image_size ({inp.image_size}) is larger than '
-                    f'config.input.resize_size ({inp.resize_size})')
-  stats = dataset_stats.training_set_stats(config, stats_dir, log)
-  if inp.mean == 'pixel':
-    mean = stats['mean_image']
-  elif inp.mean == 'channel':
-    mean = stats['mean']
-  else:
-    raise UserError(f"config.input.mean must be 'pixel' or 'channel', got {inp.mean!r}")
-  return PreprocessParams(
-      resize_size=inp.resize_size, image_size=inp.image_size, mean=mean,
-      std=stats['std'] if inp.standardize else None, random_flip=bool(inp.random_flip),
-      lighting_std=float(inp.lighting_std) if inp.pca_lighting else 0.0,
-      eigval=stats['eigval'], eigvec=stats['eigvec'])
 
 
 class DecodeResize(grain.transforms.Map):
@@ -150,20 +112,14 @@ def _shard_options(shard_index, shard_count, drop_remainder: bool) -> grain.shar
 def _ensure_flags_parsed():
   """Grain reads its absl flags when it starts worker processes; outside an absl app (pytest,
   notebooks) nothing has parsed them, so use their defaults."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _check_source(config, source):
-  data_sources.check_num_classes(config, len(data_sources.class_names_of(source)))
-  data_sources.check_prepared_size(config, source)
-
-
-def create_train_loader(config, *, seed: int, shard_index: int | None = None,
-                        shard_count: int | None = None,
-                        params: PreprocessParams | None = None) -> grain.IterDataset:
-  """Endless shuffled training batches of config.train.batch_size // shard_count per process.
+def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int | None = None,
+                        shard_count: int | None = None) -> grain.IterDataset:
+  """Endless shuffled training batches of config.train.batch_size // shard_count per process,
+  from dataset's training source with its preprocessing.
 
   Use iter(loader): the iterator's get_state() is {'global_next_index': the next position in
   the training order}, and set_state() of any such state (saved with any worker or process
@@ -175,12 +131,11 @@ def create_train_loader(config, *, seed: int, shard_index: int | None = None,
   if config.train.batch_size % count:
     raise UserError(f'config.train.batch_size ({config.train.batch_size}) is not divisible by '
                     f'the number of processes ({count})')
-  source = data_sources.make_source(config.dataset, config.dataset.train_split)
-  _check_source(config, source)
+  source = dataset.train_source
   if len(source) < config.train.batch_size:
     raise UserError(f'the training split has {len(source)} images: fewer than one batch of '
                     f'{config.train.batch_size}')
-  params = params or preprocess_params(config)
+  params = dataset.preprocess
   seed = int(seed) % 2**32  # Grain's seeds are uint32
   dataset = (grain.MapDataset.source(source)
              .shuffle(seed=seed)  # a new permutation every epoch (seed + epoch)
@@ -219,10 +174,11 @@ def eval_num_batches(num_records: int, batch_size: int, shard_count: int) -> int
   return math.ceil(math.ceil(num_records / shard_count) / batch_size)
 
 
-def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int | None = None,
-                       shard_count: int | None = None,
-                       params: PreprocessParams | None = None) -> grain.DataLoader:
-  """One ordered pass over the eval split in batches of config.eval.batch_size per process.
+def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None,
+                       shard_index: int | None = None,
+                       shard_count: int | None = None) -> grain.DataLoader:
+  """One ordered pass over dataset's eval split in batches of config.eval.batch_size per
+  process.
 
   The split is padded so that every process gets the same number of full batches (shape never
   changes, so the jitted eval step never recompiles); batch['mask'] is True for real examples
@@ -232,11 +188,10 @@ def create_eval_loader(config, *, ten_crop: bool | None = None, shard_index: int
   ten_crop = config.eval.ten_crop if ten_crop is None else ten_crop
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
   batch = config.eval.batch_size
-  source = data_sources.make_source(config.dataset, config.dataset.eval_split)
-  _check_source(config, source)
+  source = dataset.eval_source
   count = shard_options.shard_count
   padded = PaddedSource(source, count * batch * eval_num_batches(len(source), batch, count))
-  params = params or preprocess_params(config)
+  params = dataset.preprocess
   sampler = grain.samplers.IndexSampler(
       num_records=len(padded), shard_options=shard_options, shuffle=False, num_epochs=1)
   if config.input.workers:

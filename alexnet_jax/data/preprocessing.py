@@ -8,6 +8,7 @@ is averaged over ten patches (four corners + centre, and their reflections).
 Everything here runs inside Grain worker processes: numpy, PIL and simplejpeg only, never jax.
 Pixel values are in the 0..255 scale throughout.
 """
+import dataclasses
 import io
 
 import numpy as np
@@ -30,6 +31,19 @@ IMAGENET_MEAN = np.array([123.68, 116.78, 103.94], np.float64)
 IMAGENET_STD = np.array([58.393, 57.12, 57.375], np.float64)
 
 _RESAMPLE = Image.Resampling.BILINEAR  # Pillow's filters widen on downscaling: antialiased.
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessParams:
+  """What the transforms need, picklable into the Grain worker processes."""
+  resize_size: int
+  image_size: int
+  mean: np.ndarray  # (R, R, 3) mean image or (3,) channel mean, 0..255 scale.
+  std: np.ndarray | None  # divide by it after the mean (config.input.standardize), or None.
+  random_flip: bool
+  lighting_std: float  # 0 = no PCA lighting.
+  eigval: np.ndarray
+  eigvec: np.ndarray
 
 
 # JPEG colour spaces that simplejpeg decodes to the same RGB as PIL (CMYK/YCCK differ by 1 level).

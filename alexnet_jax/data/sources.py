@@ -5,15 +5,17 @@ Records are {'image': <encoded image bytes>, 'label': int}; decoding happens lat
 Grain workers (preprocessing.decode_and_resize). tensorflow_datasets is imported only for the
 TFDS path, so the folder and prepared paths never pull in TensorFlow.
 """
-import dataclasses
 import json
 import os
 import pathlib
 import struct
 
+import grain
+
+from alexnet_jax import quiet_import
 from alexnet_jax.errors import UserError
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]  # alexnet_jax/data/sources.py
 _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
 IMAGENET_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
@@ -73,7 +75,7 @@ class ImageFolderSource:
             f'num_records={len(self)}, num_classes={len(self.class_names)})')
 
 
-# --- Prepared datasets (python -m alexnet_jax.prepare_data --out_dir=DIR). ---
+# --- Prepared datasets (python -m alexnet_jax.tools.prepare_data --out_dir=DIR). ---
 
 PREPARED_FORMAT = 'alexnet_jax.prepared/1'
 PREPARED_METADATA = 'metadata.json'
@@ -96,8 +98,8 @@ def prepared_shard_names(split: str, num_shards: int) -> list[str]:
 def load_prepared_metadata(folder: str) -> dict:
   """metadata.json of a prepared dataset, with one-line UserErrors when it is not one."""
   path = resolve_path(folder)
-  how = ('write one with: python -m alexnet_jax.prepare_data --dataset=folder --folder=SRC '
-         f'--out_dir={folder}')
+  how = ('write one with: python -m alexnet_jax.tools.prepare_data --dataset=folder '
+         f'--folder=SRC --out_dir={folder}')
   if not path or not os.path.isdir(path):
     raise UserError(f'prepared dataset folder {path!r} does not exist (config.dataset.folder); '
                     f'{how}')
@@ -142,7 +144,6 @@ class PreparedSource:
                       f'{len(paths)} files are missing (e.g. {missing[0]}); prepare it again')
     if not info['num_records']:
       raise UserError(f'split {split!r} of prepared dataset {folder!r} holds no images')
-    import grain  # pylint: disable=g-import-not-at-top
     try:
       self._records = grain.sources.ArrayRecordDataSource(paths)
       num_records = len(self._records)
@@ -169,8 +170,8 @@ class PreparedSource:
 
 
 def import_tfds():
-  """tensorflow_datasets, imported only on the TFDS path (it is not needed for folders)."""
-  from alexnet_jax import quiet_import  # pylint: disable=g-import-not-at-top
+  """tensorflow_datasets, imported only on the TFDS path: it pulls in TensorFlow, which the
+  folder and prepared paths never need."""
   return quiet_import.import_quietly('tensorflow_datasets')
 
 
@@ -192,7 +193,7 @@ def imagenet_manual_dir(dataset_config) -> str:
 
 
 def prepare_command(name: str, dataset_config) -> str:
-  cmd = f'python -m alexnet_jax.prepare_data --dataset={name}'
+  cmd = f'python -m alexnet_jax.tools.prepare_data --dataset={name}'
   if dataset_config.data_dir:
     cmd += f' --data_dir={dataset_config.data_dir}'
   if name == 'imagenet2012' and dataset_config.manual_dir:
@@ -267,28 +268,6 @@ def class_names_of(source) -> list[str]:
   if isinstance(source, (ImageFolderSource, PreparedSource)):
     return list(source.class_names)
   return list(source.dataset_info.features['label'].names)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  num_train: int
-  num_eval: int
-  num_classes: int
-  class_names: tuple[str, ...]
-
-
-def dataset_info(config) -> DatasetInfo:
-  """Sizes and classes of the train and eval splits; checks config.model.num_classes."""
-  train = make_source(config.dataset, config.dataset.train_split)
-  evals = make_source(config.dataset, config.dataset.eval_split)
-  names = class_names_of(train)
-  if class_names_of(evals) != names:
-    raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} splits '
-                    'have different class folders')
-  check_num_classes(config, len(names))
-  check_prepared_size(config, train)
-  return DatasetInfo(num_train=len(train), num_eval=len(evals), num_classes=len(names),
-                     class_names=tuple(names))
 
 
 def check_num_classes(config, num_classes: int):

@@ -20,18 +20,23 @@ in the paper's sense (every kernel sees all input maps) but each GPU still held 
 kernels, so they carry the same leading axis with a shared input.
 """
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax import lrn as lrn_lib
-from alexnet_jax import pooling
 from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import lrn as lrn_lib
+from alexnet_jax.model import pooling
+from alexnet_jax.model.grouped_conv import bias_init
+from alexnet_jax.model.grouped_conv import CONV_IMPLS
+from alexnet_jax.model.grouped_conv import GROUPS
+from alexnet_jax.model.grouped_conv import GroupedConv
+from alexnet_jax.model.grouped_conv import kernel_init
+from alexnet_jax.model.grouped_conv import merge_groups
 
-GROUPS = 2  # the paper's two GPUs (section 3.2)
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
 POOLS = {'overlap': (3, 2), 'disjoint': (2, 2)}  # (window, stride); paper section 3.4
@@ -42,127 +47,6 @@ INITS = ('paper', 'he')
 # the inputs of fc6 and fc7 instead (pool5's and fc6's outputs).
 DROPOUT_PLACEMENTS = ('paper', 'torchvision')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-# How a device runs the groups it holds, chosen per backend by measurement
-# (`python -m alexnet_jax.benchmark --conv_impls=halves,feature_group,im2col`):
-#   'halves'        one plain convolution per group;
-#   'feature_group' the groups merged into one convolution (feature_group_count=G, or one conv
-#                   with G x the outputs for a shared input);
-#   'im2col'        halves, except a strided conv on a shared input (conv1: 11x11 stride 4 on
-#                   3 channels) is one matmul of its 11*11*3 patches with both groups' kernels.
-# On CPU (XLA's YNNPACK convs) conv1's forward and weight gradient ran ~20-25 GFLOP/s as
-# convolutions but much faster as a matmul; XLA's feature_group_count backward is a slow
-# path there too. On GPU ALEXNET.md reports halves ~17 % faster than feature_group_count
-# (H100, batch 256); im2col was not measured there, so GPU and TPU stay on halves.
-CONV_IMPLS = ('auto', 'halves', 'feature_group', 'im2col')
-_AUTO_CONV_IMPL = {'cpu': 'im2col', 'gpu': 'halves', 'tpu': 'halves'}
-
-
-def _kernel_init(init: str, grouped: bool = False) -> Callable[..., jax.Array]:
-  if init == 'paper':
-    return nn.initializers.normal(stddev=0.01)  # section 5: N(0, 0.01) for every layer
-  if grouped:  # He et al. 2015 per group: fan-in = kh * kw * Cin, the group axis is a batch
-    return nn.initializers.variance_scaling(2.0, 'fan_in', 'normal', in_axis=(1, 2, 3),
-                                            out_axis=-1, batch_axis=(0,))
-  return nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
-
-
-def _bias_init(init: str, paper_value: float) -> Callable[..., jax.Array]:
-  # Section 5: biases 1 in conv2, conv4, conv5, fc6, fc7 give ReLUs positive input early.
-  return nn.initializers.constant(paper_value if init == 'paper' else 0.0)
-
-
-class GroupedConv(nn.Module):
-  """GROUPS convolutions side by side: kernel G x kh x kw x Cin x Cout/G, bias G x Cout/G.
-
-  shared_input=True: x is B x H x W x Cin and every group sees all of it (conv1, conv3).
-  shared_input=False: x is G x B x H x W x Cin/G and group g sees only x[g] (conv2, 4, 5).
-  Returns G x B x H' x W' x Cout/G.
-  """
-  features: int
-  kernel_size: int
-  stride: int = 1
-  padding: int = 0
-  shared_input: bool = False
-  init_scheme: str = 'paper'
-  bias_value: float = 0.0
-  dtype: Any = jnp.float32
-  impl: str = 'auto'  # CONV_IMPLS
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    in_features = x.shape[-1]
-    kernel_GxKxKxIxO = self.param('kernel', _kernel_init(self.init_scheme, grouped=True),
-                                  (GROUPS, k, k, in_features, self.features // GROUPS),
-                                  jnp.float32)
-    bias_GxO = self.param('bias', _bias_init(self.init_scheme, self.bias_value),
-                          (GROUPS, self.features // GROUPS), jnp.float32)
-    conv = functools.partial(
-        jax.lax.conv_general_dilated,
-        window_strides=(self.stride, self.stride),
-        padding=[(self.padding, self.padding)] * 2,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-    impl = self.impl
-    if impl == 'auto':
-      impl = _AUTO_CONV_IMPL.get(jax.default_backend(), 'halves')
-
-    def local_groups(x, kernel, bias):
-      # The groups this device holds: both on one device, one each with the paper's split.
-      groups = kernel.shape[0]
-      if impl == 'im2col' and self.shared_input and self.stride > 1:
-        return _im2col_conv(x, kernel.astype(self.dtype), bias.astype(self.dtype),
-                            self.stride, self.padding)
-      if impl == 'feature_group' and groups > 1:
-        return _merged_groups_conv(conv, x, kernel.astype(self.dtype), bias.astype(self.dtype),
-                                   self.shared_input)
-      outs = []
-      for g in range(groups):
-        x_g = x if self.shared_input else x[g]
-        outs.append(conv(x_g, kernel[g].astype(self.dtype)) + bias[g].astype(self.dtype))
-      return jnp.stack(outs)
-
-    return sharding.per_group(local_groups, self.shared_input)(
-        x.astype(self.dtype), kernel_GxKxKxIxO, bias_GxO)
-
-
-def _im2col_conv(x_BxHxWxC, kernel_GxKxKxIxO, bias_GxO, stride: int, padding: int) -> jax.Array:
-  """A strided convolution as one matmul: the k*k*C patch under every output position
-  (strided slices, no gradient needed: this is the input image) times all local groups'
-  kernels at once. Returns G x B x H' x W' x O."""
-  x = x_BxHxWxC
-  if padding:
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  b, h, w, c = x.shape
-  g, k, _, _, o = kernel_GxKxKxIxO.shape
-  out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
-  columns = [jax.lax.slice(x, (0, i, j, 0),
-                           (b, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
-                           (1, stride, stride, 1))
-             for i in range(k) for j in range(k)]
-  patches = jnp.concatenate(columns, axis=-1)  # (i, j, c) order, as the kernel's k x k x C
-  y = jnp.einsum('bhwp,gpo->gbhwo', patches, kernel_GxKxKxIxO.reshape(g, k * k * c, o))
-  return y + bias_GxO[:, None, None, None, :]
-
-
-def _merged_groups_conv(conv, x, kernel_GxKxKxIxO, bias_GxO, shared_input: bool) -> jax.Array:
-  """The same G convolutions as one: a shared input gets one conv with G*O outputs, a grouped
-  one a feature_group_count=G conv on the channel-merged input. Returns G x B x H x W x O."""
-  g, k, _, cin, o = kernel_GxKxKxIxO.shape
-  kernel = jnp.transpose(kernel_GxKxKxIxO, (1, 2, 3, 0, 4)).reshape(k, k, cin, g * o)
-  if shared_input:
-    y = conv(x, kernel)
-  else:
-    y = conv(merge_groups(x), kernel, feature_group_count=g)
-  b, h, w, _ = y.shape
-  y = jnp.transpose(y.reshape(b, h, w, g, o), (3, 0, 1, 2, 4))
-  return y + bias_GxO[:, None, None, None, :]
-
-
-def merge_groups(x_GxBxHxWxC: jax.Array) -> jax.Array:
-  """G x B x H x W x C/G -> B x H x W x C, group g's channels at [g*C/G, (g+1)*C/G)."""
-  g, b, h, w, c = x_GxBxHxWxC.shape
-  return jnp.transpose(x_GxBxHxWxC, (1, 2, 3, 0, 4)).reshape(b, h, w, g * c)
 
 
 class AlexNet(nn.Module):
@@ -193,7 +77,7 @@ class AlexNet(nn.Module):
     conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype,
                              impl=self.conv_impl)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
-                              kernel_init=_kernel_init(self.init_scheme))
+                              kernel_init=kernel_init(self.init_scheme))
 
     def norm_and_pool(x, name):
       # Section 3.3: LRN follows the ReLU in layers 1 and 2; the paper normalises before
@@ -242,11 +126,11 @@ class AlexNet(nn.Module):
                        name=dropped[self.dropout_placement][name])(x)
       if name == 'fc8':
         break
-      x = act(dense(self._channels(4096), bias_init=_bias_init(self.init_scheme, 1.0),
+      x = act(dense(self._channels(4096), bias_init=bias_init(self.init_scheme, 1.0),
                     name=name)(x))
       x = sharding.constrain(x, 'units')
       self.sow('intermediates', f'{name}_out', x)  # before dropout: what Figure 4 embeds
-    x = dense(self.num_classes, bias_init=_bias_init(self.init_scheme, 0.0), name='fc8')(x)
+    x = dense(self.num_classes, bias_init=bias_init(self.init_scheme, 0.0), name='fc8')(x)
     # The logits are gathered whole for the softmax.
     return sharding.constrain(x.astype(jnp.float32), 'batch')
 

@@ -1,8 +1,9 @@
-r"""Prepares datasets for the Grain input pipeline, in array_record (random access).
+r"""Prepares datasets for the Grain input pipeline, in array_record (random access); the command
+is `python -m alexnet_jax.tools.prepare_data`.
 
 TFDS datasets, as TFDS writes them (full-size images):
 
-  python -m alexnet_jax.prepare_data --dataset=imagenet2012 [--data_dir=DIR] [--manual_dir=DIR]
+  python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 [--data_dir=DIR] [--manual_dir=DIR]
 
 imagenet2012 cannot be downloaded by TFDS: register at image-net.org, put
 ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual dir (--manual_dir, default
@@ -14,8 +15,8 @@ A prepared copy (--out_dir): every image re-encoded as a JPEG with the shorter s
 --resize_size (256, the paper's down-sampling of ImageNet, section 2), so that training decodes
 small JPEGs and never resizes. The source is an image folder or a TFDS dataset prepared above:
 
-  python -m alexnet_jax.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
-  python -m alexnet_jax.prepare_data --dataset=imagenet2012 --out_dir=DIR [--data_dir=...]
+  python -m alexnet_jax.tools.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
+  python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 --out_dir=DIR [--data_dir=...]
 
 then train with --config.dataset.name=prepared --config.dataset.folder=DIR. DIR holds, per
 split, <split>.array_record-NNNNN-of-NNNNN files (one record per image: the label as a
@@ -28,18 +29,20 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 import time
 
-from alexnet_jax import data_sources
-from alexnet_jax import preprocessing as pp
+from array_record.python import array_record_module
+import ml_collections
+from PIL import Image
+
+from alexnet_jax.data import sources
+from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.errors import UserError
 
 
 def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
   """download_and_prepare(file_format='array_record'); returns the prepared dataset's folder."""
-  tfds = data_sources.import_tfds()
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  tfds = sources.import_tfds()
   dataset_config = ml_collections.ConfigDict(
       {'name': name, 'data_dir': data_dir, 'manual_dir': manual_dir})
   try:
@@ -50,8 +53,8 @@ def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
     print(f'{name} is already prepared in {builder.data_dir}')
     return os.fspath(builder.data_dir)
   if builder.name == 'imagenet2012':
-    manual = data_sources.imagenet_manual_dir(dataset_config)
-    missing = [f for f in data_sources.IMAGENET_FILES
+    manual = sources.imagenet_manual_dir(dataset_config)
+    missing = [f for f in sources.IMAGENET_FILES
                if not os.path.isfile(os.path.join(manual, f))]
     if missing:
       raise UserError(f'missing {" and ".join(missing)} in {manual}: download them from '
@@ -77,7 +80,6 @@ def reencode(data: bytes, size: int, quality: int) -> bytes:
   resized = pp.resize_shorter_side(img, size)
   if resized is img and bytes(data[:3]) == b'\xff\xd8\xff':
     return bytes(data)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   out = io.BytesIO()
   Image.fromarray(resized).save(out, 'JPEG', quality=quality)
   return out.getvalue()
@@ -101,14 +103,14 @@ def _describe(source, split: str, index: int) -> str:
 def _default_splits(dataset_config) -> list[str]:
   """Every split of the source: a folder's sub-folders, a TFDS or prepared dataset's splits."""
   if dataset_config.name == 'folder':
-    root = data_sources.resolve_path(dataset_config.folder)
+    root = sources.resolve_path(dataset_config.folder)
     if not os.path.isdir(root):
       raise UserError(f'image folder {root!r} does not exist (--folder)')
     return sorted(d for d in os.listdir(root)
                   if not d.startswith('.') and os.path.isdir(os.path.join(root, d)))
   if dataset_config.name == 'prepared':
-    return sorted(data_sources.load_prepared_metadata(dataset_config.folder)['splits'])
-  return sorted(data_sources.tfds_builder(dataset_config).info.splits.keys())
+    return sorted(sources.load_prepared_metadata(dataset_config.folder)['splits'])
+  return sorted(sources.tfds_builder(dataset_config).info.splits.keys())
 
 
 def _source_description(dataset_config) -> dict:
@@ -152,9 +154,8 @@ class _SplitResult:
 
 def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality: int, pool,
                  records_per_shard: int, log) -> _SplitResult:
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   n = len(source)
-  names = data_sources.prepared_shard_names(split, max(1, math.ceil(n / records_per_shard)))
+  names = sources.prepared_shard_names(split, max(1, math.ceil(n / records_per_shard)))
   records = (source[i] for i in range(n))
   items = ((r['label'], r['image'], resize_size, quality) for r in records)
   # imap keeps the source order: the copy is deterministic whatever the number of workers.
@@ -172,7 +173,7 @@ def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality:
       skipped.append(_describe(source, split, i))
       log(f'skipped undecodable image {skipped[-1]}: {error}', flush=True)
     else:
-      writer.write(data_sources.encode_prepared_record(label, jpeg))
+      writer.write(sources.encode_prepared_record(label, jpeg))
       written += 1
     progress.update(i + 1, len(skipped))
   if writer is not None:
@@ -183,9 +184,9 @@ def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality:
 
 def _check_existing(out_dir: str, wanted: dict, log) -> dict | None:
   """The metadata of a finished copy with the same source and settings, None if there is none."""
-  if not os.path.isfile(os.path.join(out_dir, data_sources.PREPARED_METADATA)):
+  if not os.path.isfile(os.path.join(out_dir, sources.PREPARED_METADATA)):
     return None
-  meta = data_sources.load_prepared_metadata(out_dir)
+  meta = sources.load_prepared_metadata(out_dir)
   have = {k: meta.get(k) for k in wanted}
   if have != wanted:
     raise UserError(f'{out_dir!r} already holds a prepared dataset with other settings '
@@ -213,10 +214,10 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   existing = _check_existing(out_dir, wanted, log)
   if existing is not None:
     return existing
-  sources = {split: data_sources.make_source(dataset_config, split) for split in splits}
-  class_names = data_sources.class_names_of(sources[splits[0]])
-  for split, source in sources.items():
-    if data_sources.class_names_of(source) != class_names:
+  split_sources = {split: sources.make_source(dataset_config, split) for split in splits}
+  class_names = sources.class_names_of(split_sources[splits[0]])
+  for split, source in split_sources.items():
+    if sources.class_names_of(source) != class_names:
       raise UserError(f'splits {splits[0]!r} and {split!r} have different classes')
   try:
     os.makedirs(out_dir, exist_ok=True)
@@ -227,9 +228,9 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   try:
     results = {}
     for split in splits:
-      log(f'{split}: re-encoding {len(sources[split])} images with the shorter side at '
+      log(f'{split}: re-encoding {len(split_sources[split])} images with the shorter side at '
           f'{resize_size} into {out_dir} ({max(workers, 1)} process(es))', flush=True)
-      r = _write_split(sources[split], split, out_dir, resize_size=resize_size,
+      r = _write_split(split_sources[split], split, out_dir, resize_size=resize_size,
                        quality=quality, pool=pool, records_per_shard=records_per_shard, log=log)
       results[split] = r
       size_mb = sum(os.path.getsize(os.path.join(out_dir, f)) for f in r.files) / 1e6
@@ -241,7 +242,7 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
       pool.join()
 
   meta = {
-      'format': data_sources.PREPARED_FORMAT,
+      'format': sources.PREPARED_FORMAT,
       'dataset': _short_name(dataset_config),
       **wanted,
       'record': 'label as a little-endian int32, then the JPEG bytes',
@@ -252,51 +253,10 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
                  for split, r in results.items()},
   }
   # Written last, atomically: a copy without metadata.json is an unfinished one.
-  tmp = os.path.join(out_dir, data_sources.PREPARED_METADATA + '.tmp')
+  tmp = os.path.join(out_dir, sources.PREPARED_METADATA + '.tmp')
   with open(tmp, 'w') as f:
     json.dump(meta, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, data_sources.PREPARED_METADATA))
+  os.replace(tmp, os.path.join(out_dir, sources.PREPARED_METADATA))
   log(f'prepared {meta["dataset"]} in {out_dir}: train with --config.dataset.name=prepared '
       f'--config.dataset.folder={out_dir}', flush=True)
   return meta
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  f = flags.FLAGS
-  try:
-    if f.out_dir:
-      import ml_collections  # pylint: disable=g-import-not-at-top
-      dataset_config = ml_collections.ConfigDict(
-          {'name': f.dataset, 'folder': f.folder, 'data_dir': f.data_dir,
-           'manual_dir': f.manual_dir})
-      prepare_resized(dataset_config, f.out_dir, splits=f.splits, resize_size=f.resize_size,
-                      quality=f.quality, workers=f.workers,
-                      records_per_shard=f.records_per_shard)
-    elif f.dataset in ('folder', 'prepared'):
-      raise UserError(f'--dataset={f.dataset} is read as it is; --out_dir=DIR writes a '
-                      'prepared copy of it')
-    else:
-      prepare(f.dataset, f.data_dir, f.manual_dir)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
-
-
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('dataset', 'imagenet2012', "TFDS dataset name; with --out_dir also 'folder' "
-                      "(--folder) or 'prepared'.")
-  flags.DEFINE_string('data_dir', '', "TFDS data dir; '' = TFDS's default (~/tensorflow_datasets).")
-  flags.DEFINE_string('manual_dir', '', "imagenet2012 archives; '' = <data_dir>/downloads/manual.")
-  flags.DEFINE_string('out_dir', '', 'Write a prepared copy here (shorter side at '
-                      '--resize_size, array_record) instead of preparing the TFDS dataset.')
-  flags.DEFINE_string('folder', '', "--dataset=folder: the root of <split>/<class>/<images>.")
-  flags.DEFINE_list('splits', [], "Splits to copy; '' = all of the source's.")
-  flags.DEFINE_integer('resize_size', 256, 'Shorter side of the stored images '
-                       '(= config.input.resize_size).')
-  flags.DEFINE_integer('quality', 95, 'JPEG quality of the re-encoded images.')
-  flags.DEFINE_integer('workers', os.cpu_count() or 1, 'Re-encoding processes; 0 = this one.')
-  flags.DEFINE_integer('records_per_shard', 10000, 'Images per array_record file.')
-  app.run(main)

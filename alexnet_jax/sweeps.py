@@ -1,20 +1,82 @@
-r"""The results of a sweep: a table (markdown + CSV) and plots (PNG), from its run workdirs.
+"""Sweeps: a base config x variants x seeds, one workdir per run, and their results.
 
-  python -m alexnet_jax.report --config=configs/sweeps/ablations.py --sweep_dir=runs/ablations
+A sweep config (configs/sweeps/*.py) names a base config, variants (a few KEY=VALUE overrides
+each), seeds and a baseline. `plan` turns it into runs, each the ordinary launch command (base
+config + the variant's overrides + the sweep's common overrides + the seed) in its own process
+and workdir <sweep_dir>/<variant>/seed<k>, so a sweep resumes like a single run does: a
+finished run (summary.json at its final step) is skipped, an interrupted one resumes from its
+checkpoint. `collect` reads the finished runs back into one row per variant (mean and std over
+seeds, the change against the baseline); `write_report` writes them as a table and plots.
 
-Written by the sweep when it ends; this command redoes it over whatever runs exist.
+`python launch.py --config=configs/sweeps/ablations.py --workdir=DIR [--dry_run]` runs a sweep;
+`python -m alexnet_jax.tools.report` redoes its report.
 """
 import csv
+import dataclasses
 import json
 import math
 import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
 
 import numpy as np
 
 from alexnet_jax import metric_logging
+from alexnet_jax.errors import UserError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # where launch.py is
 
 
-def _run_result(workdir: str) -> dict | None:
+@dataclasses.dataclass(frozen=True)
+class Run:
+  variant: str
+  seed: int
+  overrides: tuple[str, ...]  # KEY=VALUE, without the --config. prefix
+  workdir: str
+
+  def command(self, base_config: str) -> list[str]:
+    return [sys.executable, 'launch.py', f'--config={base_config}', f'--workdir={self.workdir}',
+            f'--config.seed={self.seed}'] + [f'--config.{o}' for o in self.overrides]
+
+
+def parse_variant(spec: str) -> tuple[str, tuple[str, ...]]:
+  """'no_lrn:model.lrn=False,model.pool=disjoint' -> ('no_lrn', ('model.lrn=False', ...))."""
+  name, _, overrides = spec.partition(':')
+  items = tuple(o.strip() for o in overrides.split(',') if o.strip())
+  for item in items:
+    if '=' not in item:
+      raise UserError(f'variant {name!r}: override {item!r} is not KEY=VALUE')
+  return name.strip(), items
+
+
+def plan(sweep_config, sweep_dir: str) -> list[Run]:
+  _, common = parse_variant(f'common:{sweep_config.common}')
+  runs = []
+  for spec in sweep_config.variants:
+    name, overrides = parse_variant(spec)
+    for seed in sweep_config.seeds:
+      runs.append(Run(name, int(seed), common + overrides,
+                      os.path.join(os.path.abspath(sweep_dir), name, f'seed{seed}')))
+  names = [parse_variant(v)[0] for v in sweep_config.variants]
+  if sweep_config.baseline not in names:
+    raise UserError(f'config.sweep.baseline={sweep_config.baseline!r} is not among the '
+                    f'variants {names}')
+  return runs
+
+
+def is_finished(workdir: str) -> bool:
+  try:
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return summary.get('final_step') == summary.get('total_steps')
+
+
+def run_result(workdir: str) -> dict | None:
   """Final numbers and the validation curve of one finished run, or None."""
   try:
     with open(os.path.join(workdir, 'summary.json')) as f:
@@ -32,17 +94,16 @@ def _run_result(workdir: str) -> dict | None:
           'curve': sorted(dict(curve).items())}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
   values = np.asarray(values, np.float64)
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def collect(sweep_dir: str, sweep_config) -> list[dict]:
   """One row per variant (in the sweep's order) over its finished seeds."""
-  from alexnet_jax import sweep  # pylint: disable=g-import-not-at-top
   by_variant: dict[str, list[dict]] = {}
-  for run in sweep.plan(sweep_config, sweep_dir):
-    result = _run_result(run.workdir)
+  for run in plan(sweep_config, sweep_dir):
+    result = run_result(run.workdir)
     by_variant.setdefault(run.variant, [])
     if result is not None:
       by_variant[run.variant].append(result)
@@ -52,7 +113,7 @@ def collect(sweep_dir: str, sweep_config) -> list[dict]:
       continue
     row = {'variant': variant, 'seeds': len(results)}
     for key in ('top1', 'top5', 'train_loss', 'wall_s'):
-      row[key], row[f'{key}_std'] = _mean_std([r[key] for r in results])
+      row[key], row[f'{key}_std'] = mean_std([r[key] for r in results])
     row['steps'] = results[0]['steps']
     row['curves'] = [r['curve'] for r in results]
     rows.append(row)
@@ -82,6 +143,7 @@ def _markdown(rows: list[dict], baseline: str) -> str:
 
 
 def _plots(rows: list[dict], baseline: str, sweep_dir: str) -> dict[str, str]:
+  # matplotlib is imported here, heavy and only for the plots: a sweep's runs never load it.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -137,18 +199,32 @@ def write_report(sweep_dir: str, sweep_config) -> dict[str, str]:
   return paths
 
 
-def main(argv):
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  paths = write_report(flags.FLAGS.sweep_dir, flags.FLAGS.config.sweep)
-  print(open(paths['markdown']).read())
+def run_sweep(sweep_config, sweep_dir: str, dry_run: bool = False) -> None:
+  runs = plan(sweep_config, sweep_dir)
+  if dry_run:
+    for run in runs:
+      print(shlex.join(run.command(sweep_config.base)))
+    return
+  os.makedirs(sweep_dir, exist_ok=True)
+  start = time.perf_counter()
+  for i, run in enumerate(runs, 1):
+    label = f'[{i}/{len(runs)}] {run.variant} seed {run.seed}'
+    if is_finished(run.workdir):
+      print(f'{label}: finished earlier, skipped', flush=True)
+      continue
+    print(f'{label}: {shlex.join(run.command(sweep_config.base)[1:])}', flush=True)
+    os.makedirs(run.workdir, exist_ok=True)
+    with open(os.path.join(run.workdir, 'log.txt'), 'a') as log:
+      proc = subprocess.run(run.command(sweep_config.base), cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+      raise UserError(f'{label} failed (exit {proc.returncode}); see {run.workdir}/log.txt')
+    with open(os.path.join(run.workdir, 'summary.json')) as f:
+      summary = json.load(f)
+    elapsed = time.perf_counter() - start
+    print(f'{label}: val top1 {summary["eval"]["top1"]:.4f} in '
+          f'{summary["wall_time_s"]:.0f} s (sweep {elapsed / 60:.1f} min so far)', flush=True)
+  paths = write_report(sweep_dir, sweep_config)
+  with open(paths['markdown']) as f:
+    print(f.read())
   print('wrote ' + ', '.join(paths.values()))
-
-
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', 'configs/sweeps/ablations.py', 'The sweep config.')
-  flags.DEFINE_string('sweep_dir', None, 'The sweep workdir.')
-  flags.mark_flags_as_required(['sweep_dir'])
-  app.run(main)

@@ -1,21 +1,22 @@
 r"""Does the input pipeline keep up with the training step?
 
-  python -m alexnet_jax.loader_benchmark --config=configs/alexnet.py:demo
-  python -m alexnet_jax.loader_benchmark --config=configs/alexnet.py:demo \
-      --config.dataset.name=prepared --config.dataset.folder=DIR    # a prepare_data --out_dir copy
+  python -m alexnet_jax.tools.loader_benchmark --config=configs/alexnet.py:demo
+  python -m alexnet_jax.tools.loader_benchmark --config=configs/alexnet.py:demo \
+      --config.dataset.name=prepared --config.dataset.folder=DIR  # a prepare_data --out_dir copy
 
 For each --workers count (Grain worker processes; 0 = the main process) it times
-  1. decode + augment alone: batches from the real train loader (input_pipeline.
+  1. decode + augment alone: batches from the real train loader (pipeline.
      create_train_loader), in img/s and img/s per core (one core per worker process, or the
      main process for 0);
-  2. end to end: the real jitted train step (train.train_step with train.py's shardings and
-     donation) fed from that loader, against the same step fed one synthetic device-resident
+  2. end to end: the real jitted train step (train.jit_train_step, as the training loop runs
+     it) fed from that loader, against the same step fed one synthetic device-resident
      batch. Windows go round robin (synthetic, then each worker count), so that load from
      other processes on a shared machine hits every variant alike; the fraction is the median
      over rounds of synthetic time / end-to-end time within a round.
 Rates are medians over --windows windows, after --warmup steps. It prints one JSON line per
 measurement, then a table and the worker count with the best end-to-end rate.
 """
+import functools
 import gc
 import statistics
 import sys
@@ -24,10 +25,18 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 import numpy as np
 
-from alexnet_jax import benchmark
+from alexnet_jax import optim
+from alexnet_jax import sharding
+from alexnet_jax import train
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
+from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
+from alexnet_jax.tools import measure
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/alexnet.py:demo.', lock_config=True)
@@ -39,10 +48,6 @@ _WINDOWS = flags.DEFINE_integer('windows', 5, 'Timed windows (rounds) per figure
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed real-data steps per worker count.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also append the JSON lines to this file.')
 flags.mark_flags_as_required(['config'])
-
-
-def _emit(record: dict) -> None:
-  benchmark.emit_json_line(record, _JSON_OUT.value)
 
 
 def time_loader(iterator, batches: int, windows: int, batch_size: int) -> list[float]:
@@ -59,28 +64,20 @@ def time_loader(iterator, batches: int, windows: int, batch_size: int) -> list[f
 class StepRunner:
   """The training step as train.py builds and calls it: one state, donated at every step."""
 
-  def __init__(self, config):
-    # pylint: disable=g-import-not-at-top  (imported here: --help answers without JAX)
-    import jax
-    from alexnet_jax import input_pipeline, models, optim, sharding, train
-    self.jax, self.train = jax, train
-    info = input_pipeline.dataset_info(config)
-    run = train.RunLength.from_config(config.train, info.num_train)
+  def __init__(self, config, dataset: dataset_lib.Dataset):
+    run = train.RunLength.from_config(config.train, dataset.num_train)
     self.mesh = sharding.create_mesh(config.mesh)
     sharding.check_batch(config.train.batch_size, self.mesh)
     with jax.set_mesh(self.mesh):
       tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps,
                                   config.train.batch_size)
       self.state = train.create_train_state(
-          models.from_config(config.model), tx, jax.random.PRNGKey(config.seed),
+          alexnet.from_config(config.model), tx, jax.random.PRNGKey(config.seed),
           config.input.image_size, self.mesh)
-      state_shardings = sharding.tree_shardings(self.state, self.mesh)
-      self.step_fn = jax.jit(train.train_step,
-                             in_shardings=(state_shardings, sharding.batch_sharding(self.mesh)),
-                             out_shardings=(state_shardings, None), donate_argnums=0)
+      self.step_fn = train.jit_train_step(self.state, self.mesh)
 
   def device_batch(self, host_batch: dict):
-    return self.train.global_batch(host_batch, self.mesh)
+    return sharding.global_batch(host_batch, self.mesh)
 
   def run(self, batches, steps: int, batch) -> tuple[float, float, object]:
     """`steps` steps from `batch` on, in the train loop's steady state; returns (seconds until
@@ -91,14 +88,14 @@ class StepRunner:
     training run would overlap with a step.
     """
     wait = 0.0
-    with self.jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh):
       t0 = time.perf_counter()
       for _ in range(steps):
         self.state, _ = self.step_fn(self.state, batch)
         t = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - t
-      self.jax.block_until_ready(self.state)
+      jax.block_until_ready(self.state)
     return time.perf_counter() - t0, wait, batch
 
 
@@ -113,12 +110,11 @@ def _host_copy(batch: dict) -> dict:
   return {k: np.array(v, copy=True) for k, v in batch.items()}
 
 
-def _train_iterator(config, workers: int):
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+def _train_iterator(config, dataset: dataset_lib.Dataset, workers: int):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.input.workers = workers
-  return iter(input_pipeline.create_train_loader(config, seed=config.seed))
+  return iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
 
 
 def measure_loader(iterator, workers: int, *, batch_size: int, batches: int,
@@ -168,15 +164,15 @@ def _table(results: list[dict]) -> str:
 
 
 def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps: int = 2,
-                  windows: int = 5, warmup: int = 2, emit=_emit) -> list[dict]:
+                  windows: int = 5, warmup: int = 2, emit=print) -> list[dict]:
   """Every worker count's figures (also emitted); the step compiles once."""
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  runner = StepRunner(config)
+  dataset = dataset_lib.build(config)
+  runner = StepRunner(config, dataset)
   batch_size = config.train.batch_size
   iterators, loaders = {}, {}
   try:
     for w in workers:
-      iterators[w] = _train_iterator(config, w)
+      iterators[w] = _train_iterator(config, dataset, w)
       loaders[w] = measure_loader(iterators[w], w, batch_size=batch_size,
                                   batches=loader_batches, windows=windows)
       emit({'kind': 'loader', **loaders[w]})
@@ -187,7 +183,7 @@ def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps:
           'batch_size': batch_size, 'image_size': config.input.image_size,
           'dtype': config.model.dtype, 'width': config.model.width,
           'compile_s': time.perf_counter() - t0,
-          'devices': f'{runner.jax.device_count()} {runner.jax.devices()[0].platform}'})
+          'devices': f'{jax.device_count()} {jax.devices()[0].platform}'})
     ends = measure_end_to_end(runner, iterators, synthetic, batch_size=batch_size, steps=steps,
                               windows=windows, warmup=warmup)
   finally:
@@ -195,7 +191,7 @@ def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps:
     # them first, or the segments are never unlinked (a warning at exit).
     gc.collect()
     for it in iterators.values():
-      input_pipeline.close_iterator(it)
+      pipeline.close_iterator(it)
   results = []
   for end in ends:
     emit({'kind': 'end_to_end', **end})
@@ -208,11 +204,12 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  emit = functools.partial(measure.emit_json_line, json_out=_JSON_OUT.value)
   try:
     workers = [int(w) for w in _WORKERS.value]
     results = run_benchmark(_CONFIG.value, workers, loader_batches=_LOADER_BATCHES.value,
-                            steps=_STEPS.value, windows=_WINDOWS.value, warmup=_WARMUP.value)
+                            steps=_STEPS.value, windows=_WINDOWS.value, warmup=_WARMUP.value,
+                            emit=emit)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

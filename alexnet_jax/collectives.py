@@ -1,11 +1,9 @@
-r"""What crosses the 'model' axis in one training step: read from the compiled HLO, and derived
+"""What crosses the 'model' axis in one training step: read from the compiled HLO, and derived
 from the paper's architecture (section 3.2: the GPUs talk at conv3's input and at the FC layers).
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m alexnet_jax.communication \
-      [--batch=128] [--image_size=227] [--width=1.0]
-
-prints every collective of the compiled train step on a (data=1, model=2) mesh with its bytes,
-beside the exchange the paper's split needs in theory.
+`collectives(hlo_text)` lists a compiled program's collectives with their sizes;
+`paper_exchange` / `expected_model_collectives` give what the paper's split needs in theory.
+The command `python -m alexnet_jax.tools.communication` prints both for the train step.
 """
 import dataclasses
 import functools
@@ -96,53 +94,3 @@ def expected_model_collectives(model, batch: int, image_size: int) -> dict[str, 
   forward = sorted(exchange.values())
   backward = sorted(v for k, v in exchange.items() if not k.startswith('logits'))
   return {'gather': forward, 'reduce': backward}
-
-
-def main():
-  import argparse  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import models, optim, sharding, train  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--image_size', type=int, default=227)
-  parser.add_argument('--width', type=float, default=1.0)
-  parser.add_argument('--num_classes', type=int, default=1000)
-  args = parser.parse_args()
-  if jax.device_count() < 2:
-    raise SystemExit('needs 2 devices: set XLA_FLAGS=--xla_force_host_platform_device_count=2')
-  mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 2}),
-                              jax.devices()[:2])
-  model = models.AlexNet(width=args.width, num_classes=args.num_classes)
-  opt = ml_collections.ConfigDict(dict(name='sgd', lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                       schedule='constant'))
-  with jax.set_mesh(mesh):
-    state = jax.eval_shape(lambda: train.create_train_state(
-        model, optim.create_optimizer(opt, 1, 1), jax.random.PRNGKey(0), args.image_size, mesh))
-    batch = {'image': jax.ShapeDtypeStruct((args.batch, args.image_size, args.image_size, 3),
-                                           jnp.float32),
-             'label': jax.ShapeDtypeStruct((args.batch,), jnp.int32)}
-    step = jax.jit(train.train_step, in_shardings=(sharding.tree_shardings(state, mesh),
-                                                   sharding.batch_sharding(mesh)))
-    hlo = step.lower(state, batch).compile().as_text()
-  print(f'train step, batch {args.batch}, {args.image_size}px, mesh data=1 x model=2, float32')
-  print(f'{"collective":<14}{"elements":>14}{"MB sent/device":>16}  op')
-  total = 0.0
-  for c in collectives(hlo):
-    if c.group_size < 2:
-      continue
-    total += c.bytes_sent_per_device()
-    print(f'{c.kind:<14}{sum(c.elements()):>14,}{c.bytes_sent_per_device() / 1e6:>16.3f}  '
-          f'{c.op_name[-60:]}')
-  theory = 0.0
-  print('\nthe paper\'s split, in theory (each device sends the half it computed):')
-  for name, n in paper_exchange(model, args.batch, args.image_size).items():
-    directions = 1 if name.startswith('logits') else 2  # activations forward, gradients back
-    sent = n / 2 * 4 * directions
-    theory += sent
-    print(f'  {name:<24}{n:>12,} elements x {directions} -> {sent / 1e6:9.3f} MB')
-  print(f'\ncompiled step: {total / 1e6:.3f} MB sent per device per step; '
-        f'theory: {theory / 1e6:.3f} MB; ratio {total / theory:.2f}')
-
-
-if __name__ == '__main__':
-  main()

@@ -1,8 +1,8 @@
 r"""The paper's figures from a training run.
 
-  python -m alexnet_jax.figures conv1 --workdir=runs/demo --out=conv1.png
-  python -m alexnet_jax.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
-  python -m alexnet_jax.figures retrieval --workdir=runs/demo --images_dir=data/clothing10-128/val
+  python -m alexnet_jax.tools.figures conv1 --workdir=runs/demo --out=conv1.png
+  python -m alexnet_jax.tools.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
+  python -m alexnet_jax.tools.figures retrieval --workdir=runs/demo --images_dir=data/clothing10-128/val
 
 retrieval (Figure 4, right): for a few query images of a folder, their nearest neighbours by
 Euclidean distance between fc7 activations.
@@ -16,14 +16,41 @@ the mean chroma fraction of its kernels: the share of a kernel's energy that is 
 deviation of R, G, B from their mean at each pixel) rather than luminance. The paper saw the
 first GPU's kernels come out largely colour-agnostic and the second's colour-specific.
 """
-import argparse
 import os
 import sys
 
+from absl import app
+from absl import flags
+import jax
 import numpy as np
 
 from alexnet_jax import checkpointing
+from alexnet_jax import evaluation
+from alexnet_jax import metric_logging
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
+
+FIGURES = ('conv1', 'relu_tanh', 'retrieval')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'conv1, retrieval: the training run\'s workdir.')
+_OUT = flags.DEFINE_string('out', None, 'Output PNG (default: <figure>.png).')
+_STEP = flags.DEFINE_integer('step', None, 'conv1: checkpoint step (default: the latest).')
+_SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'relu_tanh: a configs/sweeps/figure1.py '
+                                 'workdir.')
+_LEVEL = flags.DEFINE_float('level', None, 'relu_tanh: training error to compare at (default: '
+                            'the lowest both reach).')
+_IMAGES_DIR = flags.DEFINE_string('images_dir', None, 'retrieval: a folder of images (searched '
+                                  'deeply).')
+_QUERIES = flags.DEFINE_integer('queries', 5, 'retrieval: query images.')
+_NEIGHBOURS = flags.DEFINE_integer('neighbours', 6, 'retrieval: neighbours per query.')
+
+
+def _pyplot():
+  """matplotlib's pyplot on the file backend, imported only when a figure is drawn (heavy)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def chroma_fraction(kernels_Nx11x11x3: np.ndarray) -> np.ndarray:
@@ -60,9 +87,7 @@ def kernel_grid(conv1_kernel_GxKxKx3xO: np.ndarray, columns: int = 16, gap: int 
 
 
 def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   _, params, step = checkpointing.load_run(workdir, step)
   kernel = params['conv1']['kernel']
   image = kernel_grid(kernel)
@@ -80,7 +105,6 @@ def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
 
 def training_error_curve(workdir: str, smooth: int = 5) -> tuple[np.ndarray, np.ndarray]:
   """(steps, training error) from a run's metrics.jsonl, a running mean over `smooth` logs."""
-  from alexnet_jax import metric_logging  # pylint: disable=g-import-not-at-top
   records = [r for r in metric_logging.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
              if 'train/top1' in r]
   if not records:
@@ -102,9 +126,7 @@ def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
                      seed: int = 0) -> dict:
   """Figure 1 from a configs/sweeps/figure1.py sweep: curves, and the steps ratio at `level`
   (default: the lowest training error both activations reach)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   curves = {name: training_error_curve(os.path.join(sweep_dir, name, f'seed{seed}'))
             for name in ('relu', 'tanh')}
   if level is None:
@@ -131,11 +153,9 @@ def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
 
 def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   """(fc7 activations N x 4096, the 256-px centre images) of image files, from a checkpoint."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import inference, input_pipeline, models  # pylint: disable=g-import-not-at-top
   config, params, _ = checkpointing.load_run(workdir)
-  prep = input_pipeline.preprocess_params(config, stats_dir=workdir)
-  model = models.from_config(config.model)
+  prep = dataset_lib.of_run(workdir, config).preprocess
+  model = alexnet.from_config(config.model)
 
   @jax.jit
   def embed(x):
@@ -146,7 +166,7 @@ def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   for start in range(0, len(paths), batch_size):
     batch = []
     for path in paths[start:start + batch_size]:
-      image, net_input = inference.read_image(path, prep)
+      image, net_input = evaluation.read_image(path, prep)
       thumbs.append(image)
       batch.append(net_input)
     feats.append(np.asarray(embed(np.stack(batch))))
@@ -164,9 +184,7 @@ def nearest_neighbours(features: np.ndarray, queries: list[int], k: int) -> np.n
 def retrieval_figure(workdir: str, images_dir: str, out: str, num_queries: int = 5,
                      k: int = 6, seed: int = 0) -> dict:
   """Paper Figure 4 (right): query images and their nearest neighbours in fc7 space."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   paths = sorted(os.path.join(root, f) for root, _, files in os.walk(images_dir)
                  for f in files if f.lower().endswith(('.jpg', '.jpeg', '.png')))
   if len(paths) < 2:
@@ -194,41 +212,32 @@ def retrieval_figure(workdir: str, images_dir: str, out: str, num_queries: int =
           'neighbours': [[paths[i] for i in row] for row in neighbours], 'out': out}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  sub = parser.add_subparsers(dest='figure', required=True)
-  c1 = sub.add_parser('conv1', help="Figure 3: the 96 conv1 kernels by group")
-  c1.add_argument('--workdir', required=True)
-  c1.add_argument('--out', default='conv1_kernels.png')
-  c1.add_argument('--step', type=int, default=None)
-  f1 = sub.add_parser('relu_tanh', help='Figure 1: training error of ReLU vs tanh')
-  f1.add_argument('--sweep_dir', required=True, help='a configs/sweeps/figure1.py workdir')
-  f1.add_argument('--out', default='relu_tanh.png')
-  f1.add_argument('--level', type=float, default=None,
-                  help='training error to compare at (default: the lowest both reach)')
-  nn_ = sub.add_parser('retrieval', help='Figure 4 (right): nearest neighbours in fc7 space')
-  nn_.add_argument('--workdir', required=True)
-  nn_.add_argument('--images_dir', required=True, help='a folder of images (searched deeply)')
-  nn_.add_argument('--out', default='retrieval.png')
-  nn_.add_argument('--queries', type=int, default=5)
-  nn_.add_argument('--neighbours', type=int, default=6)
-  args = parser.parse_args(argv)
+def main(argv):
+  if len(argv) != 2 or argv[1] not in FIGURES:
+    raise app.UsageError(f'name one figure: {" | ".join(FIGURES)} (then its flags)')
+  figure = argv[1]
+  needed = {'conv1': ['workdir'], 'relu_tanh': ['sweep_dir'],
+            'retrieval': ['workdir', 'images_dir']}[figure]
+  missing = [f'--{name}' for name in needed if flags.FLAGS[name].value is None]
+  if missing:
+    raise app.UsageError(f'{figure} needs {" and ".join(missing)}')
+  out = _OUT.value or f'{figure}.png'
   try:
-    if args.figure == 'retrieval':
-      r = retrieval_figure(args.workdir, args.images_dir, args.out, args.queries,
-                           args.neighbours)
+    if figure == 'retrieval':
+      r = retrieval_figure(_WORKDIR.value, _IMAGES_DIR.value, out, _QUERIES.value,
+                           _NEIGHBOURS.value)
       for q, row in zip(r['queries'], r['neighbours']):
-        print(f'{q}: ' + ', '.join(os.path.relpath(p, args.images_dir) for p in row[1:]))
+        print(f'{q}: ' + ', '.join(os.path.relpath(p, _IMAGES_DIR.value) for p in row[1:]))
       print(f'wrote {r["out"]}')
       return
-    if args.figure == 'relu_tanh':
-      r = relu_tanh_figure(args.sweep_dir, args.out, args.level)
+    if figure == 'relu_tanh':
+      r = relu_tanh_figure(_SWEEP_DIR.value, out, _LEVEL.value)
       ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
       print(f'training error {100 * r["level"]:.1f} %: ReLU at step {r["steps"]["relu"]}, '
             f'tanh at step {r["steps"]["tanh"]}: tanh needs {ratio} the steps '
             f'(paper, CIFAR-10 at 25 %: 6x) -> {r["out"]}')
       return
-    result = conv1_figure(args.workdir, args.out, args.step)
+    result = conv1_figure(_WORKDIR.value, out, _STEP.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -239,4 +248,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

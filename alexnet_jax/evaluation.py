@@ -1,0 +1,145 @@
+"""The paper's test protocol (section 4.1) in one place: the eval step, top-k, the centre crop
+and the 10-crop test, evaluation of a checkpoint and prediction on image files.
+
+eval_step sums over the real examples of a padded batch; a 5-D batch (B x 10 x S x S x 3) is
+the 10-crop test, the softmax averaged over the four corner and centre patches and their
+reflections. The commands are `python -m alexnet_jax.tools.evaluate` and `... predict`.
+"""
+import json
+import os
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from alexnet_jax import checkpointing
+from alexnet_jax import sharding
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import preprocessing
+from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy, in float32 whatever the compute dtype."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where fewer than k classes score higher than the label.
+
+  Written as a count rather than lax.top_k: it is elementwise per example, so a batch split
+  over devices stays split (XLA gathers the whole batch for a top_k).
+  """
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  higher = jnp.sum(logits > label_logit, axis=-1)
+  return (higher < k).astype(jnp.float32)
+
+
+def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums over the real (mask=True) examples of a padded eval batch.
+
+  A 5-D image batch B x 10 x S x S x 3 is the paper's 10-crop test (section 4.1): the softmax
+  is averaged over the 10 patches of each image.
+  """
+  images = batch['image']
+  labels = batch['label']
+  if images.ndim == 5:
+    b, n = images.shape[:2]
+    logits = state.apply_fn({'params': state.params}, images.reshape((b * n,) + images.shape[2:]),
+                            train=False)
+    probs = jax.nn.softmax(logits.reshape(b, n, -1), axis=-1).mean(axis=1)
+    scores = jnp.log(probs)
+    loss = -jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+  else:
+    scores = state.apply_fn({'params': state.params}, images, train=False)
+    loss = cross_entropy_loss(scores, labels)
+  mask = batch['mask'].astype(jnp.float32)
+  return {
+      'loss': jnp.sum(loss * mask),
+      'top1': jnp.sum(topk_correct(scores, labels, 1) * mask),
+      'top5': jnp.sum(topk_correct(scores, labels, 5) * mask),
+      'count': jnp.sum(mask),
+  }
+
+def jit_eval_step(state, mesh: jax.sharding.Mesh):
+  """eval_step jitted with the state placed like the training state and the batch over 'data'."""
+  return jax.jit(eval_step, in_shardings=(sharding.tree_shardings(state, mesh),
+                                         sharding.batch_sharding(mesh)))
+
+
+def _inference_state(config, params) -> train_state.TrainState:
+  """params and the model's apply_fn, as eval_step reads them (no optimizer)."""
+  model = alexnet.from_config(config.model)
+  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
+
+
+def evaluate(state, eval_loader, jitted_eval_step,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
+  totals = None
+  skipped = 0
+  batches = iter(eval_loader)
+  try:
+    for batch in batches:
+      skipped += int(np.sum(batch.pop('skipped', 0)))  # unreadable images, already masked
+      sums = jitted_eval_step(state, sharding.global_batch(batch, mesh))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  finally:
+    pipeline.close_iterator(batches)  # frees the workers' shared memory now
+  totals = jax.device_get(totals)
+  count = max(float(totals['count']), 1.0)
+  return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'count': int(totals['count']),
+          'skipped_images': skipped}
+
+
+def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
+                 batch_size: int | None = None) -> dict:
+  config, params, step = checkpointing.load_run(workdir, step)
+  if batch_size:
+    config.eval.batch_size = batch_size
+  elif ten_crop:  # ten times the images per batch: keep the memory of a centre-crop batch
+    config.eval.batch_size = max(1, config.eval.batch_size // 10)
+  mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
+                              jax.devices()[:1])
+  # The run's own statistics (cached in its workdir when computed from the training set).
+  dataset = dataset_lib.build(config, stats_dir=workdir, log=None)
+  loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
+                                       shard_count=1)
+  state = _inference_state(config, params)
+  with jax.set_mesh(mesh):
+    result = evaluate(state, loader, jit_eval_step(state, mesh), mesh)
+  result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step})
+  with open(os.path.join(workdir, f'eval_{result["crop"]}_step{step}.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def read_image(path: str, prep: preprocessing.PreprocessParams) -> tuple[np.ndarray, np.ndarray]:
+  """An image file -> (its uint8 resize x resize centre, the net's centre-crop input)."""
+  try:
+    with open(path, 'rb') as f:
+      image = preprocessing.decode_and_resize(f.read(), prep.resize_size)
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read image {path!r}: {e}') from None
+  return image, preprocessing.eval_transform(image, image_size=prep.image_size, mean=prep.mean,
+                                             std=prep.std)
+
+
+def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
+  """For each image file: its top_k (class name, probability), most probable first."""
+  config, params, _ = checkpointing.load_run(workdir)
+  dataset = dataset_lib.of_run(workdir, config)
+  class_names = dataset.class_names
+  images = [read_image(path, dataset.preprocess)[1] for path in paths]
+  model = alexnet.from_config(config.model)
+  logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
+      params, jnp.asarray(np.stack(images)))
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+  k = min(top_k, probs.shape[-1])
+  order = np.argsort(-probs, axis=-1)[:, :k]
+  return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
