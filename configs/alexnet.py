@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Data. name: 'folder' (config.dataset.folder holds train/ and val/ with one sub-folder per
   # class), 'prepared' (config.dataset.folder is a copy written by `python -m
-  # alexnet_jax.prepare_data ... --out_dir=DIR`: JPEGs already at input.resize_size on the
+  # alexnet_jax.tools.prepare_data ... --out_dir=DIR`: JPEGs already at input.resize_size on the
   # shorter side, in array_record, so training neither decodes full-size images nor resizes),
   # or any TFDS image-classification dataset ('imagenet2012', 'imagenette', ...) read with
   # tfds.data_source (array_record) from data_dir.
@@ -50,9 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.lighting_std = 0.1
   config.input.mean = 'pixel'  # 'pixel': the per-pixel mean image (paper); 'channel': RGB mean.
   config.input.standardize = False  # divide by the per-channel std (not in the paper).
-  # Mean image, RGB std and eigenvalues: a .npz written by `python -m alexnet_jax.dataset_stats`,
-  # or '' = computed from the training set at the first start (a seeded sample of stats_images
-  # images, one pass) and cached as <workdir>/dataset_stats.npz.
+  # Mean image, RGB std and eigenvalues: a .npz written by `python -m
+  # alexnet_jax.tools.dataset_stats`, or '' = computed from the training set at the first start
+  # (a seeded sample of stats_images images, one pass) and cached as <workdir>/dataset_stats.npz.
   config.input.stats_file = ''
   config.input.stats_images = 10000
   # PCA lighting's RGB eigenvalues/vectors: 'dataset' (those of the stats above, as the paper
@@ -75,7 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype; params are always float32.
   config.model.init = 'paper'  # 'paper': N(0, 0.01), biases 1 in conv2/4/5, fc6/7; 'he'.
   config.model.width = 1.0  # channel multiplier; 1.0 is the paper's net (tests use less).
-  # Implementation choices with identical results (measured by `python -m alexnet_jax.benchmark`):
+  # Implementation choices with identical results (measured by
+  # `python -m alexnet_jax.tools.benchmark`):
   # LRN 'fast' (custom_vjp), 'autodiff' or 'reduce_window'; grouped convs 'auto' (per backend),
   # 'halves' (one conv per group) or 'feature_group' (XLA's feature_group_count); max pooling
   # 'fast' (custom_vjp) or 'xla' (reduce_window's own gradient).

@@ -3,7 +3,11 @@
 The tests start many small training runs (launch.py in subprocesses) of the same few configs;
 JAX's persistent compilation cache, shared through the environment with those processes, lets
 all but the first of each skip XLA compilation (on 2 CPU cores: ~20 s -> ~2 s per run).
+
+Shared fixtures: `tiny_run`, one finished :tiny training run for the whole session (both xdist
+workers), and `small_folder`, a few embedded photos in two classes.
 """
+import fcntl
 import os
 import tempfile
 
@@ -13,3 +17,37 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'alexnet_jax_tests_jit_cache'))
+
+import shutil
+
+import pytest
+
+from tests import helpers  # imports JAX: after the environment above
+
+TINY_RUN_STEPS = 30
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """The workdir of a finished :tiny run of TINY_RUN_STEPS steps (launch.py, one CPU device),
+  trained once per test session. Under pytest-xdist each worker has its own base temp dir
+  inside the session's; the run lives in the session's, and a file lock makes a second worker
+  wait for the first one's run and reuse it. Tests read it (evaluate_run adds its eval_*.json
+  files) but must not change its checkpoints or metrics."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent  # the session's base temp dir, shared by the workers
+  workdir = base / 'tiny_run'
+  with open(base / 'tiny_run.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    if not (workdir / 'summary.json').exists():
+      shutil.rmtree(workdir, ignore_errors=True)  # what a failed attempt left
+      helpers.launch(str(workdir), f'--config.train.num_steps={TINY_RUN_STEPS}')
+  return str(workdir)
+
+
+@pytest.fixture(scope='session')
+def small_folder(tmp_path_factory):
+  """tmp/{train,val}/{hat,shoes}/: 6 train and 3 val real JPEGs per class."""
+  return helpers.copy_images(tmp_path_factory.mktemp('small'), helpers.SMALL_CLASSES,
+                             {'train': 6, 'val': 3})

@@ -1,5 +1,7 @@
-"""Every config key has exactly one resume class, the README's table says the same, and compare()
-sorts changes into those classes."""
+"""alexnet_jax/config_changes.py: every config key of every config variant has exactly one resume
+class (run, optimizer or experiment), the README's "Resuming with other settings" table (the
+independent, human-written record) lists each key once with that class, and compare() sorts
+changes into those classes, refusing experiment changes unless allowed."""
 import os
 import re
 
@@ -8,14 +10,14 @@ import pytest
 from alexnet_jax import config_changes as cc
 from alexnet_jax.errors import UserError
 from configs import alexnet as alexnet_config
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = (None, 'demo', 'two_gpu', 'tiny')
 
 
 def readme_table() -> dict[str, list[tuple[str, str]]]:
   """{key: [(class, why), ...]} of the README's "Resuming with other settings" key table."""
-  with open(os.path.join(ROOT, 'README.md')) as f:
+  with open(os.path.join(helpers.ROOT, 'README.md')) as f:
     text = f.read()
   section = text.split('## Resuming with other settings', 1)[1].split('\n## ', 1)[0]
   rows: dict[str, list[tuple[str, str]]] = {}

@@ -1,9 +1,12 @@
-"""Two real processes (jax.distributed on 127.0.0.1, 2 CPU devices each) against one process."""
+"""alexnet_jax/multihost.py: two real training processes (launch.py, jax.distributed on
+127.0.0.1, 2 CPU devices each) against the same steps in one process on 4 devices with the global
+batch built from the two processes' data shards side by side, their one checkpoint resumed by a
+single process, and cluster detection from the environment variables of SLURM, Open MPI and TPU
+pods."""
 import json
 import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,8 +20,8 @@ from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
 from configs import alexnet as alexnet_config
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 OVERRIDES = {'mesh.data': 2, 'mesh.model': 2, 'train.num_steps': STEPS,
              'optimizer.name': 'sgd', 'optimizer.lr': 0.02}
@@ -66,15 +69,14 @@ def single_process_reference():
 def test_two_processes_match_one(tmp_path):
   workdir = str(tmp_path / 'run')
   port = free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = helpers.cpu_env(2)
   procs = []
   for pid in range(2):
-    cmd = [sys.executable, 'launch.py', '--config=configs/alexnet.py:tiny',
-           f'--workdir={workdir}', f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-           '--config.distributed.num_processes=2', f'--config.distributed.process_id={pid}']
-    cmd += [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    cmd = helpers.launch_command(
+        workdir, f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+        '--config.distributed.num_processes=2', f'--config.distributed.process_id={pid}',
+        *[f'--config.{k}={v}' for k, v in OVERRIDES.items()])
+    procs.append(subprocess.Popen(cmd, cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
@@ -102,11 +104,9 @@ def test_two_processes_match_one(tmp_path):
   for name in ('process_0-of-2.json', 'process_1-of-2.json'):
     with open(os.path.join(data_dir, name)) as f:
       assert json.load(f) == {'global_next_index': STEPS * batch}
-  cmd = [sys.executable, 'launch.py', '--config=configs/alexnet.py:tiny', f'--workdir={workdir}']
-  cmd += [f'--config.{k}={v}' for k, v in OVERRIDES.items() if k != 'train.num_steps']
-  cmd += [f'--config.train.num_steps={STEPS + 1}']
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  overrides = [f'--config.{k}={v}' for k, v in OVERRIDES.items() if k != 'train.num_steps']
+  out = helpers.launch(workdir, *overrides, f'--config.train.num_steps={STEPS + 1}',
+                       env=helpers.cpu_env(4), check=False)
   assert out.returncode == 0, out.stdout + out.stderr
   assert f'at step {STEPS}' in out.stdout and 'could not be restored' not in out.stdout
   assert 'distributed.num_processes 2 -> -1' in out.stdout  # a class (a) note

@@ -1,4 +1,6 @@
-"""The paper's SGD update against its formula in float64, and the learning-rate rules."""
+"""alexnet_jax/optim.py: the paper's SGD update (section 5) against its formula in float64, also
+across a learning-rate change, and the learning-rate rules (plateau, step, cosine, linear
+scaling with the batch, hyperparameters changed on resume) against their values by hand."""
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -1,5 +1,9 @@
-"""Failures provoked for real: kill -9, SIGTERM / Ctrl-C, a second run on the same workdir,
-non-finite steps. Each test checks that nothing was lost against an uninterrupted run."""
+"""alexnet_jax/resilience.py and the checkpointing it drives, through launch.py with failures
+provoked for real: kill -9 (also during a checkpoint write), SIGTERM / Ctrl-C, a second run on
+the same workdir, changed settings on resume, non-finite steps, a full disk, a corrupt
+checkpoint, unreadable images, bad input. The truth is an uninterrupted run of the same config:
+every interrupted one must end with the same checkpoint bit for bit (or a resumed lr change with
+the losses of the checkpoint restored and stepped by hand), and each refusal is one error line."""
 import json
 import os
 import random
@@ -11,37 +15,28 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
 STEPS = 10
-COMMON = ('--config=configs/alexnet.py:tiny', f'--config.train.num_steps={STEPS}',
+COMMON = (f'--config.train.num_steps={STEPS}',  # on configs/alexnet.py:tiny (helpers.TINY)
           '--config.train.checkpoint_every_steps=2', '--config.train.keep_checkpoints=20',
           '--config.train.eval_every_epochs=100', '--config.optimizer.name=sgd',
           '--config.optimizer.lr=0.01')
-ENV = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS='')
 
 
 def command(workdir, *overrides):
-  return [sys.executable, 'launch.py', *COMMON, f'--workdir={workdir}', *overrides]
+  return helpers.launch_command(workdir, *COMMON, *overrides)
 
 
 def run(workdir, *overrides):
-  return subprocess.run(command(workdir, *overrides), cwd=ROOT, capture_output=True, text=True,
-                        env=ENV, timeout=600)
+  return helpers.launch(workdir, *COMMON, *overrides, check=False)
 
 
 def start(workdir, *overrides):
-  return subprocess.Popen(command(workdir, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=ENV)
-
-
-def checkpoint_steps(workdir):
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+  return subprocess.Popen(command(workdir, *overrides), cwd=helpers.ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=helpers.cpu_env())
 
 
 def logged_steps(workdir):
@@ -63,13 +58,6 @@ def wait_until(condition, proc, timeout=300, poll=0.05):
     time.sleep(poll)
 
 
-def state_at(workdir, step=None):
-  step = checkpoint_steps(workdir)[-1] if step is None else step
-  state = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', str(step), 'state'))
-  return step, state
-
-
 def assert_same_state(a, b):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b)
@@ -83,7 +71,7 @@ def straight(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   proc = run(workdir)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  return state_at(workdir)
+  return helpers.restore_state(workdir)
 
 
 def tensorboard_steps(workdir, tag='train/loss'):
@@ -102,7 +90,8 @@ def tensorboard_steps(workdir, tag='train/loss'):
 def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight):
   workdir = str(tmp_path / 'killed')
   proc = start(workdir)
-  wait_until(lambda: checkpoint_steps(workdir), proc, poll=0.002)  # the first one is complete
+  # The first checkpoint is complete.
+  wait_until(lambda: helpers.checkpoint_steps(workdir), proc, poll=0.002)
   # Frozen (still holding the workdir) while a second run on the same workdir is refused: the
   # steps are too fast (compilation cached) to leave that time otherwise.
   proc.send_signal(signal.SIGSTOP)
@@ -111,14 +100,14 @@ def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight)
   assert 'is in use by a running training' in second.stderr
   assert len(second.stderr.strip().splitlines()) == 1
   # Kill at a random logged step after that checkpoint and before the last step.
-  first = max(checkpoint_steps(workdir)[0], max(logged_steps(workdir), default=0))
+  first = max(helpers.checkpoint_steps(workdir)[0], max(logged_steps(workdir), default=0))
   target = random.Random(os.getpid()).randint(first + 1, STEPS - 2)
   proc.send_signal(signal.SIGCONT)
   wait_until(lambda: max(logged_steps(workdir), default=0) >= target, proc, poll=0.002)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(logged_steps(workdir))
-  saved = checkpoint_steps(workdir)
+  saved = helpers.checkpoint_steps(workdir)
   print(f'killed after step {killed_at}, checkpoints {saved}')
   assert proc.returncode == -signal.SIGKILL
   assert saved and saved[0] < killed_at < STEPS, (saved, killed_at)
@@ -127,7 +116,7 @@ def test_kill_9_at_a_random_step_then_rerun_is_bit_identical(tmp_path, straight)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert f'resumed from {os.path.join(workdir, "checkpoints")} at step {max(saved)}' in (
       resumed.stdout)
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == straight[0] == STEPS
   assert_same_state(state, straight[1])
   # Every step once in metrics.jsonl and in TensorBoard, though steps after the last checkpoint
@@ -141,7 +130,7 @@ def test_resume_with_harmless_changes_is_bit_identical(tmp_path, straight):
   latest checkpoint (nothing moved aside), one note line, and the same bits as a straight run."""
   workdir = str(tmp_path / 'changed')
   assert run(workdir, '--config.train.num_steps=6').returncode == 0
-  data = os.path.join(ROOT, 'data', 'clothing10-128') + '/'
+  data = helpers.DATA + '/'
   resumed = run(workdir, '--config.input.workers=1', '--config.train.log_every_steps=3',
                 f'--config.dataset.folder={data}')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -152,7 +141,7 @@ def test_resume_with_harmless_changes_is_bit_identical(tmp_path, straight):
   assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
   # 6 steps of 8 images: the 48th example of the first epoch's order, with the other workers.
   assert 'data: the saved position restored (epoch 1, example 48 of 1000' in resumed.stdout
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
   # Other data under a changed path is refused, naming what differs, moving nothing.
@@ -165,7 +154,7 @@ def test_resume_with_harmless_changes_is_bit_identical(tmp_path, straight):
   lines = refused.stderr.strip().splitlines()
   assert len(lines) == 1 and 'is not the data of the checkpoint at step 10' in lines[0]
   assert 'num_train differ (1000 -> 995)' in lines[0]
-  assert checkpoint_steps(workdir)[-1] == STEPS
+  assert helpers.checkpoint_steps(workdir)[-1] == STEPS
 
 
 def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
@@ -173,13 +162,13 @@ def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
   shape-keeping switch through; a checkpoint without a stored config resumes as before."""
   workdir = str(tmp_path / 'refused')
   assert run(workdir, '--config.train.num_steps=4').returncode == 0
-  before = checkpoint_steps(workdir)
+  before = helpers.checkpoint_steps(workdir)
   proc = run(workdir, '--config.model.dropout=0.2')
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(
       'error: config.model.dropout changed since the checkpoint at step 4 (0.5 -> 0.2)')
-  assert checkpoint_steps(workdir) == before
+  assert helpers.checkpoint_steps(workdir) == before
   assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
   allowed = run(workdir, '--config.model.dropout=0.2', '--config.train.allow_changed=model.dropout',
                 '--config.train.num_steps=5')
@@ -195,11 +184,6 @@ def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
   assert old.returncode == 0, old.stdout + old.stderr
   assert 'stores no config' in old.stdout and 'at step 5' in old.stdout
   assert 'could not be restored' in old.stdout and 'continuing at position 40' in old.stdout
-
-
-def losses_by_step(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return {r['step']: r for r in map(json.loads, f) if 'train/loss' in r}
 
 
 # The truth for the lr test, run as its own process like launch.py (one CPU device): the
@@ -248,17 +232,18 @@ def test_new_lr_on_resume_is_in_force_bit_for_bit(tmp_path):
   resumed = run(workdir, '--config.optimizer.lr=0.003', '--config.train.num_steps=7')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'optimizer.lr 0.01 -> 0.003 at step 4' in resumed.stdout
-  logged = losses_by_step(workdir)
+  logged = helpers.train_records(workdir)
   assert [logged[s]['train/lr'] for s in (5, 6, 7)] == [pytest.approx(0.003, rel=1e-6)] * 3
   assert logged[4]['train/lr'] == pytest.approx(0.01, rel=1e-6)
-  reference = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.003', '3'], cwd=ROOT,
-                             capture_output=True, text=True, env=ENV, timeout=600)
+  reference = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.003', '3'],
+                             cwd=helpers.ROOT, capture_output=True, text=True,
+                             env=helpers.cpu_env(), timeout=600)
   assert reference.returncode == 0, reference.stderr
   expected = json.loads(reference.stdout.strip().splitlines()[-1])
   assert [logged[s]['train/loss'] for s in (5, 6, 7)] == expected  # bit for bit
   # And the old lr would have given other losses (the new one is really in force).
-  old = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.01', '3'], cwd=ROOT,
-                       capture_output=True, text=True, env=ENV, timeout=600)
+  old = subprocess.run([sys.executable, '-c', LR_REFERENCE, copy, '0.01', '3'], cwd=helpers.ROOT,
+                       capture_output=True, text=True, env=helpers.cpu_env(), timeout=600)
   assert json.loads(old.stdout.strip().splitlines()[-1])[1:] != expected[1:]
 
 
@@ -272,7 +257,7 @@ def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight,
   proc.send_signal(signum)
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == exit_status, out
-  stopped = checkpoint_steps(workdir)
+  stopped = helpers.checkpoint_steps(workdir)
   assert len(stopped) == 1 and 3 <= stopped[0] < STEPS, (stopped, out)
   assert f'stopped by {signal.Signals(signum).name} at step {stopped[0]}/{STEPS}' in out
   assert 'Traceback' not in out
@@ -282,7 +267,7 @@ def test_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, straight,
   resumed = run(workdir, '--config.train.checkpoint_every_steps=1000')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'resumed from' in resumed.stdout and f'at step {stopped[0]}' in resumed.stdout
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
 
@@ -295,9 +280,9 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: non-finite loss or gradient at step ')
   bad_step = int(lines[0].split('at step ')[1].split()[0])
-  saved = checkpoint_steps(workdir)
+  saved = helpers.checkpoint_steps(workdir)
   assert saved and max(saved) < bad_step  # nothing at or after the bad step was saved
-  _, state = state_at(workdir)
+  _, state = helpers.restore_state(workdir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
   assert f'the last checkpoint (step {max(saved)}) is kept' in lines[0]
 
@@ -314,7 +299,7 @@ def test_non_finite_steps_can_be_skipped_and_are_counted(tmp_path):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     last = [json.loads(line) for line in f if '"train/loss"' in line][-1]
   assert last['train/nonfinite_steps'] == summary['nonfinite_steps']
-  _, state = state_at(workdir)
+  _, state = helpers.restore_state(workdir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
 
 
@@ -332,15 +317,15 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, strai
       time.sleep(0.002)
     proc.kill()
     proc.wait()
-    if tmp_checkpoints(workdir) and checkpoint_steps(workdir):
+    if tmp_checkpoints(workdir) and helpers.checkpoint_steps(workdir):
       break
   partial = tmp_checkpoints(workdir)
   assert partial, 'never caught a save in flight'
-  print(f'killed while writing {partial}; complete: {checkpoint_steps(workdir)}')
+  print(f'killed while writing {partial}; complete: {helpers.checkpoint_steps(workdir)}')
   resumed = run(workdir)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert not tmp_checkpoints(workdir)  # the partial write was cleaned up
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
 
@@ -356,9 +341,9 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   # array writes (EFBIG) like a full disk would; small files (metrics, config) still fit.
   workdir = str(tmp_path / 'full')
   first = run(workdir, '--config.train.num_steps=4')
-  assert first.returncode == 0 and checkpoint_steps(workdir) == [2, 4]
-  full = subprocess.run(with_file_size_limit(20, command(workdir)), cwd=ROOT,
-                        capture_output=True, text=True, env=ENV, timeout=600)
+  assert first.returncode == 0 and helpers.checkpoint_steps(workdir) == [2, 4]
+  full = subprocess.run(with_file_size_limit(20, command(workdir)), cwd=helpers.ROOT,
+                        capture_output=True, text=True, env=helpers.cpu_env(), timeout=600)
   assert full.returncode == 3, full.stdout + full.stderr
   # Orbax logs its own traceback from its writer threads; ours is the one 'error:' line.
   errors = [l for l in full.stderr.splitlines() if l.startswith('error:')]
@@ -366,11 +351,11 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   last = errors[0]
   assert last.startswith('error: could not write the checkpoint at step 6')
   assert 'File too large' in last and 'step 4 is intact' in last
-  assert checkpoint_steps(workdir) == [2, 4]
+  assert helpers.checkpoint_steps(workdir) == [2, 4]
   resumed = run(workdir)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'at step 4' in resumed.stdout
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
 
@@ -378,7 +363,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
 def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, straight):
   workdir = str(tmp_path / 'corrupt')
   assert run(workdir, '--config.train.num_steps=6').returncode == 0
-  assert checkpoint_steps(workdir) == [2, 4, 6]
+  assert helpers.checkpoint_steps(workdir) == [2, 4, 6]
   state_dir = os.path.join(workdir, 'checkpoints', '6', 'state')
   for root, _, files in os.walk(state_dir):  # truncate every data file to half
     for name in files:
@@ -390,7 +375,7 @@ def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_pa
   assert 'the checkpoint at step 6 cannot be read' in resumed.stdout
   assert 'at step 4' in resumed.stdout
   assert os.path.isdir(os.path.join(workdir, 'checkpoints.unreadable', '6'))  # kept, aside
-  step, state = state_at(workdir)
+  step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
 
@@ -404,18 +389,18 @@ def test_checkpoint_of_another_model_is_a_one_line_error_not_moved(tmp_path):
   assert len(lines) == 1 and lines[0].startswith('error: config.model.width changed since the '
                                                  'checkpoint at step 2 (0.125 -> 0.25)')
   assert 'shapes' in lines[0]
-  assert checkpoint_steps(workdir) == [2]
+  assert helpers.checkpoint_steps(workdir) == [2]
   # Without a stored config the shapes themselves are compared.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '2', 'config'))
   proc = run(workdir, '--config.model.width=0.25')
   assert proc.returncode == 2 and 'written by another model or optimizer config' in proc.stderr
-  assert checkpoint_steps(workdir) == [2]
+  assert helpers.checkpoint_steps(workdir) == [2]
 
 
 def build_folder_with_bad_images(root):
   """train/{a,b}: 16 files of which 3 cannot be read; odd modes that must be converted."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  data = os.path.join(ROOT, 'data', 'clothing10-128')
+  data = helpers.DATA
   real = lambda split, cls: sorted(os.path.join(data, split, cls, f)
                                    for f in os.listdir(os.path.join(data, split, cls)))
   jpegs = real('train', 'hat')[:9] + real('val', 'hat')[:5]
@@ -508,8 +493,9 @@ def test_bad_input_is_one_line_nonzero_and_before_compiling(tmp_path, what, flag
     if not any(f.startswith('--workdir=') for f in flags):
       flags.append(f'--workdir={tmp_path}/run')
     cmd = [sys.executable, 'launch.py', *flags]
-    env = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    env = helpers.cpu_env(2)
+    proc = subprocess.run(cmd, cwd=helpers.ROOT, capture_output=True, text=True, env=env,
+                          timeout=300)
   assert proc.returncode == 2, (what, proc.stdout, proc.stderr)
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: '), (what, proc.stderr)

@@ -5,6 +5,13 @@ activity over the training set from each pixel. Section 4.1: random 224 (here co
 by default) crops with horizontal reflections, PCA colour augmentation; at test time the softmax
 is averaged over ten patches (four corners + centre, and their reflections).
 
+One API in two layers. The reference: one named function per step of the paper, in the paper's
+order (decode_image, resize_shorter_side, center_crop, subtract_mean, random_crop, random_flip,
+pca_lighting, standardize, ten_crops); read these to see what the pipeline does. What the loaders
+call: train_transform, the fast path, which fuses the training steps (crop first, whole rows at a
+time) and is tested equal to the reference chain, bit for bit, for the same random draws; and
+eval_transform, which is the reference steps composed (centre crop or ten crops).
+
 Everything here runs inside Grain worker processes: numpy, PIL and simplejpeg only, never jax.
 Pixel values are in the 0..255 scale throughout.
 """
@@ -54,8 +61,7 @@ def decode_image(data: bytes) -> np.ndarray:
   """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
 
   JPEGs go through simplejpeg: the same libjpeg-turbo as PIL and the same pixels, without PIL's
-  per-image overhead, ~1.5x faster on 256 px images on one core (README, "Does the input
-  pipeline keep up?"). Other formats, CMYK JPEGs and any file it rejects go through PIL.
+  per-image overhead (measured in the README, "Does the input pipeline keep up?"). Other formats, CMYK JPEGs and any file it rejects go through PIL.
   """
   fast = _decode_jpeg_fast(data)
   return fast if fast is not None else _decode_with_pil(data)
@@ -211,7 +217,7 @@ def _per_row(values, width: int) -> np.ndarray:
 
 def _flip_pixels(img: np.ndarray) -> np.ndarray:
   """img[:, ::-1] of a C-contiguous (H, W, C) float32 array, copied as one C*4-byte item per
-  pixel (2x faster than numpy's copy of the reversed view, which moves one float at a time)."""
+  pixel (numpy's copy of the reversed view moves one float at a time)."""
   pixel = np.dtype((np.void, img.shape[-1] * img.itemsize))
   out = np.empty_like(img)
   out.view(pixel)[...] = img.view(pixel)[:, ::-1]
@@ -228,7 +234,7 @@ def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: in
   random_crop -> random_flip -> pca_lighting -> standardize with the same rng draws (tested), but
   it crops the image and the mean image first, so the float work is on S x S pixels only, runs
   the per-channel steps over whole rows, and flips the result last (every step is per pixel, so
-  flipping commutes with them): ~3.5x faster than doing each step on the (S, S, 3) array.
+  flipping commutes with them). The README's input-pipeline section has its cost per image.
   lighting_std <= 0 turns the PCA augmentation off.
   """
   mean = np.asarray(mean, np.float32)

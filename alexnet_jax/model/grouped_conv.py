@@ -17,16 +17,17 @@ from alexnet_jax import sharding
 
 GROUPS = 2  # the paper's two GPUs (section 3.2)
 # How a device runs the groups it holds, chosen per backend by measurement
-# (`python -m alexnet_jax.benchmark --conv_impls=halves,feature_group,im2col`):
+# (`python -m alexnet_jax.tools.benchmark --conv_impls=halves,feature_group,im2col`; the
+# figures are in the README's Speed section):
 #   'halves'        one plain convolution per group;
 #   'feature_group' the groups merged into one convolution (feature_group_count=G, or one conv
 #                   with G x the outputs for a shared input);
 #   'im2col'        halves, except a strided conv on a shared input (conv1: 11x11 stride 4 on
 #                   3 channels) is one matmul of its 11*11*3 patches with both groups' kernels.
-# On CPU (XLA's YNNPACK convs) conv1's forward and weight gradient ran ~20-25 GFLOP/s as
-# convolutions but much faster as a matmul; XLA's feature_group_count backward is a slow
-# path there too. On GPU ALEXNET.md reports halves ~17 % faster than feature_group_count
-# (H100, batch 256); im2col was not measured there, so GPU and TPU stay on halves.
+# On CPU (XLA's YNNPACK convs) conv1's strided convolution is slower than the same work as a
+# matmul, and XLA's feature_group_count backward is a slow path; on GPU, halves are reported
+# faster than feature_group_count, and im2col has not been measured there, so GPU and TPU stay
+# on halves.
 CONV_IMPLS = ('auto', 'halves', 'feature_group', 'im2col')
 _AUTO_CONV_IMPL = {'cpu': 'im2col', 'gpu': 'halves', 'tpu': 'halves'}
 

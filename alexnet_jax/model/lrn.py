@@ -20,7 +20,7 @@ loses most of its mantissa. Three implementations, equal in value (tested):
   'reduce_window' the window sum as lax.reduce_window, differentiated by JAX, as the plain-JAX
                   yardstick writes it.
 
-`python -m alexnet_jax.benchmark --mode=lrn` times the three alone, and the step benchmark
+`python -m alexnet_jax.tools.benchmark --mode=lrn` times the three alone, and the step benchmark
 with --lrn_impls=fast,autodiff,reduce_window inside the whole training step.
 """
 import functools

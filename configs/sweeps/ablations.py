@@ -8,7 +8,7 @@ Each variant is the base config plus a few overrides, trained once per seed in
 <workdir>/<variant>/seed<k> (a finished run is skipped on re-runs), then summarised in
 <workdir>/results.md, results.csv, val_curves.png and deltas.png.
 
-Variants (the paper's numbers are ImageNet top-1 error changes, ALEXNET.md):
+Variants (the paper's numbers are its ImageNet top-1 error changes, sections 3.3, 3.4, 4.2):
   baseline        the base config: LRN (paper order), overlapping pools, dropout 0.5, ReLU
   no_lrn          LRN off                          (paper: LRN buys -1.4 % top-1 error)
   caffe_lrn_order pool before LRN (CaffeNet)

@@ -1,7 +1,7 @@
 r"""The paper's Figure 1: ReLU against tanh, the same net and budget, training error per step.
 
   python launch.py --config=configs/sweeps/figure1.py --workdir=runs/figure1
-  python -m alexnet_jax.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
+  python -m alexnet_jax.tools.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
 
 The paper trained a 4-layer net on CIFAR-10 with no regularisation and saw ReLUs reach 25 %
 training error six times faster than tanh. Here: the full AlexNet on the embedded data, dropout

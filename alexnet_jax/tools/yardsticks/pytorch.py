@@ -17,6 +17,8 @@ import statistics
 import time
 from typing import Any
 
+from alexnet_jax.tools.yardsticks import plain_jax
+
 # The same constants as plain_jax (sections 3.3, 4.2 and 5); alpha is the paper's, un-divided.
 LRN_SIZE = 5
 LRN_BIAS = 2.0
@@ -46,18 +48,6 @@ def available() -> bool:
   except ImportError:
     return False
   return True
-
-
-def feature_size(image_size: int = 227) -> int:
-  """Width of the flattened conv5 output (256 * 6 * 6 = 9216 at 227 px)."""
-  size = image_size
-  for _, kernel, stride, padding, _, _, pool in CONVS:
-    size = (size + 2 * padding - kernel) // stride + 1
-    if pool:
-      size = (size - 3) // 2 + 1
-  if size < 1:
-    raise ValueError(f'{image_size} px images are too small for AlexNet')
-  return size * size * CONVS[-1][0]
 
 
 def local_response_norm():
@@ -98,7 +88,7 @@ def build_model(num_classes: int = 1000, lrn: bool = True, image_size: int = 227
     if pool_after:
       layers.append(nn.MaxPool2d(3, 2))
     in_channels = out
-  fc6 = nn.Linear(feature_size(image_size), 4096)
+  fc6 = nn.Linear(plain_jax.feature_size(image_size), 4096)
   fc7 = nn.Linear(4096, 4096)
   fc8 = nn.Linear(4096, num_classes)
   layers += [nn.Flatten(),  # (C, H, W) order: plain_jax's fc6 rows are (H, W, C)

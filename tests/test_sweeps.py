@@ -1,31 +1,26 @@
-"""Sweeps: runs every variant x seed through launch.py, skips finished runs, writes the report."""
+"""alexnet_jax/sweeps.py: a quick sweep runs every variant x seed through launch.py (each run's
+own config and summary.json are the truth for the table it writes), skips finished runs when
+re-run, prints one launch command per run on a dry run, and collect()'s statistics (mean, std
+over seeds, the change against the baseline and its spread) against numpy on fake runs."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
-import matplotlib.image
 import ml_collections
 import numpy as np
 
 from alexnet_jax import sweeps
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+from tests import helpers
 
 
-def launch(*args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS='')
-  proc = subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  return proc.stdout
+def sweep(workdir, config, *flags):
+  """launch.py with a sweep config; its output."""
+  return helpers.launch(workdir, *flags, config=config, timeout=900).stdout
 
 
 def test_quick_sweep_end_to_end_and_resumable(tmp_path):
   sweep_dir = str(tmp_path / 'sweep')
-  out = launch('--config=configs/sweeps/ablations.py:quick', f'--workdir={sweep_dir}')
+  out = sweep(sweep_dir, 'configs/sweeps/ablations.py:quick')
   assert '[1/2] baseline seed 0' in out and '[2/2] no_lrn seed 0' in out
   with open(os.path.join(sweep_dir, 'results.csv')) as f:
     rows = list(csv.DictReader(f))
@@ -40,18 +35,14 @@ def test_quick_sweep_end_to_end_and_resumable(tmp_path):
   markdown = open(os.path.join(sweep_dir, 'results.md')).read().splitlines()
   assert len(markdown) == 4 and markdown[3].startswith('| no_lrn | 1 |')
   for name in ('val_curves.png', 'deltas.png'):
-    path = os.path.join(sweep_dir, name)
-    with open(path, 'rb') as f:
-      assert f.read(8) == PNG_SIGNATURE
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    helpers.assert_png(os.path.join(sweep_dir, name))
   # Re-running skips both finished runs.
-  again = launch('--config=configs/sweeps/ablations.py:quick', f'--workdir={sweep_dir}')
+  again = sweep(sweep_dir, 'configs/sweeps/ablations.py:quick')
   assert again.count('finished earlier, skipped') == 2
 
 
 def test_dry_run_prints_one_command_per_run(tmp_path):
-  out = launch('--config=configs/sweeps/ablations.py', f'--workdir={tmp_path}', '--dry_run')
+  out = sweep(tmp_path, 'configs/sweeps/ablations.py', '--dry_run')
   lines = out.strip().splitlines()
   assert len(lines) == 6 * 2  # 6 variants x 2 seeds
   assert sum('--config.model.lrn=False' in line for line in lines) == 2
@@ -60,25 +51,14 @@ def test_dry_run_prints_one_command_per_run(tmp_path):
   assert not os.listdir(tmp_path)  # nothing was run
 
 
-def write_run(workdir, top1, top5, losses):
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump({'final_step': 10, 'total_steps': 10, 'wall_time_s': 5.0,
-               'eval': {'top1': top1, 'top5': top5}}, f)
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for step, loss in enumerate(losses, 1):
-      f.write(json.dumps({'step': step, 'train/loss': loss}) + '\n')
-    f.write(json.dumps({'step': 10, 'eval/top1': top1}) + '\n')
-
-
 def test_report_statistics_by_hand(tmp_path):
   config = ml_collections.ConfigDict({'base': 'x', 'seeds': (0, 1), 'common': '',
                                       'variants': ('baseline:', 'no_lrn:model.lrn=False'),
                                       'baseline': 'baseline'})
-  write_run(tmp_path / 'baseline' / 'seed0', 0.40, 0.80, [2.0, 1.5])
-  write_run(tmp_path / 'baseline' / 'seed1', 0.50, 0.90, [2.0, 1.7])
-  write_run(tmp_path / 'no_lrn' / 'seed0', 0.30, 0.70, [2.0, 1.9])
-  write_run(tmp_path / 'no_lrn' / 'seed1', 0.36, 0.76, [2.0, 2.1])
+  helpers.write_run(tmp_path / 'baseline' / 'seed0', 0.40, 0.80, [2.0, 1.5])
+  helpers.write_run(tmp_path / 'baseline' / 'seed1', 0.50, 0.90, [2.0, 1.7])
+  helpers.write_run(tmp_path / 'no_lrn' / 'seed0', 0.30, 0.70, [2.0, 1.9])
+  helpers.write_run(tmp_path / 'no_lrn' / 'seed1', 0.36, 0.76, [2.0, 2.1])
   rows = {r['variant']: r for r in sweeps.collect(str(tmp_path), config)}
   base, ablated = rows['baseline'], rows['no_lrn']
   assert base['top1'] == 0.45 and abs(base['top1_std'] - np.std([0.4, 0.5], ddof=1)) < 1e-12

@@ -1,4 +1,5 @@
-"""Max pooling's fast backward against a float64 loop over windows and against XLA's own."""
+"""alexnet_jax/model/pooling.py: the grouped max pool's fast backward against a float64 loop
+over the windows (select_and_scatter's tie rule written out) and against XLA's own gradient."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,5 +1,6 @@
-"""Smoke test of the loader benchmark on the tiny config (a few seconds): every figure present,
-positive and consistent (the fraction is end to end / synthetic)."""
+"""alexnet_jax/tools/loader_benchmark.py, a smoke test on the tiny config (a few seconds): every
+figure present and positive, and consistent with the others (the fraction is the end-to-end rate
+over the synthetic one, per core is per worker process)."""
 import jax
 import pytest
 

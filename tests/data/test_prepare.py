@@ -1,10 +1,10 @@
-"""The prepared copy (prepare_data --out_dir) and its data source, on a few embedded photos.
-
-Truths: labels and class names from the source folder's layout, pixels from PIL's decode of
-the source file resized with preprocessing.resize_shorter_side (the re-encoded JPEG at quality
-95 may differ from it by JPEG loss only: mean abs diff < 1.5 levels), a corrupt file that PIL
-cannot open.
-"""
+"""alexnet_jax/data/prepare.py: the prepared copy (prepare_data --out_dir) of a few embedded photos
+and its PreparedSource, and TFDS's imagenet2012 builder on fake ILSVRC2012 archives. Truths:
+labels and class names from the source folder's layout, pixels from PIL's decode of the source
+file resized with preprocessing.resize_shorter_side (the JPEG re-encoded at quality 95 may differ
+by JPEG loss only: mean abs diff < 1.5 levels), a corrupt file that PIL cannot open, and the
+synsets and labels put into the archives."""
+import glob
 import json
 import os
 import pickle
@@ -15,30 +15,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.data import sources
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import prepare
 from alexnet_jax.data import preprocessing as pp
-from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
 from configs import alexnet as alexnet_config
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, 'data', 'clothing10-128')
 CLASSES = ('hat', 'pants', 'shoes')
 PER_CLASS = {'train': 4, 'val': 2}
 CORRUPT = os.path.join('train', 'pants', 'zz_corrupt.jpg')
+
+
+# --- the prepared copy ---
 
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
   """tmp/{train,val}/{hat,pants,shoes}/: 4 / 2 real JPEGs per class, plus one corrupt file."""
   root = tmp_path_factory.mktemp('source')
-  for split, n in PER_CLASS.items():
-    for name in CLASSES:
-      os.makedirs(root / split / name)
-      for f in sorted(os.listdir(os.path.join(DATA, split, name)))[:n]:
-        shutil.copy(os.path.join(DATA, split, name, f), root / split / name / f)
+  helpers.copy_images(root, CLASSES, PER_CLASS)
   (root / CORRUPT).write_bytes(b'\xff\xd8\xff\xe0 this is not really a JPEG')
   return str(root)
 
@@ -169,21 +167,15 @@ def test_workers_write_the_same_files(source, prepared, tmp_path):
     assert a.read() == b.read()
 
 
-def one_line_error(fn, match):
-  with pytest.raises(UserError, match=match) as e:
-    fn()
-  assert '\n' not in str(e.value)
-
-
 def test_errors(prepared, tmp_path):
   out, meta, _ = prepared
-  one_line_error(lambda: sources.PreparedSource(str(tmp_path / 'nope'), 'train'),
+  helpers.one_line_error(lambda: sources.PreparedSource(str(tmp_path / 'nope'), 'train'),
                  'does not exist')
-  one_line_error(lambda: sources.PreparedSource(str(tmp_path), 'train'), 'no metadata.json')
-  one_line_error(lambda: sources.make_source(folder_config('', 'prepared'), 'train'),
+  helpers.one_line_error(lambda: sources.PreparedSource(str(tmp_path), 'train'), 'no metadata.json')
+  helpers.one_line_error(lambda: sources.make_source(folder_config('', 'prepared'), 'train'),
                  'folder is empty')
-  one_line_error(lambda: sources.PreparedSource(out, 'test'), "no split 'test'")
-  one_line_error(lambda: dataset_lib.build(prepared_config(out, resize_size=72,
+  helpers.one_line_error(lambda: sources.PreparedSource(out, 'test'), "no split 'test'")
+  helpers.one_line_error(lambda: dataset_lib.build(prepared_config(out, resize_size=72,
                                                                      image_size=67)),
                  'resize_size is 72')
 
@@ -198,15 +190,59 @@ def test_errors(prepared, tmp_path):
       json.dump({**meta, **changes}, f)
 
   bad_format = broken_copy('format', lambda c: write_meta(c, format='other/9'))
-  one_line_error(lambda: sources.PreparedSource(bad_format, 'train'), 'format')
+  helpers.one_line_error(lambda: sources.PreparedSource(bad_format, 'train'), 'format')
   splits = json.loads(json.dumps(meta['splits']))
   splits['train']['num_records'] = 11
   count = broken_copy('count', lambda c: write_meta(c, splits=splits))
-  one_line_error(lambda: sources.PreparedSource(count, 'train'), 'says 11 images')
+  helpers.one_line_error(lambda: sources.PreparedSource(count, 'train'), 'says 11 images')
   missing = broken_copy('missing', lambda c: os.remove(c / 'val.array_record-00000-of-00001'))
-  one_line_error(lambda: sources.PreparedSource(missing, 'val'), 'missing')
+  helpers.one_line_error(lambda: sources.PreparedSource(missing, 'val'), 'missing')
   garbage = broken_copy(
       'garbage', lambda c: (c / 'val.array_record-00000-of-00001').write_bytes(b'x' * 100))
-  one_line_error(lambda: sources.PreparedSource(garbage, 'val'), 'cannot read')
-  one_line_error(lambda: prepare.prepare_resized(folder_config(str(tmp_path / 'nope')),
+  helpers.one_line_error(lambda: sources.PreparedSource(garbage, 'val'), 'cannot read')
+  helpers.one_line_error(lambda: prepare.prepare_resized(folder_config(str(tmp_path / 'nope')),
                                                       str(tmp_path / 'o')), 'does not exist')
+
+
+# --- imagenet2012 through TFDS ---
+
+
+def test_prepare_imagenet_without_archives(tmp_path):
+  with pytest.raises(UserError,
+                     match='missing ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar'):
+    prepare.prepare('imagenet2012', data_dir=str(tmp_path))
+
+
+# Imports TensorFlow (the imagenet2012 builder uses tf.io.gfile): ~8 s.
+def test_prepare_imagenet2012_from_fake_archives(tmp_path):
+  """The real TFDS imagenet2012 builder on archives laid out like ILSVRC2012's, 4+1 JPEGs."""
+  import io
+  import tarfile
+
+  def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+  jpegs = sorted(glob.glob(os.path.join(helpers.DATA, 'train', '*', '*')))
+  manual = tmp_path / 'manual'
+  os.makedirs(manual)
+  with tarfile.open(manual / 'ILSVRC2012_img_train.tar', 'w') as outer:
+    for k, synset in enumerate(['n01440764', 'n01443537']):  # labels 0 and 1
+      buf = io.BytesIO()
+      with tarfile.open(fileobj=buf, mode='w') as inner:
+        for j in range(2):
+          add(inner, f'{synset}_{j}.JPEG', open(jpegs[100 * k + j], 'rb').read())
+      add(outer, f'{synset}.tar', buf.getvalue())
+  with tarfile.open(manual / 'ILSVRC2012_img_val.tar', 'w') as val:
+    add(val, 'ILSVRC2012_val_00000001.JPEG', open(jpegs[500], 'rb').read())  # label 65
+  data_dir = str(tmp_path / 'tfds')
+  prepare.prepare('imagenet2012', data_dir=data_dir, manual_dir=str(manual))
+  config = alexnet_config.get_config()
+  config.dataset.data_dir = data_dir
+  info = dataset_lib.build(config)
+  assert (info.num_train, info.num_eval, info.num_classes) == (4, 1, 1000)
+  assert info.class_names[:2] == ('n01440764', 'n01443537')
+  train = sources.make_source(config.dataset, 'train')
+  assert sorted(train[i]['label'] for i in range(4)) == [0, 0, 1, 1]
+  assert sources.make_source(config.dataset, 'validation')[0]['label'] == 65

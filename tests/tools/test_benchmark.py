@@ -1,18 +1,15 @@
-"""The benchmark command: its FLOP count against the paper's layer table, and a smoke run.
-
-Speed itself is never asserted here (figures come from the command, as ratios in one run).
-"""
+"""alexnet_jax/tools/benchmark.py and measure.py: the model FLOP count against the paper's layer
+table (4.3 GFLOP per image for a training step), and smoke runs of the command (every setting
+and yardstick present, positive and consistent figures, ratios computed from its own records, one
+error line for a bad flag); speed itself is never asserted (figures come from the command, as
+ratios in one run)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from alexnet_jax.model import alexnet
 from alexnet_jax.tools import measure
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
 
 
 def test_model_flops_match_the_layer_table():
@@ -22,15 +19,12 @@ def test_model_flops_match_the_layer_table():
   macs = sum(side * side * maps * k * k * cin for side, maps, k, cin in convs)
   macs += 9216 * 4096 + 4096 * 4096 + 4096 * 1000
   expected = 3 * 2 * macs  # forward + backward (input and weight gradients)
-  assert 4.2e9 < expected < 4.4e9  # ALEXNET.md: 4.3 GFLOP per image for the training step
+  assert 4.2e9 < expected < 4.4e9  # 4.3 GFLOP per image for the training step
   assert measure.model_flops_per_image(alexnet.AlexNet(), 227) == expected
 
 
 def run_benchmark(*args, devices=2):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.benchmark', *args], cwd=ROOT,
-                        capture_output=True, text=True, env=env, timeout=600)
+  proc = helpers.run_tool('benchmark', *args, env=helpers.cpu_env(devices), timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
   return records, proc.stdout
@@ -68,10 +62,7 @@ def test_lrn_benchmark_compares_the_three_implementations():
                                           ('--meshes=4x2', 'needs 8 devices'),
                                           ('--yardsticks=nowhere.py', "'nowhere.py' is neither")])
 def test_bad_flag_value_is_one_line(flag, message):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.benchmark', '--yardsticks=',
-                         flag],
-                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  proc = helpers.run_tool('benchmark', '--yardsticks=', flag, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().startswith('error:') and message in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1

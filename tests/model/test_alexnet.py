@@ -1,26 +1,20 @@
-"""AlexNet's shapes, parameter count, init and each config switch, against independent truths."""
+"""The network in alexnet_jax/model/alexnet.py: its shapes, parameter count and init against
+the paper's layer table (section 3.5, Figure 2), and each config switch (activation, LRN and
+its order, pooling, dropout and its placement, dtype, num_classes, from_config) against
+the same layer recomputed independently: XLA's plain convolution, a numpy max pool, the LRN
+formula in float64, and the fully connected layers in float64."""
 import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax.model import alexnet
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
+from tests import helpers
 
-# The paper's layers (ALEXNET.md table): (name, kernel h, kernel w, input maps per kernel,
-# number of kernels) for convs; (name, inputs, outputs) for the fully connected layers.
-PAPER_CONVS = [('conv1', 11, 11, 3, 96), ('conv2', 5, 5, 48, 256), ('conv3', 3, 3, 256, 384),
-               ('conv4', 3, 3, 192, 384), ('conv5', 3, 3, 192, 256)]
-PAPER_FCS = [('fc6', 6 * 6 * 256, 4096), ('fc7', 4096, 4096), ('fc8', 4096, 1000)]
 PAPER_BIAS_ONE = {'conv2', 'conv4', 'conv5', 'fc6', 'fc7'}
-
-
-def init_params(model, image_size=227, seed=0):
-  return jax.jit(functools.partial(model.init, train=False))(
-      {'params': jax.random.PRNGKey(seed)}, jnp.zeros((1, image_size, image_size, 3)))['params']
 
 
 def abstract_params(model, image_size=227):
@@ -30,16 +24,15 @@ def abstract_params(model, image_size=227):
 
 
 def test_parameter_count_is_the_papers():
-  expected = sum(kh * kw * cin * cout + cout for _, kh, kw, cin, cout in PAPER_CONVS)
-  expected += sum(fin * fout + fout for _, fin, fout in PAPER_FCS)
+  expected = helpers.paper_param_count()  # from the layer table
   assert expected == 60_965_224
   params = abstract_params(alexnet.AlexNet())
   assert sum(x.size for x in jax.tree.leaves(params)) == expected
   # Layer by layer: each conv kernel is two halves of the paper's kernel bank.
-  for name, kh, kw, cin, cout in PAPER_CONVS:
+  for name, kh, kw, cin, cout in helpers.PAPER_CONVS:
     assert params[name]['kernel'].shape == (2, kh, kw, cin, cout // 2)
     assert params[name]['bias'].shape == (2, cout // 2)
-  for name, fin, fout in PAPER_FCS:
+  for name, fin, fout in helpers.PAPER_FCS:
     assert params[name]['kernel'].shape == (fin, fout)
 
 
@@ -61,7 +54,7 @@ def test_layer_output_shapes_are_the_papers():
 
 
 def test_paper_init():
-  params = init_params(alexnet.AlexNet())
+  params = helpers.init_params(alexnet.AlexNet())
   for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8'):
     kernel = np.asarray(params[name]['kernel'])
     assert abs(kernel.std() - 0.01) < 0.01 * 0.02, name  # N(0, 0.01), thousands of samples
@@ -73,9 +66,9 @@ def test_paper_init():
 
 
 def test_he_init_scales_by_fan_in():
-  params = init_params(alexnet.AlexNet(init_scheme='he'))
-  fan_in = {name: kh * kw * cin for name, kh, kw, cin, _ in PAPER_CONVS}
-  fan_in.update({name: fin for name, fin, _ in PAPER_FCS})
+  params = helpers.init_params(alexnet.AlexNet(init_scheme='he'))
+  fan_in = {name: kh * kw * cin for name, kh, kw, cin, _ in helpers.PAPER_CONVS}
+  fan_in.update({name: fin for name, fin, _ in helpers.PAPER_FCS})
   for name, fi in fan_in.items():
     std = np.asarray(params[name]['kernel']).std()
     assert abs(std / np.sqrt(2.0 / fi) - 1) < 0.05, name
@@ -83,19 +76,6 @@ def test_he_init_scales_by_fan_in():
 
 
 # ---- the switches, on a narrow net with small images (the arithmetic is the same) ----
-
-SMALL = dict(width=0.25, num_classes=7)
-IMAGE = 67  # conv1 -> 15, pool -> 7, pool -> 3, pool5 -> 1
-
-
-def run_small(seed=0, train=False, rng=1, **switches):
-  model = alexnet.AlexNet(**{**SMALL, **switches})
-  params = init_params(model, IMAGE, seed)
-  x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
-  apply = jax.jit(functools.partial(model.apply, train=train, mutable=['intermediates']))
-  logits, state = apply({'params': params}, x, rngs={'dropout': jax.random.PRNGKey(rng)})
-  inter = {k: np.asarray(v[0], np.float64) for k, v in state['intermediates'].items()}
-  return params, x, logits, inter
 
 
 def conv1_preactivation(params, x):
@@ -119,15 +99,6 @@ def max_pool_np(x_BxHxWxC, window, stride):
   return out
 
 
-def lrn_np(x):  # the paper's formula, float64, within one group
-  from tests.test_lrn import lrn_float64  # pylint: disable=g-import-not-at-top
-  return lrn_float64(x)
-
-
-def halves(x_GxBxHxWxC):
-  return np.concatenate([x_GxBxHxWxC[0], x_GxBxHxWxC[1]], axis=-1)
-
-
 def groupwise(fn, x_BxHxWxC):
   c = x_BxHxWxC.shape[-1] // 2
   return np.concatenate([fn(x_BxHxWxC[..., :c]), fn(x_BxHxWxC[..., c:])], axis=-1)
@@ -136,8 +107,8 @@ def groupwise(fn, x_BxHxWxC):
 @pytest.mark.parametrize('activation,fn', [('relu', lambda v: np.maximum(v, 0)),
                                            ('tanh', np.tanh)])
 def test_activation_switch(activation, fn):
-  params, x, _, inter = run_small(activation=activation)
-  np.testing.assert_allclose(halves(inter['conv1_out']), fn(conv1_preactivation(params, x)),
+  params, x, _, inter = helpers.run_small(activation=activation)
+  np.testing.assert_allclose(helpers.halves(inter['conv1_out']), fn(conv1_preactivation(params, x)),
                              rtol=1e-4, atol=1e-5)
 
 
@@ -145,15 +116,15 @@ def test_activation_switch(activation, fn):
     (True, 'paper', 'overlap'), (True, 'caffe', 'overlap'), (False, 'paper', 'overlap'),
     (True, 'paper', 'disjoint')])
 def test_lrn_order_and_pool_switches(lrn, order, pool):
-  _, _, _, inter = run_small(lrn=lrn, lrn_order=order, pool=pool)
+  _, _, _, inter = helpers.run_small(lrn=lrn, lrn_order=order, pool=pool)
   window, stride = {'overlap': (3, 2), 'disjoint': (2, 2)}[pool]
-  act = halves(inter['conv1_out'])
-  norm = (lambda v: groupwise(lrn_np, v)) if lrn else (lambda v: v)
+  act = helpers.halves(inter['conv1_out'])
+  norm = (lambda v: groupwise(helpers.lrn_float64, v)) if lrn else (lambda v: v)
   if order == 'paper':  # ReLU -> LRN -> pool (paper section 3.3)
     expected = max_pool_np(norm(act), window, stride)
   else:  # ReLU -> pool -> LRN (Caffe)
     expected = norm(max_pool_np(act, window, stride))
-  np.testing.assert_allclose(halves(inter['pool1']), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(helpers.halves(inter['pool1']), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_pool_switch_keeps_the_papers_sizes():
@@ -167,22 +138,23 @@ def test_pool_switch_keeps_the_papers_sizes():
 
 def test_dropout_switch():
   # With dropout, training outputs depend on the dropout key; evaluation never does.
-  _, _, a, _ = run_small(dropout=0.5, train=True, rng=1)
-  _, _, b, _ = run_small(dropout=0.5, train=True, rng=2)
-  _, _, c, _ = run_small(dropout=0.5, train=False, rng=1)
-  _, _, d, _ = run_small(dropout=0.5, train=False, rng=2)
+  _, _, a, _ = helpers.run_small(dropout=0.5, train=True, rng=1)
+  _, _, b, _ = helpers.run_small(dropout=0.5, train=True, rng=2)
+  _, _, c, _ = helpers.run_small(dropout=0.5, train=False, rng=1)
+  _, _, d, _ = helpers.run_small(dropout=0.5, train=False, rng=2)
   assert not np.allclose(a, b)
   np.testing.assert_array_equal(c, d)
   # dropout=0: training is the deterministic network, equal to evaluation.
-  _, _, e, _ = run_small(dropout=0.0, train=True, rng=1)
+  _, _, e, _ = helpers.run_small(dropout=0.0, train=True, rng=1)
   np.testing.assert_allclose(e, c, rtol=1e-6, atol=1e-6)
 
 
 def dropout_run(placement, train, rate=0.5):
   """(params, what each Dropout and Dense module returned, the sown intermediates)."""
-  model = alexnet.AlexNet(**SMALL, dropout=rate, dropout_placement=placement)
-  params = init_params(model, IMAGE, 0)
-  x = jax.random.uniform(jax.random.PRNGKey(42), (4, IMAGE, IMAGE, 3), minval=-1, maxval=1)
+  model = alexnet.AlexNet(**helpers.SMALL, dropout=rate, dropout_placement=placement)
+  params = helpers.init_params(model, helpers.IMAGE, 0)
+  x = jax.random.uniform(jax.random.PRNGKey(42), (4, helpers.IMAGE, helpers.IMAGE, 3), minval=-1,
+                         maxval=1)
   _, state = model.apply({'params': params}, x, train=train, capture_intermediates=True,
                          mutable=['intermediates'], rngs={'dropout': jax.random.PRNGKey(3)})
   inter = state['intermediates']
@@ -239,24 +211,11 @@ def test_dropout_placement_torchvision_zeroes_fc6_and_fc7_inputs():
   np.testing.assert_array_equal(calls['fc7_in_dropout'], sown['fc6_out'])
 
 
-def test_grouped_convs_see_only_their_own_half():
-  params, _, _, inter = run_small()
-  # conv2 recomputed as XLA's grouped convolution (feature_group_count=2) of pool1.
-  kernel = np.concatenate([params['conv2']['kernel'][0], params['conv2']['kernel'][1]], -1)
-  bias = np.concatenate([params['conv2']['bias'][0], params['conv2']['bias'][1]])
-  y = jax.lax.conv_general_dilated(jnp.asarray(halves(inter['pool1']), jnp.float32),
-                                   jnp.asarray(kernel), (1, 1), [(2, 2), (2, 2)],
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                   feature_group_count=2, precision='highest')
-  np.testing.assert_allclose(halves(inter['conv2_out']), np.maximum(np.asarray(y) + bias, 0),
-                             rtol=1e-4, atol=1e-5)
-
-
 def test_num_classes_and_bfloat16():
-  params, x, logits32, _ = run_small()
-  model16 = alexnet.AlexNet(**SMALL, dtype=jnp.bfloat16)
-  assert jax.tree.map(lambda p: p.dtype, init_params(model16, IMAGE)) == jax.tree.map(
-      lambda p: p.dtype, params)  # params stay float32
+  params, x, logits32, _ = helpers.run_small()
+  model16 = alexnet.AlexNet(**helpers.SMALL, dtype=jnp.bfloat16)
+  dtypes = lambda tree: jax.tree.map(lambda p: p.dtype, tree)
+  assert dtypes(helpers.init_params(model16, helpers.IMAGE)) == dtypes(params)  # stay float32
   logits16, state = model16.apply({'params': params}, x, train=False, mutable=['intermediates'])
   assert logits16.shape == (2, 7) and logits16.dtype == jnp.float32
   assert state['intermediates']['conv3_out'][0].dtype == jnp.bfloat16
@@ -264,16 +223,8 @@ def test_num_classes_and_bfloat16():
   assert np.abs(np.asarray(logits16) - np.asarray(logits32)).max() < 0.05 * scale
 
 
-def config_model(**overrides):
-  c = ml_collections.ConfigDict(dict(num_classes=10, lrn=True, lrn_order='paper',
-                                     pool='overlap', dropout=0.5, activation='relu',
-                                     dtype='float32', init='paper', width=1.0))
-  c.update(overrides)
-  return c
-
-
 def test_from_config_maps_every_switch():
-  m = alexnet.from_config(config_model(lrn=False, lrn_order='caffe', pool='disjoint',
+  m = alexnet.from_config(helpers.config_model(lrn=False, lrn_order='caffe', pool='disjoint',
                                       dropout=0.0, activation='tanh', dtype='bfloat16',
                                       init='he', num_classes=3))
   assert (m.lrn, m.lrn_order, m.pool, m.dropout, m.activation, m.dtype, m.init_scheme,
@@ -286,32 +237,4 @@ def test_from_config_maps_every_switch():
     (dict(num_classes=1), 'num_classes=1')])
 def test_bad_model_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
-    alexnet.from_config(config_model(**override))
-
-
-@pytest.mark.parametrize('switch', [dict(conv_impl='feature_group'), dict(conv_impl='im2col'),
-                                    dict(conv_impl='halves'), dict(pool_impl='xla'),
-                                    dict(lrn_impl='autodiff'), dict(lrn_impl='reduce_window')])
-def test_implementation_choices_give_the_same_net(switch):
-  # Speed switches only: the same params give the same loss and gradients, within float32
-  # rounding of sums taken in another order.
-  x = jax.random.uniform(jax.random.PRNGKey(42), (2, IMAGE, IMAGE, 3), minval=-1, maxval=1)
-  base = alexnet.AlexNet(**{**SMALL, 'dropout': 0.0})
-  params = init_params(base, IMAGE)
-
-  def loss_and_grads(model):
-    return jax.jit(jax.value_and_grad(
-        lambda p: jnp.sum(model.apply({'params': p}, x, train=True) ** 2)))(params)
-
-  loss, grads = loss_and_grads(base)
-  loss_other, grads_other = loss_and_grads(base.clone(**switch))
-  np.testing.assert_allclose(loss_other, loss, rtol=1e-5)
-  for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_other)):
-    np.testing.assert_allclose(h, g, rtol=1e-4, atol=1e-5 * float(np.abs(g).max()))
-  m = alexnet.from_config(config_model(**switch))
-  assert all(getattr(m, k) == v for k, v in switch.items())
-
-
-def test_bad_implementation_choice_is_one_clear_error():
-  with pytest.raises(UserError, match="conv_impl='cudnn'"):
-    alexnet.from_config(config_model(conv_impl='cudnn'))
+    alexnet.from_config(helpers.config_model(**override))

@@ -1,8 +1,7 @@
-"""The benchmark's yardsticks: the paper's network, its LRN, a working step, and the plain-JAX
-and PyTorch versions being one and the same network (equal logits from equal weights).
-
-The PyTorch tests skip where torch is not installed (requirements-torch.txt).
-"""
+"""alexnet_jax/tools/yardsticks/: the benchmark's plain-JAX and PyTorch yardsticks are the
+paper's network (parameter count from its layer table, shapes, init, LRN against the formula in
+float64, a step that learns) and one and the same network (equal logits from equal weights); the
+PyTorch tests skip where torch is not installed (requirements-torch.txt)."""
 import functools
 import importlib.util
 import sys
@@ -14,32 +13,7 @@ import pytest
 
 from alexnet_jax.tools.yardsticks import plain_jax
 from alexnet_jax.tools.yardsticks import pytorch as torch_yardstick
-
-
-def _paper_param_count(num_classes: int = 1000) -> int:
-  """Figure 2's layers, weights plus biases; grouped convs see half their input channels."""
-  conv1 = 11 * 11 * 3 * 96 + 96
-  conv2 = 5 * 5 * (96 // 2) * 256 + 256
-  conv3 = 3 * 3 * 256 * 384 + 384
-  conv4 = 3 * 3 * (384 // 2) * 384 + 384
-  conv5 = 3 * 3 * (384 // 2) * 256 + 256
-  fc6 = 6 * 6 * 256 * 4096 + 4096
-  fc7 = 4096 * 4096 + 4096
-  fc8 = 4096 * num_classes + num_classes
-  return conv1 + conv2 + conv3 + conv4 + conv5 + fc6 + fc7 + fc8
-
-
-def _lrn_formula(a: np.ndarray, n: int = 5, k: float = 2.0, alpha: float = 1e-4,
-                 beta: float = 0.75) -> np.ndarray:
-  """Section 3.3 over the last axis, in float64, the sum's bounds written out."""
-  a = a.astype(np.float64)
-  channels = a.shape[-1]
-  out = np.empty_like(a)
-  for c in range(channels):
-    lo, hi = max(0, c - n // 2), min(channels - 1, c + n // 2)
-    total = np.sum(np.square(a[..., lo:hi + 1]), axis=-1)
-    out[..., c] = a[..., c] / (k + alpha * total) ** beta
-  return out
+from tests import helpers
 
 
 def _large_input(shape=(2, 5, 5, 16)) -> np.ndarray:
@@ -48,9 +22,9 @@ def _large_input(shape=(2, 5, 5, 16)) -> np.ndarray:
 
 
 def test_paper_param_count():
-  assert _paper_param_count() == 60_965_224
+  assert helpers.paper_param_count() == 60_965_224
   assert plain_jax.param_count(1000) == 60_965_224
-  assert plain_jax.param_count(10) == _paper_param_count(10)
+  assert plain_jax.param_count(10) == helpers.paper_param_count(10)
 
 
 def test_plain_jax_shapes_at_227():
@@ -75,7 +49,7 @@ def test_plain_jax_init_is_the_papers():
 def test_plain_jax_lrn_matches_formula():
   x = _large_input()
   got = np.asarray(plain_jax.local_response_norm(jnp.asarray(x)), np.float64)
-  np.testing.assert_allclose(got, _lrn_formula(x), rtol=1e-5)
+  np.testing.assert_allclose(got, helpers.lrn_float64(x), rtol=1e-5)
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
@@ -104,13 +78,13 @@ def test_torch_yardstick_imports_without_torch(monkeypatch):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   assert not module.available()
-  assert module.feature_size(227) == 9216
+  assert module.plain_jax.feature_size(227) == 9216  # what it sizes fc6 with
 
 
 def test_torch_param_count():
   pytest.importorskip('torch')
-  assert torch_yardstick.param_count(1000) == _paper_param_count() == 60_965_224
-  assert torch_yardstick.param_count(10) == _paper_param_count(10)
+  assert torch_yardstick.param_count(1000) == helpers.paper_param_count() == 60_965_224
+  assert torch_yardstick.param_count(10) == helpers.paper_param_count(10)
 
 
 def test_torch_lrn_matches_formula():
@@ -118,7 +92,7 @@ def test_torch_lrn_matches_formula():
   x = _large_input()  # NHWC; torch normalises over dim 1 of NCHW
   got = torch_yardstick.local_response_norm()(torch.from_numpy(x).permute(0, 3, 1, 2))
   got = got.permute(0, 2, 3, 1).double().numpy()
-  np.testing.assert_allclose(got, _lrn_formula(x), rtol=1e-5)
+  np.testing.assert_allclose(got, helpers.lrn_float64(x), rtol=1e-5)
 
 
 def test_torch_step_timer_runs_eagerly():

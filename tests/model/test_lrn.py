@@ -1,29 +1,22 @@
-"""LRN against the paper's formula in float64 and against tf.nn.local_response_normalization."""
+"""alexnet_jax/model/lrn.py: the paper's local response normalisation (section 3.3), each
+implementation's values and gradients against the formula and its derivative written out in
+float64 (tests/helpers.py), and against tf.nn.local_response_normalization where TensorFlow is
+installed."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from alexnet_jax.model import lrn
+from tests import helpers
 
-N, K, ALPHA, BETA = 5, 2.0, 1e-4, 0.75  # paper section 3.3
-
-
-def lrn_float64(a):
-  """b[c] = a[c] / (k + alpha * sum_{j=max(0,c-n/2)}^{min(N-1,c+n/2)} a[j]^2)^beta, written out."""
-  a = np.asarray(a, np.float64)
-  channels = a.shape[-1]
-  b = np.empty_like(a)
-  for c in range(channels):
-    lo, hi = max(0, c - N // 2), min(channels - 1, c + N // 2)
-    d = K + ALPHA * np.sum(a[..., lo:hi + 1] ** 2, axis=-1)
-    b[..., c] = a[..., c] / d ** BETA
-  return b
+N, K, ALPHA, BETA = helpers.LRN_N, helpers.LRN_K, helpers.LRN_ALPHA, helpers.LRN_BETA
 
 
 def lrn_vjp_float64(a, g):
   """sum_c g[c] db[c]/da[i], with db[c]/da[i] = delta_ci D[c]^-beta
-  - 2 alpha beta a[c] a[i] D[c]^(-beta-1) for i in c's window (ALEXNET.md).
+  - 2 alpha beta a[c] a[i] D[c]^(-beta-1) for i in c's window (the derivative
+  of section 3.3's formula).
 
   Returns (gradient, size): size is the same sum over the absolute values of its terms, the
   scale a float32 sum of those terms is accurate to (where terms cancel, the result is small
@@ -70,7 +63,7 @@ def test_values_and_gradients_match_float64_formula(channels, scale, impl):
   x = random_activations(channels, (2, 3, 4, channels), scale)
   g = random_activations(channels + 1, x.shape, 1.0)
   y, grad = ours_and_vjp(x, g, impl=impl)
-  assert max_rel_error(y, lrn_float64(x)) <= 1e-6
+  assert max_rel_error(y, helpers.lrn_float64(x)) <= 1e-6
   ref_grad, size = lrn_vjp_float64(x, g)
   assert (np.abs(grad - ref_grad) / size).max() <= 1e-6
 
@@ -90,7 +83,8 @@ def test_edge_channels_use_truncated_window():
 def test_window_never_crosses_group_boundary():
   x = random_activations(4, (2, 5, 5, 96), 40.0)
   grouped = np.asarray(lrn.local_response_norm(jnp.asarray(x), groups=2))
-  halves = np.concatenate([lrn_float64(x[..., :48]), lrn_float64(x[..., 48:])], axis=-1)
+  halves = np.concatenate([helpers.lrn_float64(x[..., :48]), helpers.lrn_float64(x[..., 48:])],
+                          axis=-1)
   assert max_rel_error(grouped, halves) <= 1e-6
   # A huge activation at the last channel of group 0 must not touch group 1's first channels,
   # while it does change its own group's neighbours.
@@ -117,7 +111,8 @@ def test_fast_path_equals_reference_op(dtype):
   grad_fast = np.asarray(vjp_fast(g)[0], np.float64)
   grad_ref = np.asarray(vjp_ref(g)[0], np.float64)
   assert grad_fast.dtype == grad_ref.dtype
-  _, size = lrn_vjp_float64(np.asarray(x[..., :48], np.float64), np.asarray(g[..., :48], np.float64))
+  _, size = lrn_vjp_float64(np.asarray(x[..., :48], np.float64),
+                            np.asarray(g[..., :48], np.float64))
   bound = 1e-6 if dtype == jnp.float32 else 2.0 ** -8  # bf16: one rounding of the result.
   assert np.max(np.abs(grad_fast - grad_ref)[..., :48] / size) <= bound
   # Under jit, inside a larger function, as the model uses it.
@@ -134,7 +129,7 @@ def test_bfloat16_input_is_computed_in_float32():
   assert y.dtype == jnp.bfloat16
   # The exact result on the bf16 inputs, rounded once to bf16: at most 1 bf16 ulp away
   # (a bf16 window sum would be off by many).
-  exact = lrn_float64(np.asarray(x16, np.float64))
+  exact = helpers.lrn_float64(np.asarray(x16, np.float64))
   rel = np.abs(np.asarray(y, np.float64) - exact) / np.abs(exact)
   assert rel.max() <= 2.0 ** -8
 

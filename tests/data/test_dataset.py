@@ -1,0 +1,73 @@
+"""alexnet_jax/data/dataset.py: the Dataset built once per run from the config (sizes, class
+names from the folder layout, the num_classes check) and the preprocessing it hands the loaders
+(input.mean=pixel or channel, lighting_eigen), against the class folders and numpy's mean of the
+same images decoded by hand."""
+import numpy as np
+import pytest
+
+from alexnet_jax import train
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import dataset_stats
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.data import sources
+from alexnet_jax.errors import UserError
+from tests import helpers
+
+
+def test_dataset_info_folder():
+  info = dataset_lib.build(helpers.tiny_config())
+  assert (info.num_train, info.num_eval, info.num_classes) == (1000, 240, 10)
+  assert list(info.class_names) == helpers.CLASSES
+  config = helpers.tiny_config()
+  config.model.num_classes = 1000
+  with pytest.raises(UserError, match='has 10 classes but config.model.num_classes is 1000'):
+    dataset_lib.build(config)
+
+
+def test_pixel_and_channel_means_differ_and_lighting_eigen_options(tmp_path, small_folder):
+  """input.mean=pixel subtracts the mean image, =channel its per-channel mean: different
+  arrays. lighting_eigen picks the dataset's eigenvalues or the built-in ImageNet ones."""
+  train_paths = sources.ImageFolderSource(small_folder, 'train').paths
+  mean_image = helpers.decoded_squares(train_paths, 24).astype(np.float64).mean(axis=0)
+  val = helpers.decoded_squares(sources.ImageFolderSource(small_folder, 'val').paths, 24)
+  out = {}
+  for mean in ('pixel', 'channel'):
+    config = helpers.plain_config(small_folder, stats_file='', mean=mean)
+    config.eval.batch_size = 6
+    out[mean] = next(iter(pipeline.create_eval_loader(config, dataset_lib.build(config))))['image']
+  np.testing.assert_allclose(out['pixel'], val - mean_image, atol=1e-3)
+  np.testing.assert_allclose(out['channel'], val - mean_image.reshape(-1, 3).mean(0), atol=1e-3)
+  assert np.abs(out['pixel'] - out['channel']).max() > 10  # a real per-pixel mean, not broadcast
+  config = helpers.plain_config(small_folder, stats_file='')
+  dataset = dataset_stats.training_set_stats(config.input, helpers.train_source(config), None,
+                                             log=None)
+  assert not np.allclose(dataset['eigval'], pp.IMAGENET_EIGVAL, rtol=0.05)
+  config.input.lighting_eigen = 'imagenet'
+  builtin = dataset_stats.training_set_stats(config.input, helpers.train_source(config), None,
+                                             log=None)
+  np.testing.assert_array_equal(builtin['eigval'], pp.IMAGENET_EIGVAL.astype(np.float32))
+  np.testing.assert_array_equal(builtin['mean_image'], dataset['mean_image'])  # the mean stays
+  config.input.lighting_eigen = 'fb'
+  with pytest.raises(UserError, match='lighting_eigen'):
+    dataset_stats.training_set_stats(config.input, helpers.train_source(config), None, log=None)
+
+
+def test_a_training_run_lists_each_split_once(tmp_path, monkeypatch):
+  """The dataset is built once per run: training (loaders, statistics, resume identity and
+  evaluation) opens the train and eval folders one time each."""
+  opened = []
+  real_init = sources.ImageFolderSource.__init__
+
+  def counting_init(self, root, split):
+    opened.append(split)
+    real_init(self, root, split)
+
+  monkeypatch.setattr(sources.ImageFolderSource, '__init__', counting_init)
+  config = helpers.tiny_config()
+  config.train.num_steps = 2
+  config.input.stats_file = ''  # the statistics are computed from the already open split
+  config.input.stats_images = 16
+  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary['final_step'] == 2 and summary['eval']['count'] == 240
+  assert sorted(opened) == ['train', 'val']

@@ -1,0 +1,84 @@
+"""alexnet_jax/tools/figures.py: the kernel grid and chroma fraction against their definitions
+written out, the ReLU / tanh ratio (Figure 1) on training curves made up for it, nearest
+neighbours (Figure 4) against distances by hand, and the conv1 (Figure 3) and retrieval figures
+written as images from the session's tiny training run (conftest.py)."""
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+
+from alexnet_jax.tools import figures
+from tests import helpers
+
+
+def test_chroma_fraction_and_kernel_grid():
+  rng = np.random.default_rng(0)
+  gray = np.repeat(rng.standard_normal((4, 11, 11, 1)), 3, axis=-1)
+  assert np.allclose(figures.chroma_fraction(gray), 0)
+  red_only = np.zeros((1, 11, 11, 3))
+  red_only[..., 0] = rng.standard_normal((11, 11))
+  # A pure-red kernel, by the definition written out: colour energy over centred energy.
+  k = red_only[0]
+  colour = np.sum((k - k.mean(-1, keepdims=True)) ** 2)
+  assert np.isclose(figures.chroma_fraction(red_only)[0], colour / np.sum((k - k.mean()) ** 2))
+  kernel = rng.standard_normal((2, 11, 11, 3, 48))
+  grid = figures.kernel_grid(kernel)
+  assert grid.min() >= 0 and grid.max() <= 1
+  # Group 1's first kernel at the top left, contrast-normalised; group 2's below the gap.
+  first = kernel[0, ..., 0]
+  np.testing.assert_allclose(grid[:11, :11], (first - first.min()) / np.ptp(first))
+  second_group_top = 3 * 12 + 4
+  last = kernel[1, ..., 0]
+  np.testing.assert_allclose(grid[second_group_top:second_group_top + 11, :11],
+                             (last - last.min()) / np.ptp(last))
+
+
+def test_conv1_figure_writes_a_png(tiny_run, tmp_path):
+  out = str(tmp_path / 'conv1.png')
+  result = figures.conv1_figure(tiny_run, out)
+  image = matplotlib.image.imread(out)
+  assert image.ndim == 3 and min(image.shape[:2]) > 100
+  assert len(result['chroma_per_group']) == 2
+
+
+def write_train_curve(workdir, errors):
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for step, err in enumerate(errors, 1):
+      f.write(json.dumps({'step': step, 'train/top1': 1 - err, 'train/loss': 1.0}) + '\n')
+
+
+def test_relu_tanh_ratio_from_curves(tmp_path):
+  # ReLU's error falls 0.9 -> 0.4 over 10 steps, tanh's reaches the same level 3x later.
+  relu = np.concatenate([np.linspace(0.9, 0.4, 10), np.full(20, 0.4)])
+  tanh = np.linspace(0.9, 0.4, 30)
+  write_train_curve(tmp_path / 'relu' / 'seed0', relu)
+  write_train_curve(tmp_path / 'tanh' / 'seed0', tanh)
+  out = str(tmp_path / 'fig1.png')
+  result = figures.relu_tanh_figure(str(tmp_path), out, level=0.5)
+  # Smoothing is a 5-log running mean: the steps where the running mean first reaches 0.5.
+  def first(errors):
+    smoothed = np.convolve(errors, np.ones(5) / 5, mode='valid')
+    return int(np.nonzero(smoothed <= 0.5)[0][0]) + 5
+  assert result['steps'] == {'relu': first(relu), 'tanh': first(tanh)}
+  assert result['ratio'] == first(tanh) / first(relu) and result['ratio'] > 2
+  assert matplotlib.image.imread(out).ndim == 3
+
+
+def test_nearest_neighbours_by_hand():
+  features = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 2.5]])
+  # Distances from point 0: 0, 5, 1, 2.5 -> order 0, 2, 3, 1.
+  np.testing.assert_array_equal(figures.nearest_neighbours(features, [0, 1], 3),
+                                [[0, 2, 3], [1, 3, 2]])
+
+
+def test_retrieval_figure(tiny_run, tmp_path):
+  images = os.path.join(helpers.copy_images(tmp_path / 'images', ('hat', 'shoes'), {'val': 4}),
+                        'val')  # images/val/{hat,shoes}/: 4 photos each
+  out = str(tmp_path / 'nn.png')
+  result = figures.retrieval_figure(tiny_run, images, out, num_queries=3, k=4)
+  assert len(result['queries']) == 3
+  for query, row in zip(result['queries'], result['neighbours']):
+    assert row[0] == query and len(row) == 5 and len(set(row)) == 5  # itself first, distinct
+  assert matplotlib.image.imread(out).ndim == 3
