@@ -61,7 +61,11 @@ def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
                       'image-net.org (registration needed), put them there (or pass '
                       '--manual_dir) and run this again')
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
-  builder.download_and_prepare(file_format='array_record', download_config=download_config)
+  try:
+    builder.download_and_prepare(file_format='array_record', download_config=download_config)
+  except OSError as e:  # no network (requests' errors are OSErrors), a full disk, ...
+    raise UserError(f'could not prepare {name} in {builder.data_dir}: '
+                    f'{" ".join(str(e).split())[:300]}') from None
   print(f'prepared {name} in {builder.data_dir}')
   return os.fspath(builder.data_dir)
 

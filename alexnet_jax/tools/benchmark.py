@@ -27,12 +27,10 @@ import importlib.util
 import os
 import pathlib
 import re
-import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -46,6 +44,7 @@ from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import lrn as lrn_lib
 from alexnet_jax.model import pooling
+from alexnet_jax.tools import cli
 from alexnet_jax.tools import measure
 from alexnet_jax.tools.yardsticks import plain_jax
 from alexnet_jax.tools.yardsticks import pytorch
@@ -315,33 +314,27 @@ def run_lrn_benchmark(*, batch_sizes: list[int], dtypes: list[str], warmup: int,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # JAX logs its backend probing at INFO.
   emit = functools.partial(measure.emit_json_line, json_out=_JSON_OUT.value)
-  try:
-    _check_choices((_DTYPES.value, alexnet.DTYPES, 'dtypes'),
-                   (_POOL_IMPLS.value, pooling.IMPLS, 'pool_impls'),
-                   (_LRN_IMPLS.value, lrn_lib.IMPLS, 'lrn_impls'),
-                   (_CONV_IMPLS.value, alexnet.CONV_IMPLS, 'conv_impls'),
-                   (_LRN.value, ('on', 'off'), 'lrn'))
-    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
-    if _MODE.value == 'lrn':
-      run_lrn_benchmark(batch_sizes=batch_sizes, dtypes=_DTYPES.value, warmup=_WARMUP.value,
-                        steps=_STEPS.value, windows=_WINDOWS.value, emit=emit)
-      return
-    records = run_step_benchmark(
-        _CONFIG.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
-        lrn_values=[v == 'on' for v in _LRN.value],
-        meshes=[_parse_mesh(m) for m in _MESHES.value], lrn_impls=_LRN_IMPLS.value,
-        conv_impls=_CONV_IMPLS.value, pool_impls=_POOL_IMPLS.value,
-        yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
-        num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
-        windows=_WINDOWS.value, peak_tflops=_PEAK_TFLOPS.value, emit=emit)
-    print_step_table(records)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  _check_choices((_DTYPES.value, alexnet.DTYPES, 'dtypes'),
+                 (_POOL_IMPLS.value, pooling.IMPLS, 'pool_impls'),
+                 (_LRN_IMPLS.value, lrn_lib.IMPLS, 'lrn_impls'),
+                 (_CONV_IMPLS.value, alexnet.CONV_IMPLS, 'conv_impls'),
+                 (_LRN.value, ('on', 'off'), 'lrn'))
+  batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  if _MODE.value == 'lrn':
+    run_lrn_benchmark(batch_sizes=batch_sizes, dtypes=_DTYPES.value, warmup=_WARMUP.value,
+                      steps=_STEPS.value, windows=_WINDOWS.value, emit=emit)
+    return
+  records = run_step_benchmark(
+      _CONFIG.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
+      lrn_values=[v == 'on' for v in _LRN.value],
+      meshes=[_parse_mesh(m) for m in _MESHES.value], lrn_impls=_LRN_IMPLS.value,
+      conv_impls=_CONV_IMPLS.value, pool_impls=_POOL_IMPLS.value,
+      yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
+      num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
+      windows=_WINDOWS.value, peak_tflops=_PEAK_TFLOPS.value, emit=emit)
+  print_step_table(records)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -20,6 +20,7 @@ from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
 from alexnet_jax.model import alexnet
+from alexnet_jax.tools import cli
 
 _BATCH = flags.DEFINE_integer('batch', 128, 'Global batch (the paper: 128).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input crop size.')
@@ -74,4 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

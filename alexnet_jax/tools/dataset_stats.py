@@ -7,7 +7,6 @@ A run then reads them with --config.input.stats_file=FILE instead of computing i
 first start (one file for many runs). See alexnet_jax/data/dataset_stats.py for what each
 array is.
 """
-import sys
 
 from absl import app
 from absl import flags
@@ -16,7 +15,7 @@ import numpy as np
 
 from alexnet_jax.data import dataset_stats
 from alexnet_jax.data import sources
-from alexnet_jax.errors import UserError
+from alexnet_jax.tools import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. '
                                           'configs/alexnet.py:demo.')
@@ -30,14 +29,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = _CONFIG.value
-  try:
-    source = sources.make_source(config.dataset, config.dataset.train_split)
-    print(f'computing stats over {source!r} at resize_size {config.input.resize_size}', flush=True)
-    stats = dataset_stats.sample_stats(source, config.input.resize_size, _MAX_IMAGES.value or 0,
-                                       log=lambda s: print(s, flush=True))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+  source = sources.make_source(config.dataset, config.dataset.train_split)
+  print(f'computing stats over {source!r} at resize_size {config.input.resize_size}', flush=True)
+  stats = dataset_stats.sample_stats(source, config.input.resize_size, _MAX_IMAGES.value or 0,
+                                     log=lambda s: print(s, flush=True))
   dataset_stats.save_stats(_OUT.value, stats)
   np.set_printoptions(precision=4, suppress=True)
   m = stats['mean_image']
@@ -51,4 +46,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -7,13 +7,12 @@ prints the result; it is also written to <workdir>/eval_<centre|10crop>_step<N>.
 10-crop test (paper section 4.1) averages the softmax over the four corner and centre 227
 patches and their reflections.
 """
-import sys
 
 from absl import app
 from absl import flags
 
 from alexnet_jax import evaluation
-from alexnet_jax.errors import UserError
+from alexnet_jax.tools import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run\'s workdir.')
 _TEN_CROP = flags.DEFINE_bool('ten_crop', False, "The paper's 10-crop test.")
@@ -26,14 +25,10 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    r = evaluation.evaluate_run(_WORKDIR.value, _TEN_CROP.value, _STEP.value, _BATCH_SIZE.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  r = evaluation.evaluate_run(_WORKDIR.value, _TEN_CROP.value, _STEP.value, _BATCH_SIZE.value)
   print(f'{r["crop"]} eval at step {r["step"]}: top1 {r["top1"]:.4f} top5 {r["top5"]:.4f} '
         f'loss {r["loss"]:.4f} on {r["count"]} images')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -17,7 +17,6 @@ deviation of R, G, B from their mean at each pixel) rather than luminance. The p
 first GPU's kernels come out largely colour-agnostic and the second's colour-specific.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -30,6 +29,7 @@ from alexnet_jax import metric_logging
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
+from alexnet_jax.tools import cli
 
 FIGURES = ('conv1', 'relu_tanh', 'retrieval')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'conv1, retrieval: the training run\'s workdir.')
@@ -222,25 +222,21 @@ def main(argv):
   if missing:
     raise app.UsageError(f'{figure} needs {" and ".join(missing)}')
   out = _OUT.value or f'{figure}.png'
-  try:
-    if figure == 'retrieval':
-      r = retrieval_figure(_WORKDIR.value, _IMAGES_DIR.value, out, _QUERIES.value,
-                           _NEIGHBOURS.value)
-      for q, row in zip(r['queries'], r['neighbours']):
-        print(f'{q}: ' + ', '.join(os.path.relpath(p, _IMAGES_DIR.value) for p in row[1:]))
-      print(f'wrote {r["out"]}')
-      return
-    if figure == 'relu_tanh':
-      r = relu_tanh_figure(_SWEEP_DIR.value, out, _LEVEL.value)
-      ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
-      print(f'training error {100 * r["level"]:.1f} %: ReLU at step {r["steps"]["relu"]}, '
-            f'tanh at step {r["steps"]["tanh"]}: tanh needs {ratio} the steps '
-            f'(paper, CIFAR-10 at 25 %: 6x) -> {r["out"]}')
-      return
-    result = conv1_figure(_WORKDIR.value, out, _STEP.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  if figure == 'retrieval':
+    r = retrieval_figure(_WORKDIR.value, _IMAGES_DIR.value, out, _QUERIES.value,
+                         _NEIGHBOURS.value)
+    for q, row in zip(r['queries'], r['neighbours']):
+      print(f'{q}: ' + ', '.join(os.path.relpath(p, _IMAGES_DIR.value) for p in row[1:]))
+    print(f'wrote {r["out"]}')
+    return
+  if figure == 'relu_tanh':
+    r = relu_tanh_figure(_SWEEP_DIR.value, out, _LEVEL.value)
+    ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
+    print(f'training error {100 * r["level"]:.1f} %: ReLU at step {r["steps"]["relu"]}, '
+          f'tanh at step {r["steps"]["tanh"]}: tanh needs {ratio} the steps '
+          f'(paper, CIFAR-10 at 25 %: 6x) -> {r["out"]}')
+    return
+  result = conv1_figure(_WORKDIR.value, out, _STEP.value)
   chroma = result['chroma_per_group']
   print(f'conv1 kernels at step {result["step"]} -> {result["out"]}')
   print(f'mean chroma fraction per group: group 1 {chroma[0]:.3f}, group 2 {chroma[1]:.3f} '
@@ -248,4 +244,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -19,12 +19,10 @@ measurement, then a table and the worker count with the best end-to-end rate.
 import functools
 import gc
 import statistics
-import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 import numpy as np
@@ -34,8 +32,8 @@ from alexnet_jax import sharding
 from alexnet_jax import train
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
-from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
+from alexnet_jax.tools import cli
 from alexnet_jax.tools import measure
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -202,17 +200,11 @@ def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
   emit = functools.partial(measure.emit_json_line, json_out=_JSON_OUT.value)
-  try:
-    workers = [int(w) for w in _WORKERS.value]
-    results = run_benchmark(_CONFIG.value, workers, loader_batches=_LOADER_BATCHES.value,
-                            steps=_STEPS.value, windows=_WINDOWS.value, warmup=_WARMUP.value,
-                            emit=emit)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  workers = [int(w) for w in _WORKERS.value]
+  results = run_benchmark(_CONFIG.value, workers, loader_batches=_LOADER_BATCHES.value,
+                          steps=_STEPS.value, windows=_WINDOWS.value, warmup=_WARMUP.value,
+                          emit=emit)
   print(_table(results))
   best = max(results, key=lambda r: r['end_to_end_img_per_s'])
   print(f'best end to end: workers={best["workers"]} ({best["end_to_end_img_per_s"]:.2f} img/s, '
@@ -220,4 +212,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

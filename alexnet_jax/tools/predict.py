@@ -6,13 +6,12 @@ Each image gets the run's eval preprocessing (shorter side to the run's resize s
 centre crop, its mean image subtracted); prints the class names the run saved with their
 probabilities.
 """
-import sys
 
 from absl import app
 from absl import flags
 
 from alexnet_jax import evaluation
-from alexnet_jax.errors import UserError
+from alexnet_jax.tools import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run\'s workdir.')
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'Classes per image.')
@@ -23,13 +22,9 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError('name one or more image files after the flags')
-  try:
-    for path, top in zip(paths, evaluation.predict(_WORKDIR.value, paths, _TOP_K.value)):
-      print(f'{path}: ' + ', '.join(f'{name} {p:.3f}' for name, p in top))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  for path, top in zip(paths, evaluation.predict(_WORKDIR.value, paths, _TOP_K.value)):
+    print(f'{path}: ' + ', '.join(f'{name} {p:.3f}' for name, p in top))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

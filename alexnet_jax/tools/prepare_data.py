@@ -11,7 +11,6 @@ paper's down-sampling, section 2); train on it with --config.dataset.name=prepar
 --config.dataset.folder=DIR. See alexnet_jax/data/prepare.py.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -19,6 +18,7 @@ import ml_collections
 
 from alexnet_jax.data import prepare
 from alexnet_jax.errors import UserError
+from alexnet_jax.tools import cli
 
 _DATASET = flags.DEFINE_string(
     'dataset', 'imagenet2012', "TFDS dataset name; with --out_dir also 'folder' (--folder) or "
@@ -45,24 +45,20 @@ _RECORDS_PER_SHARD = flags.DEFINE_integer('records_per_shard', 10000,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    if _OUT_DIR.value:
-      dataset_config = ml_collections.ConfigDict(
-          {'name': _DATASET.value, 'folder': _FOLDER.value, 'data_dir': _DATA_DIR.value,
-           'manual_dir': _MANUAL_DIR.value})
-      prepare.prepare_resized(dataset_config, _OUT_DIR.value, splits=_SPLITS.value,
-                              resize_size=_RESIZE_SIZE.value, quality=_QUALITY.value,
-                              workers=_WORKERS.value,
-                              records_per_shard=_RECORDS_PER_SHARD.value)
-    elif _DATASET.value in ('folder', 'prepared'):
-      raise UserError(f'--dataset={_DATASET.value} is read as it is; --out_dir=DIR writes a '
-                      'prepared copy of it')
-    else:
-      prepare.prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+  if _OUT_DIR.value:
+    dataset_config = ml_collections.ConfigDict(
+        {'name': _DATASET.value, 'folder': _FOLDER.value, 'data_dir': _DATA_DIR.value,
+         'manual_dir': _MANUAL_DIR.value})
+    prepare.prepare_resized(dataset_config, _OUT_DIR.value, splits=_SPLITS.value,
+                            resize_size=_RESIZE_SIZE.value, quality=_QUALITY.value,
+                            workers=_WORKERS.value,
+                            records_per_shard=_RECORDS_PER_SHARD.value)
+  elif _DATASET.value in ('folder', 'prepared'):
+    raise UserError(f'--dataset={_DATASET.value} is read as it is; --out_dir=DIR writes a '
+                    'prepared copy of it')
+  else:
+    prepare.prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

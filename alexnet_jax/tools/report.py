@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import sweeps
+from alexnet_jax.tools import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/sweeps/ablations.py',
                                           'The sweep config.')
@@ -27,4 +28,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

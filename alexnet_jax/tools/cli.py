@@ -1,0 +1,29 @@
+"""What every command shares: the libraries' logs kept quiet, and bad input as one line.
+
+Orbax logs every file it reads at INFO and TFDS probes data dirs at WARNING; a command prints
+its own progress and results, and `--verbosity=0` brings the libraries' logs back. A UserError
+(a missing dataset, a bad flag value, a workdir with no run) is `error: ...` on stderr and exit
+status 2, never a traceback.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from alexnet_jax.errors import UserError
+
+
+def run(main) -> None:
+  """app.run(main) with the conventions above."""
+
+  def wrapped(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.ERROR)
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(wrapped)
