@@ -66,6 +66,7 @@ def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
       'count': jnp.sum(mask),
   }
 
+
 def jit_eval_step(state, mesh: jax.sharding.Mesh):
   """eval_step jitted with the state placed like the training state and the batch over 'data'."""
   return jax.jit(eval_step, in_shardings=(sharding.tree_shardings(state, mesh),
@@ -80,6 +81,8 @@ def _inference_state(config, params) -> train_state.TrainState:
 
 def evaluate(state, eval_loader, jitted_eval_step,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """One pass of eval_loader: mean loss, top-1 and top-5 over its real images, their count and
+  how many could not be read."""
   totals = None
   skipped = 0
   batches = iter(eval_loader)
@@ -99,6 +102,9 @@ def evaluate(state, eval_loader, jitted_eval_step,
 
 def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
                  batch_size: int | None = None) -> dict:
+  """The validation result of a run's checkpoint (the latest, or `step`), centre crop or the
+  10-crop test, with the run's own config and statistics; also written to
+  <workdir>/eval_<centre|10crop>_step<N>.json."""
   config, params, step = checkpointing.load_run(workdir, step)
   if batch_size:
     config.eval.batch_size = batch_size
@@ -133,8 +139,7 @@ def read_image(path: str, prep: preprocessing.PreprocessParams) -> tuple[np.ndar
 def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
   """For each image file: its top_k (class name, probability), most probable first."""
   config, params, _ = checkpointing.load_run(workdir)
-  dataset = dataset_lib.of_run(workdir, config)
-  class_names = dataset.class_names
+  dataset = dataset_lib.of_run(workdir, config)  # its classes and statistics, no data read
   images = [read_image(path, dataset.preprocess)[1] for path in paths]
   model = alexnet.from_config(config.model)
   logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
@@ -142,4 +147,4 @@ def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[s
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   k = min(top_k, probs.shape[-1])
   order = np.argsort(-probs, axis=-1)[:, :k]
-  return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
+  return [[(dataset.class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]

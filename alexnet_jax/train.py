@@ -294,7 +294,8 @@ def _abstract_state_like(state: TrainState, tx: optax.GradientTransformation,
 
 
 def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, train_iter,
-            run: RunLength, mesh: jax.sharding.Mesh, dataset: dataset_lib.Dataset) -> tuple[int, TrainState, dict] | None:
+            run: RunLength, mesh: jax.sharding.Mesh,
+            dataset: dataset_lib.Dataset) -> tuple[int, TrainState, dict] | None:
   """(step, state, meta) from the latest checkpoint, with this config's changes applied
   (config_changes.py: class a noted, b applied to the optimizer state, c refused); None when
   there is no checkpoint. train_iter is set to the saved data position in place."""

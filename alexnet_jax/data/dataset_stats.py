@@ -1,11 +1,11 @@
 """Training-set statistics for preprocessing: mean image, RGB mean/std, RGB covariance PCA.
 
 A file of them for many runs: `python -m alexnet_jax.tools.dataset_stats` (writes a .npz that
-config.input.stats_file names). Without a stats file (config.input.stats_file=''), training computes these itself at its first
-start (`training_set_stats`): one pass over a seeded random sample of config.input.stats_images
-training images (not the first N, which in a folder are the first classes), cached as
-<workdir>/dataset_stats.npz so that resumes, every process and the eval/predict tools use the
-same numbers.
+config.input.stats_file names). Without a stats file (config.input.stats_file=''), training
+computes these itself at its first start (`training_set_stats`): one pass over a seeded random
+sample of config.input.stats_images training images (not the first N, which in a folder are the
+first classes), cached as <workdir>/dataset_stats.npz so that resumes, every process and the
+eval/predict tools use the same numbers.
 
 Every image is first brought to the paper's resize_size x resize_size central patch (section 2),
 then (all in the 0..255 pixel scale):

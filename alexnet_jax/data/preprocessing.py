@@ -61,7 +61,8 @@ def decode_image(data: bytes) -> np.ndarray:
   """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
 
   JPEGs go through simplejpeg: the same libjpeg-turbo as PIL and the same pixels, without PIL's
-  per-image overhead (measured in the README, "Does the input pipeline keep up?"). Other formats, CMYK JPEGs and any file it rejects go through PIL.
+  per-image overhead (measured in the README, "Does the input pipeline keep up?"). Other
+  formats, CMYK JPEGs and any file it rejects go through PIL.
   """
   fast = _decode_jpeg_fast(data)
   return fast if fast is not None else _decode_with_pil(data)
