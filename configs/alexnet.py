@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input = ml_collections.ConfigDict()
   config.input.resize_size = 256  # shorter side to 256, then the central 256x256 crop.
   config.input.image_size = 227  # random 227 crops for training, centre 227 crop for eval.
+  config.input.random_crop = True  # False: the centre crop in training too (an ablation).
   config.input.random_flip = True
   config.input.pca_lighting = True  # paper 4.1: alpha_i ~ N(0, 0.1) per image per presentation.
   config.input.lighting_std = 0.1
@@ -72,6 +73,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'torchvision': the inputs of fc6 and fc7 (pool5's and fc6's outputs).
   config.model.dropout_placement = 'paper'
   config.model.activation = 'relu'  # 'relu' or 'tanh' (paper 3.1, Figure 1).
+  # Depth ablation (paper section 6: removing any middle conv layer costs ~2 % top-1): a
+  # comma-separated subset of conv3, conv4, conv5 to leave out; the rest of the net adapts.
+  config.model.remove_convs = ''
   config.model.dtype = 'float32'  # compute dtype; params are always float32.
   config.model.init = 'paper'  # 'paper': N(0, 0.01), biases 1 in conv2/4/5, fc6/7; 'he'.
   config.model.width = 1.0  # channel multiplier; 1.0 is the paper's net (tests use less).

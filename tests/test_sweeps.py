@@ -44,8 +44,10 @@ def test_quick_sweep_end_to_end_and_resumable(tmp_path):
 def test_dry_run_prints_one_command_per_run(tmp_path):
   out = sweep(tmp_path, 'configs/sweeps/ablations.py', '--dry_run')
   lines = out.strip().splitlines()
-  assert len(lines) == 6 * 2  # 6 variants x 2 seeds
+  assert len(lines) == 12 * 2  # 12 variants x 2 seeds
   assert sum('--config.model.lrn=False' in line for line in lines) == 2
+  assert sum('--config.model.remove_convs=conv4' in line for line in lines) == 2
+  assert sum('--config.input.random_crop=False' in line for line in lines) == 2
   assert all('--config=configs/alexnet.py:demo' in line and '--config.train.num_epochs=3' in line
              for line in lines)
   assert not os.listdir(tmp_path)  # nothing was run

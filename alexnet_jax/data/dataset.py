@@ -113,5 +113,6 @@ def preprocess_params(input_config, stats: dict) -> PreprocessParams:
   return PreprocessParams(
       resize_size=inp.resize_size, image_size=inp.image_size, mean=mean,
       std=stats['std'] if inp.standardize else None, random_flip=bool(inp.random_flip),
+      random_crop=bool(inp.get('random_crop', True)),
       lighting_std=float(inp.lighting_std) if inp.pca_lighting else 0.0,
       eigval=stats['eigval'], eigvec=stats['eigvec'])

@@ -59,7 +59,8 @@ class TrainAugment(grain.transforms.RandomMap):
   def random_map(self, record, rng: np.random.Generator):
     p = self.p
     image = pp.train_transform(record['image'], rng, image_size=p.image_size, mean=p.mean,
-                               std=p.std, flip=p.random_flip, lighting_std=p.lighting_std,
+                               std=p.std, flip=p.random_flip, crop=p.random_crop,
+                               lighting_std=p.lighting_std,
                                eigval=p.eigval, eigvec=p.eigvec)
     return {'image': image, 'label': record['label'], 'valid': record['valid']}
 

@@ -51,6 +51,7 @@ class PreprocessParams:
   lighting_std: float  # 0 = no PCA lighting.
   eigval: np.ndarray
   eigvec: np.ndarray
+  random_crop: bool = True  # False: the centre crop in training too (crop ablation).
 
 
 # JPEG colour spaces that simplejpeg decodes to the same RGB as PIL (CMYK/YCCK differ by 1 level).
@@ -228,7 +229,7 @@ def _flip_pixels(img: np.ndarray) -> np.ndarray:
 def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: int,
                     mean: np.ndarray, std: np.ndarray | None = None, flip: bool = True,
                     lighting_std: float = 0.1, eigval=IMAGENET_EIGVAL,
-                    eigvec=IMAGENET_EIGVEC) -> np.ndarray:
+                    eigvec=IMAGENET_EIGVEC, crop: bool = True) -> np.ndarray:
   """uint8 (R, R, 3) -> float32 (S, S, 3): mean, random crop + flip, PCA lighting, optional /std.
 
   Same result, bit for bit, as subtract_mean (the whole R x R mean image, paper section 2) ->
@@ -236,13 +237,17 @@ def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: in
   it crops the image and the mean image first, so the float work is on S x S pixels only, runs
   the per-channel steps over whole rows, and flips the result last (every step is per pixel, so
   flipping commutes with them). The README's input-pipeline section has its cost per image.
-  lighting_std <= 0 turns the PCA augmentation off.
+  lighting_std <= 0 turns the PCA augmentation off; crop=False takes center_crop's window
+  instead of a random one (and draws no offsets).
   """
   mean = np.asarray(mean, np.float32)
   if mean.ndim == 3 and mean.shape != img.shape:
     raise ValueError(f'mean image of shape {mean.shape} does not match image {img.shape}')
   s = image_size
-  y, x = _crop_offsets(img.shape, s, rng)
+  if crop:
+    y, x = _crop_offsets(img.shape, s, rng)
+  else:
+    y, x = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2  # as center_crop
   window = (slice(y, y + s), slice(x, x + s))
   flipped = flip and rng.random() < 0.5
   # Rows of S * 3 values: a new float32 array, then in place.

@@ -47,6 +47,8 @@ INITS = ('paper', 'he')
 # the inputs of fc6 and fc7 instead (pool5's and fc6's outputs).
 DROPOUT_PLACEMENTS = ('paper', 'torchvision')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# The middle conv layers the depth ablation may leave out (paper section 6).
+REMOVABLE_CONVS = ('conv3', 'conv4', 'conv5')
 
 
 class AlexNet(nn.Module):
@@ -61,6 +63,7 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   init_scheme: str = 'paper'
   width: float = 1.0  # channel multiplier; 1.0 is the paper's net
+  remove_convs: tuple[str, ...] = ()  # REMOVABLE_CONVS left out (depth ablation)
   lrn_impl: str = 'fast'  # lrn.IMPLS: same values, different speed
   conv_impl: str = 'auto'  # CONV_IMPLS: same values, different speed
   pool_impl: str = 'fast'  # pooling.IMPLS: same values, different speed
@@ -99,14 +102,18 @@ class AlexNet(nn.Module):
     x = act(conv(self._channels(256), 5, padding=2, bias_value=1.0, name='conv2')(x))
     self.sow('intermediates', 'conv2_out', x)
     x = norm_and_pool(x, 'pool2')
-    # conv3: the first place the paper's GPUs exchange activations (section 3.2).
-    x = act(conv(self._channels(384), 3, padding=1, shared_input=True, name='conv3')(
-        merge_groups(x)))
-    self.sow('intermediates', 'conv3_out', x)
-    x = act(conv(self._channels(384), 3, padding=1, bias_value=1.0, name='conv4')(x))
-    self.sow('intermediates', 'conv4_out', x)
-    x = act(conv(self._channels(256), 3, padding=1, bias_value=1.0, name='conv5')(x))
-    self.sow('intermediates', 'conv5_out', x)
+    # conv3: the first place the paper's GPUs exchange activations (section 3.2). A removed
+    # layer is skipped: the next one takes its input, each group still its own half.
+    if 'conv3' not in self.remove_convs:
+      x = act(conv(self._channels(384), 3, padding=1, shared_input=True, name='conv3')(
+          merge_groups(x)))
+      self.sow('intermediates', 'conv3_out', x)
+    if 'conv4' not in self.remove_convs:
+      x = act(conv(self._channels(384), 3, padding=1, bias_value=1.0, name='conv4')(x))
+      self.sow('intermediates', 'conv4_out', x)
+    if 'conv5' not in self.remove_convs:
+      x = act(conv(self._channels(256), 3, padding=1, bias_value=1.0, name='conv5')(x))
+      self.sow('intermediates', 'conv5_out', x)
     x = sharding.constrain(pool(x), 'grouped')
     self.sow('intermediates', 'pool5', x)
     x = merge_groups(x)
@@ -140,7 +147,7 @@ def from_config(model_config) -> AlexNet:
   # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
   # Runs saved before dropout_placement existed dropped torchvision's units.
   model_config = {'lrn_impl': 'fast', 'conv_impl': 'auto', 'pool_impl': 'fast',
-                  'dropout_placement': 'torchvision', **dict(model_config)}
+                  'dropout_placement': 'torchvision', 'remove_convs': '', **dict(model_config)}
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
             ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
             ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS),
@@ -151,6 +158,12 @@ def from_config(model_config) -> AlexNet:
                        f'{", ".join(allowed)}')
   if not 0.0 <= model_config['dropout'] < 1.0:
     raise UserError(f'config.model.dropout={model_config["dropout"]} must be in [0, 1)')
+  removed = tuple(c.strip() for c in model_config['remove_convs'].split(',') if c.strip())
+  bad = [c for c in removed if c not in REMOVABLE_CONVS]
+  if bad:
+    raise UserError(f'config.model.remove_convs={model_config["remove_convs"]!r}: '
+                    f'{", ".join(bad)} cannot be removed; choose from '
+                    f'{", ".join(REMOVABLE_CONVS)} (comma-separated)')
   if model_config['num_classes'] < 2:
     raise UserError(f'config.model.num_classes={model_config["num_classes"]} must be >= 2')
   return AlexNet(num_classes=model_config['num_classes'], lrn=model_config['lrn'],
@@ -160,4 +173,5 @@ def from_config(model_config) -> AlexNet:
                  activation=model_config['activation'],
                  dtype=DTYPES[model_config['dtype']], init_scheme=model_config['init'],
                  width=model_config['width'], lrn_impl=model_config['lrn_impl'],
-                 conv_impl=model_config['conv_impl'], pool_impl=model_config['pool_impl'])
+                 conv_impl=model_config['conv_impl'], pool_impl=model_config['pool_impl'],
+                 remove_convs=tuple(sorted(set(removed))))

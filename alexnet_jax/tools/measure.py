@@ -106,7 +106,7 @@ def model_flops_per_image(model, image_size: int) -> float:
   params = variables['params']
   inter = state['intermediates']
   macs = 0
-  for name in PAPER_CONV_LAYERS:
+  for name in (n for n in PAPER_CONV_LAYERS if n in params):  # the depth ablation drops some
     g, k, _, cin, _ = params[name]['kernel'].shape
     out = inter[f'{name}_out'][0].shape  # G x B x H x W x C/G
     macs += out[0] * out[2] * out[3] * out[4] * k * k * cin

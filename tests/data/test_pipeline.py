@@ -197,3 +197,23 @@ assert not bad, bad
   proc = subprocess.run([sys.executable, '-c', code], cwd=helpers.ROOT, capture_output=True,
                         text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_random_crop_off_trains_on_the_centre_crop(small_folder):
+  """input.random_crop=False (the crop ablation): every training image is its file's centre
+  crop, computed file by file; with random crops on, some are not."""
+  size, crop = 24, 20
+  lo = (size - crop) // 2
+  table = {}
+  for key, (path, label) in helpers.expected_images(small_folder, 'train', size).items():
+    square = np.frombuffer(key, np.float32).reshape(size, size, 3)
+    table[np.ascontiguousarray(square[lo:lo + crop, lo:lo + crop]).tobytes()] = (path, label)
+  found = {}
+  for random_crop in (False, True):
+    config = helpers.plain_config(small_folder, size, image_size=crop, random_crop=random_crop)
+    batches = helpers.take(iter(pipeline.create_train_loader(
+        config, dataset_lib.build(config), seed=0)), 3)  # one epoch of the 12 images
+    images = [np.ascontiguousarray(img).tobytes() for b in batches for img in b['image']]
+    found[random_crop] = [table.get(img) for img in images]
+  assert sorted(p for p, _ in found[False]) == sorted(p for p, _ in table.values())
+  assert None in found[True]

@@ -240,11 +240,13 @@ def _square(size=32, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.parametrize('crop', [True, False])
 @pytest.mark.parametrize('pixel_mean', [True, False])
 @pytest.mark.parametrize('flip,lighting,use_std', [(True, 0.1, True), (False, 0.0, False),
                                                    (True, 0.0, True), (False, 0.3, False)])
-def test_train_transform_equals_paper_order(pixel_mean, flip, lighting, use_std):
-  """Same bits as: mean image subtracted from the whole 32x32, then crop, flip, PCA, /std."""
+def test_train_transform_equals_paper_order(pixel_mean, flip, lighting, use_std, crop):
+  """Same bits as: mean image subtracted from the whole 32x32, then crop (random, or the
+  centre with the crop ablation), flip, PCA, /std."""
   img = _square()
   mean = (np.random.default_rng(2).uniform(0, 255, (32, 32, 3)).astype(np.float32)
           if pixel_mean else np.array([120.0, 110.0, 100.0], np.float32))
@@ -252,10 +254,11 @@ def test_train_transform_equals_paper_order(pixel_mean, flip, lighting, use_std)
   eigval, eigvec = pp.IMAGENET_EIGVAL, pp.IMAGENET_EIGVEC
   for seed in range(20):
     out = pp.train_transform(img, np.random.default_rng(seed), image_size=27, mean=mean, std=std,
-                             flip=flip, lighting_std=lighting, eigval=eigval, eigvec=eigvec)
+                             flip=flip, lighting_std=lighting, eigval=eigval, eigvec=eigvec,
+                             crop=crop)
     rng = np.random.default_rng(seed)
     x = img.astype(np.float32) - mean
-    x = pp.random_crop(x, 27, rng)
+    x = pp.random_crop(x, 27, rng) if crop else pp.center_crop(x, 27)
     if flip:
       x = pp.random_flip(x, rng)
     if lighting:

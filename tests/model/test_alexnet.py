@@ -12,6 +12,7 @@ import pytest
 
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
+from configs import alexnet as alexnet_config
 from tests import helpers
 
 PAPER_BIAS_ONE = {'conv2', 'conv4', 'conv5', 'fc6', 'fc7'}
@@ -238,3 +239,36 @@ def test_from_config_maps_every_switch():
 def test_bad_model_config_is_one_clear_error(override, message):
   with pytest.raises(UserError, match=message):
     alexnet.from_config(helpers.config_model(**override))
+
+
+@pytest.mark.parametrize('removed', ['conv3', 'conv4', 'conv5', 'conv3,conv5'])
+def test_depth_ablation_removes_middle_convs_and_the_rest_adapts(removed):
+  """model.remove_convs (paper section 6): the named layers hold no parameters, the next layer
+  takes their input, and the count is the layer table's with those layers out (hand-computed:
+  without conv3, conv4 sees pool2's 128 maps per group; without conv5, fc6 sees 6x6x384)."""
+  config = alexnet_config.get_config()
+  config.model.remove_convs = removed
+  model = alexnet.from_config(config.model)
+  params = abstract_params(model)
+  gone = removed.split(',')
+  assert not set(gone) & set(params) and set(params) >= {'conv1', 'conv2', 'fc6', 'fc7', 'fc8'}
+  convs = {name: (kh, kw, cin, cout) for name, kh, kw, cin, cout in helpers.PAPER_CONVS}
+  count = helpers.paper_param_count()
+  for name in gone:
+    kh, kw, cin, cout = convs[name]
+    count -= kh * kw * cin * cout + cout
+  if 'conv3' in gone and 'conv4' not in gone:  # conv4's kernels: 128 input maps, not 192
+    count -= 3 * 3 * (192 - 128) * 384
+  if 'conv5' in gone:  # fc6 sees conv4's 384 maps (6 x 6 after pool5), not 256
+    count += 6 * 6 * (384 - 256) * 4096
+  assert sum(x.size for x in jax.tree.leaves(params)) == count
+  logits = jax.eval_shape(lambda p, x: model.apply({'params': p}, x, train=False), params,
+                          jax.ShapeDtypeStruct((2, 227, 227, 3), jnp.float32))
+  assert logits.shape == (2, 1000)
+
+
+def test_depth_ablation_rejects_other_layers():
+  config = alexnet_config.get_config()
+  config.model.remove_convs = 'conv1'
+  with pytest.raises(UserError, match='conv1 cannot be removed; choose from conv3, conv4, conv5'):
+    alexnet.from_config(config.model)
