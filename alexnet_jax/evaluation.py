@@ -113,7 +113,7 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
                               jax.devices()[:1])
   # The run's own statistics (cached in its workdir when computed from the training set).
-  dataset = dataset_lib.build(config, stats_dir=workdir, log=None)
+  dataset = dataset_lib.build(config, stats_dir=workdir, log=None, open_train=False)
   loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
                                        shard_count=1)
   state = _inference_state(config, params)

@@ -143,7 +143,7 @@ def _markdown(rows: list[dict], baseline: str) -> str:
 
 
 def _plots(rows: list[dict], baseline: str, sweep_dir: str) -> dict[str, str]:
-  # matplotlib is imported here, heavy and only for the plots: a sweep's runs never load it.
+  # matplotlib is imported here: it is heavy and only the plots need it.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -97,13 +97,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   return new_state, metrics
 
 
-def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh, *, donate: bool = True):
+def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh):
   """train_step jitted with the state and the batch placed by sharding.py's tables (params and
   optimizer state per PARAM_RULES, the batch split over 'data'); the state is donated, so the
   caller's old state must not be used after a step."""
   state_shardings = sharding.tree_shardings(state, mesh)
   return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, None), donate_argnums=0 if donate else ())
+                 out_shardings=(state_shardings, None), donate_argnums=0)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -321,7 +321,7 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
       like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
   if not restored:
     return None
-  _check_same_data(restored.meta.get('data_identity'), dataset.identity(), restored.step)
+  _check_same_data(restored.meta.get('data_identity'), dataset.identity, restored.step)
   opt_state = restored.state.opt_state
   if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
     opt_state = optim.transplant(opt_state, state.opt_state)
@@ -373,8 +373,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   _log(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
         f'{dataset.num_train} train / {dataset.num_eval} eval images, {dataset.num_classes} '
-        f'classes | '
-        f'batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
+        f'classes | batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
         f'{run.total_steps} steps', flush=True)
   _log(f'mesh data={mesh.shape["data"]} x model={mesh.shape["model"]} over '
         f'{jax.device_count()} {jax.devices()[0].platform} device(s) in '
@@ -403,7 +402,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
     checkpoints.save(step, state, train_iter,
                      {'plateau': plateau.to_dict(), 'last_eval': last_eval,
                       'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images,
-                      'data_identity': dataset.identity()},
+                      'data_identity': dataset.identity},
                      config.to_dict())
     last_saved = step
 

@@ -281,3 +281,16 @@ def mesh_of(data, model):
 def sgd():
   return optim.create_optimizer(ml_collections.ConfigDict(dict(
       name='sgd', lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='constant')), 1, 1)
+
+
+def record_folder_openings(monkeypatch) -> list[str]:
+  """The split of every ImageFolderSource opened from now on (the list fills as they open)."""
+  opened = []
+  real_init = sources.ImageFolderSource.__init__
+
+  def recording_init(self, root, split):
+    opened.append(split)
+    real_init(self, root, split)
+
+  monkeypatch.setattr(sources.ImageFolderSource, '__init__', recording_init)
+  return opened

@@ -82,3 +82,11 @@ def test_predict_agrees_with_evaluation(tiny_run):
   accuracy = np.mean([top[0][0] == label for top, label in zip(predictions, labels)])
   centre = evaluation.evaluate_run(tiny_run, ten_crop=False)
   assert abs(accuracy - centre['top1']) < 1e-9
+
+
+def test_evaluating_a_run_opens_only_its_eval_split(tiny_run, monkeypatch):
+  """evaluate_run reads the validation folder alone (its statistics come from the run's stats
+  file): listing a training folder of ImageNet's size is not part of an evaluation."""
+  opened = helpers.record_folder_openings(monkeypatch)
+  assert evaluation.evaluate_run(tiny_run, ten_crop=False)['count'] == 240
+  assert opened == ['val']

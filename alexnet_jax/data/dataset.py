@@ -10,6 +10,7 @@ all receive this one object, so a folder is listed and the statistics are read o
 class names the run saved and the statistics it cached.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ class Dataset:
   name: str
   class_names: tuple[str, ...]
   preprocess: PreprocessParams
-  train_source: Any = None  # Grain random-access sources; None in of_run()
+  train_source: Any = None  # Grain random-access sources; None where not opened
   eval_source: Any = None
 
   @property
@@ -46,9 +47,11 @@ class Dataset:
   def num_eval(self) -> int:
     return len(self.eval_source)
 
+  @functools.cached_property
   def identity(self) -> dict:
     """What must stay the same when only a path to the data or its statistics changes
-    (stored in each checkpoint; a resume compares it)."""
+    (stored in each checkpoint; a resume compares it). Hashed once per dataset: every
+    checkpoint stores it."""
     digest = hashlib.sha256()
     p = self.preprocess
     for array in (p.mean, p.std, p.eigval, p.eigvec):
@@ -58,22 +61,31 @@ class Dataset:
             'class_names': list(self.class_names), 'statistics': digest.hexdigest()[:16]}
 
 
-def build(config, *, stats_dir: str | None = None, log=print) -> Dataset:
+def build(config, *, stats_dir: str | None = None, log=print, open_train: bool = True) -> Dataset:
   """The dataset of config.dataset with config.input's preprocessing.
 
   stats_dir: where computed statistics are cached (the run's workdir); None computes them on
-  each call (tests and tools on small data). Raises UserError (one line) for missing data,
-  mismatched classes or bad input settings.
+  each call (tests and tools on small data). open_train=False (evaluating a run) opens the
+  training split only if its statistics must be computed: listing ImageNet's training folder
+  takes long, and evaluation reads the eval split alone. Raises UserError (one line) for
+  missing data, mismatched classes or bad input settings.
   """
-  train = sources.make_source(config.dataset, config.dataset.train_split)
   evals = sources.make_source(config.dataset, config.dataset.eval_split)
-  names = sources.class_names_of(train)
-  if sources.class_names_of(evals) != names:
-    raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} splits '
-                    'have different class folders')
+  names = sources.class_names_of(evals)
+  train = None
+  if open_train:
+    train = sources.make_source(config.dataset, config.dataset.train_split)
+    if sources.class_names_of(train) != names:
+      raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} '
+                      'splits have different class folders')
   sources.check_num_classes(config, len(names))
-  sources.check_prepared_size(config, train)
-  stats = dataset_stats.training_set_stats(config.input, lambda: train, stats_dir, log)
+  sources.check_prepared_size(config, evals)
+
+  def train_source():  # the statistics' pass reads the training split: the one opened above
+    return train if train is not None else sources.make_source(config.dataset,
+                                                                config.dataset.train_split)
+
+  stats = dataset_stats.training_set_stats(config.input, train_source, stats_dir, log)
   return Dataset(name=config.dataset.name, class_names=tuple(names),
                  preprocess=preprocess_params(config.input, stats), train_source=train,
                  eval_source=evals)

@@ -13,10 +13,9 @@ count restores with another (or onto another process count) at the same place.
 """
 import math
 
+from absl import flags
 import grain
 import numpy as np
-
-from absl import flags
 
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data.dataset import Dataset

@@ -55,15 +55,16 @@ def test_pixel_and_channel_means_differ_and_lighting_eigen_options(tmp_path, sma
 
 def test_a_training_run_lists_each_split_once(tmp_path, monkeypatch):
   """The dataset is built once per run: training (loaders, statistics, resume identity and
-  evaluation) opens the train and eval folders one time each."""
-  opened = []
-  real_init = sources.ImageFolderSource.__init__
+  evaluation) opens the train and eval folders one time each and gets the statistics once."""
+  opened = helpers.record_folder_openings(monkeypatch)
+  real_stats = dataset_stats.training_set_stats
+  stats_calls = []
 
-  def counting_init(self, root, split):
-    opened.append(split)
-    real_init(self, root, split)
+  def counting_stats(*args, **kwargs):
+    stats_calls.append(args)
+    return real_stats(*args, **kwargs)
 
-  monkeypatch.setattr(sources.ImageFolderSource, '__init__', counting_init)
+  monkeypatch.setattr(dataset_stats, 'training_set_stats', counting_stats)
   config = helpers.tiny_config()
   config.train.num_steps = 2
   config.input.stats_file = ''  # the statistics are computed from the already open split
@@ -71,3 +72,4 @@ def test_a_training_run_lists_each_split_once(tmp_path, monkeypatch):
   summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['final_step'] == 2 and summary['eval']['count'] == 240
   assert sorted(opened) == ['train', 'val']
+  assert len(stats_calls) == 1  # the statistics: computed (or read) once

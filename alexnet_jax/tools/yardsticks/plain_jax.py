@@ -163,8 +163,8 @@ def build_step(batch: int, dtype: str = 'float32', lrn: bool = True, image_size:
 
   step(params, opt_state, images, labels) -> (params, opt_state, loss) is jitted with the
   first two donated; carry = (params, opt_state) and batches (2 synthetic (images, labels)
-  pairs) already live on the first device. The dropout key is fixed: masks cost the same
-  whatever they are, and the carry stays exactly what an optimizer would hold.
+  pairs) already live on the first device. The dropout key is fixed (masks cost the same
+  whatever they are), so the carry is the params and the optimizer state alone.
   """
   compute_dtype = DTYPES[dtype]
   init_key, dropout_key, data_key = jax.random.split(jax.random.PRNGKey(seed), 3)
