@@ -164,3 +164,29 @@ def test_nothing_points_at_the_shared_folder():
         if SHARED.search(line):
           hits.append(f'{rel}:{number}: {line.strip()}')
   assert not hits, '\n'.join(hits)
+
+
+def test_only_the_pytorch_yardstick_imports_torch_and_only_when_used():
+  """README and requirements-torch.txt: the project itself never imports torch."""
+  importers = {}
+  for module, path in MODULES.items():
+    tree = ast.parse(open(path).read(), path)
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+      named = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+          [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+      dynamic = (isinstance(node, ast.Call) and getattr(node.func, 'attr', '') == 'import_module'
+                 and node.args and getattr(node.args[0], 'value', None) == 'torch')
+      if dynamic or any(n == 'torch' or n.startswith('torch.') for n in named):
+        importers.setdefault(module, []).append(id(node) in top_level)
+  assert set(importers) == {'alexnet_jax.tools.yardsticks.pytorch'}, importers
+  assert not any(importers['alexnet_jax.tools.yardsticks.pytorch'])  # inside functions only
+
+
+def test_ci_runs_the_readme_test_command():
+  """README: `.ci/run` runs exactly the README's test command."""
+  readme = open(os.path.join(ROOT, 'README.md')).read()
+  commands = re.findall(r'^    (pip install -r requirements\S*\.txt && .+)$', readme, re.M)
+  assert len(commands) == 2, commands  # the two set-up commands: the demo, the tests
+  ci = open(os.path.join(ROOT, '.ci', 'run')).read()
+  assert commands[1] in ci.splitlines(), (commands[1], ci)
