@@ -70,16 +70,16 @@ def build(config, *, stats_dir: str | None = None, log=print, open_train: bool =
   takes long, and evaluation reads the eval split alone. Raises UserError (one line) for
   missing data, mismatched classes or bad input settings.
   """
+  # The training split first: a missing dataset is reported by the split training reads.
+  train = (sources.make_source(config.dataset, config.dataset.train_split) if open_train
+           else None)
   evals = sources.make_source(config.dataset, config.dataset.eval_split)
   names = sources.class_names_of(evals)
-  train = None
-  if open_train:
-    train = sources.make_source(config.dataset, config.dataset.train_split)
-    if sources.class_names_of(train) != names:
-      raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} '
-                      'splits have different class folders')
+  if train is not None and sources.class_names_of(train) != names:
+    raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} '
+                    'splits have different class folders')
   sources.check_num_classes(config, len(names))
-  sources.check_prepared_size(config, evals)
+  sources.check_prepared_size(config, train if train is not None else evals)
 
   def train_source():  # the statistics' pass reads the training split: the one opened above
     return train if train is not None else sources.make_source(config.dataset,
