@@ -8,8 +8,17 @@ Config variants (after the ':'): none = the paper's recipe on imagenet2012; demo
 AlexNet on the embedded photos in data/clothing10-128 (minutes on a CPU); tiny = a narrow net
 for tests. Any config value can be overridden with --config.<key>=<value>; an unknown key is an error.
 Re-running the same command with the same --workdir resumes from its latest checkpoint.
-A sweep config (configs/sweeps/ablations.py) runs every variant x seed under --workdir and
-writes a results table and plots there; --dry_run prints the runs' commands instead.
+
+A sweep config (configs/sweeps/ablations.py) runs every variant x seed, each the launch command
+above in its own workdir under --workdir, then writes a results table (paired effects against
+the baseline with 95 % t-intervals) and plots there. A finished run is skipped, an interrupted
+one resumes, one trained with another config than the sweep now asks for is refused.
+  --parallel=N     N runs at once here, each on its own cores (CPU) or GPUs (one per run, a
+                   pair for the paper's split); 1 (default) runs one at a time on everything.
+  --submit=slurm   submit the runs as one SLURM job array through submitit (resources from
+                   config.sweep.slurm) and return; preempted tasks save a checkpoint and are
+                   requeued. `python -m alexnet_jax.tools.report` writes the report later.
+  --dry_run        print one plain launch command per run instead.
 """
 import os
 import signal
@@ -34,6 +43,14 @@ _WORKDIR = flags.DEFINE_string(
 _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'With a sweep config (configs/sweeps/*.py): print one launch command per '
     'run instead of running them.')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'With a sweep config: how many runs at once on this machine, each pinned to '
+    'its own cores (CPU) or GPUs (one per run, two for mesh.model=2); 1 = one at a time, '
+    'unpinned.', lower_bound=1)
+_SUBMIT = flags.DEFINE_enum(
+    'submit', None, ['slurm'], 'With a sweep config: submit the unfinished runs as one SLURM '
+    'job array (one task per run, resources from config.sweep.slurm) and return; collect the '
+    'results later with python -m alexnet_jax.tools.report.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -64,8 +81,15 @@ def main(argv):
   try:
     if 'sweep' in _CONFIG.value:
       from alexnet_jax import sweeps  # pylint: disable=g-import-not-at-top
-      sweeps.run_sweep(_CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value)
+      stopped_by = sweeps.run_sweep(
+          _CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value,
+          parallel=_PARALLEL.value, submit=_SUBMIT.value or '',
+          config_file=flags.FLAGS['config'].config_filename)
+      if stopped_by:  # SIGTERM / SIGINT: the running runs saved their checkpoints
+        sys.exit(128 + signal.Signals[stopped_by].value)
       return
+    if flags.FLAGS['parallel'].present or _SUBMIT.value:
+      raise UserError('--parallel and --submit are for sweep configs (configs/sweeps/*.py)')
     from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
     multihost.initialize(_CONFIG.value.distributed)

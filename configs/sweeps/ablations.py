@@ -60,6 +60,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'tanh': '-',  # paper Figure 1: tanh trains 6x slower
       'no_conv3': '-', 'no_conv4': '-', 'no_conv5': '-', 'no_random_crop': '-',
       'no_pca_lighting': '-', 'no_flip': '-', 'batchnorm': '', 'batchnorm_all': ''})
+  # --submit=slurm: one job-array task per run. gpus_per_task: 2 for the paper's split
+  # (mesh.model=2), 0 for CPU-only tasks; time_min: the limit per task (a task that reaches it
+  # saves a checkpoint and is requeued); signal_delay_s: how long before the limit submitit's
+  # signal comes (the run's time to save); array_parallelism: tasks running at once.
+  config.sweep.slurm = ml_collections.ConfigDict(dict(
+      partition='', gpus_per_task=1, cpus_per_task=8, time_min=240, array_parallelism=16,
+      signal_delay_s=120))
   if arg == 'quick':  # seconds per run: the narrow test net, a few steps
     config.sweep.base = 'configs/alexnet.py:tiny'
     config.sweep.seeds = (0,)
