@@ -304,16 +304,40 @@ def middle_out(grid) -> list[float]:
   return order
 
 
-def tune(run: Callable[[float, int], dict], grid, max_steps: int) -> tuple[float | None, list]:
+def next_lr(lr: float, up: bool) -> float:
+  """lr's neighbour on the 1-3-10 sequence (..., 0.001, 0.003, 0.01, 0.03, 0.1, ...)."""
+  exponent = math.floor(math.log10(lr) + 1e-9)
+  ones = lr / 10 ** exponent < 2  # lr is 1e-k, not 3e-k
+  if up:
+    value = 3 * 10 ** exponent if ones else 10 ** (exponent + 1)
+  else:
+    value = 3 * 10 ** (exponent - 1) if ones else 10 ** exponent
+  return float(f'{value:.0e}')
+
+
+def tune(run: Callable[[float, int], dict], grid, max_steps: int,
+         extend: int = 0) -> tuple[float | None, list]:
   """choose_lr over the grid, tried middle_out; once an lr has reached the target in s steps,
   the others run for at most s steps (one that needs more cannot win, so the choice does not
-  depend on the order, only the cost does). run(lr, max_steps) -> a train_run result."""
+  depend on the order, only the cost does). While the choice is the largest or smallest lr
+  tried, up to `extend` more lrs beyond it (next_lr), so that the fastest lr is not just the
+  grid's edge. run(lr, max_steps) -> a train_run result."""
   runs, best = [], None
-  for lr in middle_out(grid):
+
+  def attempt(lr):
+    nonlocal best
     runs.append(run(lr, max_steps if best is None else best))
     chosen = choose_lr(runs)
     if chosen is not None:
       best = next(r['steps_to_target'] for r in runs if r['lr'] == chosen)
+
+  for lr in middle_out(grid):
+    attempt(lr)
+  for _ in range(extend):
+    chosen, tried = choose_lr(runs), [r['lr'] for r in runs]
+    if chosen is None or min(tried) < chosen < max(tried):
+      break
+    attempt(next_lr(chosen, up=chosen == max(tried)))
   return choose_lr(runs), sorted(runs, key=lambda r: -r['lr'])
 
 
@@ -401,10 +425,10 @@ def describe(run: dict) -> str:
 
 
 def run_regime(images: Images, regime: str, setup: Setup, lr_grid: dict, max_steps: int,
-               tuning_seed: int, seeds, workdir: str,
+               tuning_seed: int, seeds, workdir: str, extend: int = 0,
                log: Callable[[str], None] = lambda s: None) -> dict:
-  """The regime's experiment: for each activation the lr from lr_grid[activation] chosen on
-  tuning_seed (tune), then both activations at their lr on every seed of `seeds`, steps to the
+  """The regime's experiment: for each activation the lr from lr_grid[activation] (extended
+  beyond its edge up to `extend` times) chosen on tuning_seed (tune), then both activations at their lr on every seed of `seeds`, steps to the
   target (or to the lowest level all reach), their ratio tanh / relu and its interval."""
   seeds = [int(s) for s in seeds]
   if tuning_seed in seeds:
@@ -431,7 +455,7 @@ def run_regime(images: Images, regime: str, setup: Setup, lr_grid: dict, max_ste
   tuning_runs = []
   for activation in ('relu', 'tanh'):
     chosen, runs = tune(lambda lr, steps: run(activation, lr, tuning_seed, steps),
-                        lr_grid[activation], max_steps)
+                        lr_grid[activation], max_steps, extend)
     tuning_runs += runs
     result['tuning'][activation] = {'lr': chosen, 'grid': [
         {'lr': r['lr'], 'outcome': r['outcome'], 'steps_to_target': r['steps_to_target'],

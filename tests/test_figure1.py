@@ -212,6 +212,30 @@ def test_tune_prunes_only_runs_that_cannot_win():
         [curve(lr, max_steps=1000, **CURVES[lr]) for lr in grid])
 
 
+def test_a_choice_at_the_grids_edge_extends_the_grid():
+  assert [figure1.next_lr(lr, up=True) for lr in (0.001, 0.003, 0.03, 0.1)] == [
+      0.003, 0.01, 0.1, 0.3]
+  assert [figure1.next_lr(lr, up=False) for lr in (0.001, 0.003, 0.03, 0.1)] == [
+      0.0003, 0.001, 0.01, 0.03]
+  fastest = {0.0003: 900, 0.001: 700, 0.003: 500, 0.01: 300, 0.03: 200, 0.1: 150, 0.3: 170}
+  asked = []
+
+  def run(lr, max_steps):
+    asked.append(lr)
+    return curve(lr, fastest[lr], max_steps)
+
+  # 0.01 is the grid's top and wins: 0.03 is tried, wins, then 0.1 (two extensions).
+  assert figure1.tune(run, [0.001, 0.003, 0.01], 1000, extend=2)[0] == 0.1
+  assert asked == [0.003, 0.01, 0.001, 0.03, 0.1]
+  asked.clear()  # a third extension finds 0.3 slower: 0.1 is inside the lrs tried, and stays
+  assert figure1.tune(run, [0.001, 0.003, 0.01], 1000, extend=5)[0] == 0.1
+  assert asked == [0.003, 0.01, 0.001, 0.03, 0.1, 0.3]
+  # At the bottom edge it goes down; without `extend`, never.
+  fastest.update({0.0003: 100, 0.001: 200})
+  assert figure1.tune(run, [0.001, 0.003], 1000, extend=0)[0] == 0.001
+  assert figure1.tune(run, [0.001, 0.003], 1000, extend=1)[0] == 0.0003
+
+
 def test_tuning_never_uses_the_measured_seeds(images, tmp_path):
   with pytest.raises(UserError, match='tuning seed'):
     figure1.run_regime(images, 'paper', setup(), {'relu': (0.01,), 'tanh': (0.01,)}, 4,

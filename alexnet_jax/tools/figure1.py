@@ -65,17 +65,18 @@ def _mean_range(values) -> str:
 def regime_markdown(r: dict) -> list[str]:
   """results.md's section for one regime."""
   target = r['setup']['target']
+  lrs = sorted({e['lr'] for a in ('relu', 'tanh') for e in r['tuning'][a]['grid']}, reverse=True)
   lines = [f'## {r["regime"]} regime', '',
            f'Learning rates chosen on tuning seed {r["tuning_seed"]} (steps to '
-           f'{100 * target:g} % training error for each lr of the grid; "> n": stopped at n '
-           'steps, too slow to win or out of steps):', '',
-           '| activation | chosen lr | ' + ' | '.join(
-               f'lr {e["lr"]:g}' for e in r['tuning']['relu']['grid']) + ' |',
-           '|---|---|' + '---|' * len(r['tuning']['relu']['grid'])]
+           f'{100 * target:g} % training error for each lr tried; "> n": stopped at n steps, '
+           'too slow to win or out of steps):', '',
+           '| activation | chosen lr | ' + ' | '.join(f'lr {lr:g}' for lr in lrs) + ' |',
+           '|---|---|' + '---|' * len(lrs)]
   for a in ('relu', 'tanh'):
     t = r['tuning'][a]
-    chosen = 'none reached' if t['lr'] is None else f'{t["lr"]:g}'
-    lines.append(f'| {a} | {chosen} | ' + ' | '.join(_grid_cell(e) for e in t['grid']) + ' |')
+    cells = {e['lr']: _grid_cell(e) for e in t['grid']}
+    chosen = 'none reached' if t['lr'] is None else f'**{t["lr"]:g}**'
+    lines.append(f'| {a} | {chosen} | ' + ' | '.join(cells.get(lr, '') for lr in lrs) + ' |')
   lines += ['', f'Tuning: {r["tuning_wall_s"]:.0f} s of training.', '']
   if r['level'] is None:
     lines += ['No lr of the grid reached the target on the tuning seed for one activation: '
@@ -152,7 +153,7 @@ def main(argv):
         f'{list(config.seeds)}', flush=True)
   start = time.time()
   results = [figure1.run_regime(images, name, setup, regime.lr_grid, regime.max_steps,
-                                config.tuning_seed, config.seeds, workdir,
+                                config.tuning_seed, config.seeds, workdir, config.extend_grid,
                                 log=lambda s: print(s, flush=True))
              for name, regime in ((n, config.regimes[n]) for n in figure1.REGIMES
                                   if n in config.regimes)]

@@ -32,8 +32,11 @@ def test_writes_results_and_a_rerun_skips_finished_runs(tmp_path):
   assert f'{modern["ratio"]["geometric_mean"]:.2f}x' in markdown
   image = matplotlib.image.imread(os.path.join(workdir, 'figure1.png'))
   assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two panels side by side
-  runs = sorted(os.listdir(os.path.join(workdir, 'runs', 'modern')))
-  assert 'relu_lr0.01_seed1.json' in runs
+  runs = os.listdir(os.path.join(workdir, 'runs', 'modern'))
+  for a in ('relu', 'tanh'):  # one file per run: every lr tried on seed 0, the chosen on the rest
+    lr = modern['tuning'][a]['lr']
+    assert {f'{a}_lr{lr:g}_seed{s}.json' for s in (0, 1, 2, 3)} <= set(runs)
+    assert {f'{a}_lr{e["lr"]:g}_seed0.json' for e in modern['tuning'][a]['grid']} <= set(runs)
 
   again = helpers.run_tool('figure1', QUICK, f'--workdir={workdir}')
   assert again.returncode == 0, again.stderr
