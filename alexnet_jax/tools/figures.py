@@ -1,14 +1,10 @@
 r"""The paper's figures from a training run.
 
   python -m alexnet_jax.tools.figures conv1 --workdir=runs/demo --out=conv1.png
-  python -m alexnet_jax.tools.figures relu_tanh --sweep_dir=runs/figure1 --out=figure1.png
   python -m alexnet_jax.tools.figures retrieval --workdir=runs/demo --images_dir=data/clothing10-128/val
 
 retrieval (Figure 4, right): for a few query images of a folder, their nearest neighbours by
 Euclidean distance between fc7 activations.
-
-relu_tanh (Figure 1): training error against steps for the two runs of
-configs/sweeps/figure1.py, and the ratio of steps each needs to reach the same error.
 
 conv1 (Figure 3): the 96 first-layer kernels (11x11x3), each contrast-normalised on its own,
 the first group's 48 above and the second's below, as in the paper. It also prints, per group,
@@ -25,20 +21,15 @@ import numpy as np
 
 from alexnet_jax import checkpointing
 from alexnet_jax import evaluation
-from alexnet_jax import metric_logging
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.tools import cli
 
-FIGURES = ('conv1', 'relu_tanh', 'retrieval')
+FIGURES = ('conv1', 'retrieval')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'conv1, retrieval: the training run\'s workdir.')
 _OUT = flags.DEFINE_string('out', None, 'Output PNG (default: <figure>.png).')
 _STEP = flags.DEFINE_integer('step', None, 'conv1: checkpoint step (default: the latest).')
-_SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'relu_tanh: a configs/sweeps/figure1.py '
-                                 'workdir.')
-_LEVEL = flags.DEFINE_float('level', None, 'relu_tanh: training error to compare at (default: '
-                            'the lowest both reach).')
 _IMAGES_DIR = flags.DEFINE_string('images_dir', None, 'retrieval: a folder of images (searched '
                                   'deeply).')
 _QUERIES = flags.DEFINE_integer('queries', 5, 'retrieval: query images.')
@@ -101,54 +92,6 @@ def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
   fig.savefig(out, dpi=120)
   plt.close(fig)
   return {'step': step, 'chroma_per_group': chroma, 'out': out}
-
-
-def training_error_curve(workdir: str, smooth: int = 5) -> tuple[np.ndarray, np.ndarray]:
-  """(steps, training error) from a run's metrics.jsonl, a running mean over `smooth` logs."""
-  records = [r for r in metric_logging.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-             if 'train/top1' in r]
-  if not records:
-    raise UserError(f'{workdir!r} has no training metrics')
-  steps = np.array([r['step'] for r in records])
-  error = 1.0 - np.array([r['train/top1'] for r in records])
-  kernel = np.ones(min(smooth, len(error))) / min(smooth, len(error))
-  smoothed = np.convolve(error, kernel, mode='valid')
-  return steps[len(steps) - len(smoothed):], smoothed
-
-
-def steps_to_reach(steps: np.ndarray, error: np.ndarray, level: float) -> int | None:
-  """The first step whose (smoothed) training error is at or below level."""
-  hit = np.nonzero(error <= level)[0]
-  return int(steps[hit[0]]) if len(hit) else None
-
-
-def relu_tanh_figure(sweep_dir: str, out: str, level: float | None = None,
-                     seed: int = 0) -> dict:
-  """Figure 1 from a configs/sweeps/figure1.py sweep: curves, and the steps ratio at `level`
-  (default: the lowest training error both activations reach)."""
-  plt = _pyplot()
-  curves = {name: training_error_curve(os.path.join(sweep_dir, name, f'seed{seed}'))
-            for name in ('relu', 'tanh')}
-  if level is None:
-    level = max(float(err.min()) for _, err in curves.values())
-  reached = {name: steps_to_reach(steps, err, level) for name, (steps, err) in curves.items()}
-  ratio = (reached['tanh'] / reached['relu']
-           if reached['relu'] and reached['tanh'] else None)
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name, style in (('relu', '-'), ('tanh', '--')):
-    steps, err = curves[name]
-    ax.plot(steps, 100 * err, style, color='k', label=name)
-  ax.axhline(100 * level, color='C3', linewidth=0.8)
-  ax.set_xlabel('training step')
-  ax.set_ylabel('training error (%)')
-  title = f'ReLU (solid) vs tanh (dashed); {100 * level:.0f} % error reached at steps '
-  title += f'{reached["relu"]} vs {reached["tanh"]}'
-  ax.set_title(title, fontsize=9)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
-  return {'level': level, 'steps': reached, 'ratio': ratio, 'out': out}
 
 
 def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
@@ -216,8 +159,7 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in FIGURES:
     raise app.UsageError(f'name one figure: {" | ".join(FIGURES)} (then its flags)')
   figure = argv[1]
-  needed = {'conv1': ['workdir'], 'relu_tanh': ['sweep_dir'],
-            'retrieval': ['workdir', 'images_dir']}[figure]
+  needed = {'conv1': ['workdir'], 'retrieval': ['workdir', 'images_dir']}[figure]
   missing = [f'--{name}' for name in needed if flags.FLAGS[name].value is None]
   if missing:
     raise app.UsageError(f'{figure} needs {" and ".join(missing)}')
@@ -228,13 +170,6 @@ def main(argv):
     for q, row in zip(r['queries'], r['neighbours']):
       print(f'{q}: ' + ', '.join(os.path.relpath(p, _IMAGES_DIR.value) for p in row[1:]))
     print(f'wrote {r["out"]}')
-    return
-  if figure == 'relu_tanh':
-    r = relu_tanh_figure(_SWEEP_DIR.value, out, _LEVEL.value)
-    ratio = 'n/a' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
-    print(f'training error {100 * r["level"]:.1f} %: ReLU at step {r["steps"]["relu"]}, '
-          f'tanh at step {r["steps"]["tanh"]}: tanh needs {ratio} the steps '
-          f'(paper, CIFAR-10 at 25 %: 6x) -> {r["out"]}')
     return
   result = conv1_figure(_WORKDIR.value, out, _STEP.value)
   chroma = result['chroma_per_group']

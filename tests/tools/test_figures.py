@@ -1,8 +1,7 @@
 """alexnet_jax/tools/figures.py: the kernel grid and chroma fraction against their definitions
-written out, the ReLU / tanh ratio (Figure 1) on training curves made up for it, nearest
-neighbours (Figure 4) against distances by hand, and the conv1 (Figure 3) and retrieval figures
-written as images from the session's tiny training run (conftest.py)."""
-import json
+written out, nearest neighbours (Figure 4) against distances by hand, and the conv1 (Figure 3)
+and retrieval figures written as images from the session's tiny training run (conftest.py).
+Figure 1 is its own tool (tests/tools/test_figure1.py)."""
 import os
 
 import matplotlib.image
@@ -40,30 +39,6 @@ def test_conv1_figure_writes_a_png(tiny_run, tmp_path):
   image = matplotlib.image.imread(out)
   assert image.ndim == 3 and min(image.shape[:2]) > 100
   assert len(result['chroma_per_group']) == 2
-
-
-def write_train_curve(workdir, errors):
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for step, err in enumerate(errors, 1):
-      f.write(json.dumps({'step': step, 'train/top1': 1 - err, 'train/loss': 1.0}) + '\n')
-
-
-def test_relu_tanh_ratio_from_curves(tmp_path):
-  # ReLU's error falls 0.9 -> 0.4 over 10 steps, tanh's reaches the same level 3x later.
-  relu = np.concatenate([np.linspace(0.9, 0.4, 10), np.full(20, 0.4)])
-  tanh = np.linspace(0.9, 0.4, 30)
-  write_train_curve(tmp_path / 'relu' / 'seed0', relu)
-  write_train_curve(tmp_path / 'tanh' / 'seed0', tanh)
-  out = str(tmp_path / 'fig1.png')
-  result = figures.relu_tanh_figure(str(tmp_path), out, level=0.5)
-  # Smoothing is a 5-log running mean: the steps where the running mean first reaches 0.5.
-  def first(errors):
-    smoothed = np.convolve(errors, np.ones(5) / 5, mode='valid')
-    return int(np.nonzero(smoothed <= 0.5)[0][0]) + 5
-  assert result['steps'] == {'relu': first(relu), 'tanh': first(tanh)}
-  assert result['ratio'] == first(tanh) / first(relu) and result['ratio'] > 2
-  assert matplotlib.image.imread(out).ndim == 3
 
 
 def test_nearest_neighbours_by_hand():
