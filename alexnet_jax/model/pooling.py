@@ -10,7 +10,13 @@ window * window strided compares and zero-interleaving pads, elementwise work th
                                    order, holding the window's maximum
 
 "first" is select_and_scatter's rule (its `ge` select keeps the earlier element on a tie), so
-both give the same gradient, ties included (ReLU zeros tie often; tested).
+both give the same gradient, ties included (ReLU zeros tie often; tested). The maximum it
+compares with is recomputed in the backward from the very elements it compares, not taken from
+the forward's output: that relied on XLA computing the pooled input bit for bit alike twice,
+which its algebraic simplifier does not guarantee. With batch norm before the pools, under a
+mesh, conv gradients came out 20-70 % wrong that way (model.norm=batchnorm_all, measured
+2026-11-30; tests/test_sharding.py); with XLA's algsimp pass disabled, or with the maximum
+recomputed here, they match the unsharded run, which matches finite differences.
 """
 import functools
 
@@ -31,24 +37,25 @@ def _max_pool_fast(x, window: int, stride: int):
 
 
 def _max_pool_fast_fwd(x, window, stride):
-  y = _max_pool_xla(x, window, stride)
-  return y, (x, y)
+  return _max_pool_xla(x, window, stride), x
 
 
-def _max_pool_fast_bwd(window, stride, residuals, g):
-  x, y = residuals
+def _max_pool_fast_bwd(window, stride, x, g):
   h, w = x.shape[2:4]
-  ho, wo = y.shape[2:4]
-  taken = jnp.zeros(y.shape, jnp.bool_)
+  ho, wo = g.shape[2:4]
+  # x[s*p + i, s*q + j] for every output (p, q): the (i, j) element of each window.
+  elements = {(i, j): jax.lax.slice(x, (0, 0, i, j, 0),
+                                    (x.shape[0], x.shape[1], i + (ho - 1) * stride + 1,
+                                     j + (wo - 1) * stride + 1, x.shape[4]),
+                                    (1, 1, stride, stride, 1))
+              for i in range(window) for j in range(window)}
+  y = functools.reduce(jnp.maximum, elements.values())  # each window's maximum, from these
+  taken = jnp.zeros(g.shape, jnp.bool_)
   zero = jnp.zeros((), g.dtype)
   dx = None
   for i in range(window):
     for j in range(window):
-      # x[s*p + i, s*q + j] for every output (p, q): the (i, j) element of each window.
-      element = jax.lax.slice(x, (0, 0, i, j, 0),
-                              (x.shape[0], x.shape[1], i + (ho - 1) * stride + 1,
-                               j + (wo - 1) * stride + 1, x.shape[4]),
-                              (1, 1, stride, stride, 1))
+      element = elements[i, j]
       chosen = (element == y) & ~taken
       taken = taken | chosen
       # Back onto the input grid: row p goes to s*p + i (stride-1 zeros in between).
