@@ -81,6 +81,8 @@ KEYS: dict[str, Rule] = {
     'input.prefetch': Rule(RUN, 'buffering only'),
     'model.num_classes': Rule(EXPERIMENT, 'fc8\'s shape', fixed=True),
     'model.lrn': Rule(EXPERIMENT, _MODEL),
+    'model.norm': Rule(EXPERIMENT, _MODEL + ' (to or from batch norm the checkpoint\'s arrays '
+                       'differ too: refused as another model)'),
     'model.lrn_order': Rule(EXPERIMENT, _MODEL),
     'model.pool': Rule(EXPERIMENT, _MODEL),
     'model.dropout': Rule(EXPERIMENT, _MODEL),
@@ -127,6 +129,13 @@ KEYS: dict[str, Rule] = {
     'eval.batch_size': Rule(RUN, 'padding only: the same images are counted'),
     'eval.ten_crop': Rule(RUN, 'the validation error the plateau rule reads',
                           when=('optimizer.schedule', ('plateau',), OPTIMIZER)),
+}
+
+
+# Keys added after runs were stored, with the value a run whose stored config lacks them ran
+# with: resume compares that value (a missing key reads as what the run did).
+ADDED_KEYS: dict[str, Any] = {
+    'model.norm': 'lrn',  # before it, model.lrn alone chose LRN (True) or nothing (False)
 }
 
 
@@ -199,9 +208,13 @@ def allowed_keys(config) -> set[str]:
 
 def compare(saved: dict, config, step: int) -> Changes:
   """The changes from a checkpoint's config (a nested dict) to `config`, classified; raises
-  UserError naming the first refused key. Keys either side lacks (added in a later version of
-  the code) are not compared."""
+  UserError naming the first refused key. A key of ADDED_KEYS the saved config lacks reads as
+  the value it had then; other keys either side lacks (added in a later version of the code)
+  are not compared."""
   old, new = flatten(saved), flatten(config)
+  for key, value in ADDED_KEYS.items():
+    if key.split('.')[0] in saved:
+      old.setdefault(key, value)
   allowed = allowed_keys(config)
   changes = Changes(step, {}, {}, {})
   for key in sorted(old.keys() & new.keys()):

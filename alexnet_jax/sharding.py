@@ -5,8 +5,9 @@ are split over 'model'. One table says where every parameter lives, one where ev
 lives; the model only names an activation's role, and with no mesh in context nothing changes.
 
 With model=2 (the paper): each device holds one half of conv1, conv2, conv4, conv5 (their
-leading group axis), runs its own LRNs and pools, and holds half of the output units of conv3
-(192+192) and of fc6, fc7, fc8 (2048+2048, and half the classes). Activations cross the
+leading group axis), runs its own LRNs (or batch norms: its group's channels, statistics over
+the global batch) and pools, and holds half of the output units of conv3 (192+192) and of fc6,
+fc7, fc8 (2048+2048, and half the classes). Activations cross the
 'model' axis only where the paper's GPUs talked: conv3 and fc6 gather both halves of their
 input, fc7 and fc8 the other device's units, and the logits are gathered for the loss; the
 backward pass sums the input gradients of those same layers.
@@ -33,6 +34,8 @@ MESH_AXES = ('data', 'model')
 # ('conv1/kernel', ...; optimizer state leaves end in the same path) wins.
 PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r'conv\d/(kernel|bias)$', P('model')),  # leading group axis: one half per device
+    # Batch norm (model.norm): scale, bias and running mean / var are G x C/G, one group each.
+    (r'bn\d/(scale|bias|mean|var)$', P('model')),
     (r'fc\d/kernel$', P(None, 'model')),  # output units split: 2048 + 2048
     (r'fc\d/bias$', P('model')),
     (r'.*', P()),  # step, rng, learning rate: replicated

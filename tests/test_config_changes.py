@@ -101,3 +101,18 @@ def test_compare_refuses_experiment_changes_unless_allowed():
     cc.allowed_keys(changed(train__allow_changed='model.no_such'))
   for key in ('seed', 'train.batch_size', 'model.dropout', 'input.mean'):
     assert cc.KEYS[key].cls == cc.EXPERIMENT, key
+
+
+def test_a_key_added_later_reads_as_what_an_old_run_did():
+  """A run stored before model.norm existed ran LRN (or nothing, with model.lrn=False): its
+  missing key reads as 'lrn', so the same config resumes without a note and a change to batch
+  norm is refused like any model switch."""
+  saved = alexnet_config.get_config().to_dict()
+  del saved['model']['norm']
+  assert cc.ADDED_KEYS['model.norm'] == 'lrn'
+  assert not cc.compare(saved, alexnet_config.get_config(), 5).keys
+  with pytest.raises(UserError) as e:
+    cc.compare(saved, changed(model__norm='batchnorm'), 5)
+  assert str(e.value).startswith("config.model.norm changed since the checkpoint at step 5 "
+                                 "('lrn' -> 'batchnorm')")
+  assert cc.KEYS['model.norm'].cls == cc.EXPERIMENT

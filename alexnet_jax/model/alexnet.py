@@ -3,7 +3,7 @@
 Shapes (input 227x227x3; the paper's text says 224, its arithmetic needs 227):
 
   conv1  96x11x11x3 s4          -> 55x55x96   (48 kernels per group, both groups see the image)
-  norm1, pool1 3x3 s2           -> 27x27x96
+  norm1, pool1 3x3 s2           -> 27x27x96   (norm: LRN, or batch norm / none, model.norm)
   conv2  256x5x5x48 pad 2       -> 27x27x256  (grouped: each half sees only its own 48 maps)
   norm2, pool2                  -> 13x13x256
   conv3  384x3x3x256 pad 1      -> 13x13x384  (the only conv that sees both groups' maps)
@@ -49,12 +49,29 @@ DROPOUT_PLACEMENTS = ('paper', 'torchvision')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # The middle conv layers the depth ablation may leave out (paper section 6).
 REMOVABLE_CONVS = ('conv3', 'conv4', 'conv5')
+# The normalisation ablation: 'lrn' the paper's (section 3.3); 'batchnorm' batch norm (Ioffe &
+# Szegedy 2015, after the paper) where the LRNs sit, layers 1 and 2, in lrn_order's place;
+# 'batchnorm_all' batch norm after every conv, the later practice; 'none'.
+NORMS = ('lrn', 'batchnorm', 'batchnorm_all', 'none')
+# Batch norm's running averages and epsilon: PyTorch's defaults (its momentum 0.1 is the new
+# batch's weight; flax's momentum is the old average's). With flax's own default 0.99 the
+# demo's first evaluation (after 31 steps) would still read 0.99^31 = 73 % of the initial
+# 0 and 1; with 0.9, 4 %.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def variables(params, batch_stats=None) -> dict:
+  """The variables model.apply takes: the params, and batch norm's statistics where it has any
+  (a net without batch norm has none, and is applied exactly as before batch norm existed)."""
+  return {'params': params, **({'batch_stats': batch_stats} if batch_stats else {})}
 
 
 class AlexNet(nn.Module):
   """The 2012 AlexNet. Call with B x H x W x 3 images; returns float32 logits."""
   num_classes: int = 1000
-  lrn: bool = True
+  lrn: bool = True  # the old switch: False with norm='lrn' is norm='none'
+  norm: str = 'lrn'  # NORMS
   lrn_order: str = 'paper'
   pool: str = 'overlap'
   dropout: float = 0.5
@@ -82,11 +99,36 @@ class AlexNet(nn.Module):
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
                               kernel_init=kernel_init(self.init_scheme))
 
+    norm = 'none' if self.norm == 'lrn' and not self.lrn else self.norm
+
+    def batch_norm(x, name):
+      # x is G x B x H x W x C/G: statistics per channel of each group over batch and space
+      # (axes 1-3); scale, bias and running statistics are G x C/G, split over 'model' like the
+      # conv biases (sharding.PARAM_RULES). Training normalises with this batch's statistics
+      # (under jit with the batch split over 'data' the mean over axis 1 is the global batch's:
+      # XLA sums across 'data') and updates the running averages; evaluation uses those.
+      # Weight decay applies to scale and bias as to every other weight: the paper's update
+      # decays all weights, biases included (section 5), and one rule keeps optim.py the
+      # paper's (fb.resnet.torch, ResNet's batch-norm ImageNet training, decayed them too).
+      return nn.BatchNorm(use_running_average=not train, axis=(0, x.ndim - 1),
+                          momentum=BN_MOMENTUM, epsilon=BN_EPSILON, use_fast_variance=False,
+                          dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+
+    def after_conv(x, name):
+      # batchnorm_all: conv -> BN -> ReLU in every conv layer, the placement of the batch-norm
+      # paper and of the nets that followed it (VGG with BN, ResNet). The conv biases stay
+      # (a BN after them cancels them; kept so every conv's arrays are the same in all nets).
+      return batch_norm(x, 'bn' + name[-1]) if norm == 'batchnorm_all' else x
+
     def norm_and_pool(x, name):
       # Section 3.3: LRN follows the ReLU in layers 1 and 2; the paper normalises before
-      # pooling, Caffe's CaffeNet after.
-      normalize = (functools.partial(lrn_lib.local_response_norm, impl=self.lrn_impl)
-                   if self.lrn else (lambda y: y))
+      # pooling, Caffe's CaffeNet after. model.norm=batchnorm puts batch norm in its place.
+      if norm == 'lrn':
+        normalize = functools.partial(lrn_lib.local_response_norm, impl=self.lrn_impl)
+      elif norm == 'batchnorm':
+        normalize = functools.partial(batch_norm, name='bn' + name[-1])
+      else:
+        normalize = lambda y: y
       if self.lrn_order == 'paper':
         x = pool(normalize(x))
       else:
@@ -96,23 +138,27 @@ class AlexNet(nn.Module):
       return x
 
     x = images.astype(self.dtype)
-    x = act(conv(self._channels(96), 11, stride=4, shared_input=True, name='conv1')(x))
+    x = act(after_conv(conv(self._channels(96), 11, stride=4, shared_input=True,
+                            name='conv1')(x), 'conv1'))
     self.sow('intermediates', 'conv1_out', x)
     x = norm_and_pool(x, 'pool1')
-    x = act(conv(self._channels(256), 5, padding=2, bias_value=1.0, name='conv2')(x))
+    x = act(after_conv(conv(self._channels(256), 5, padding=2, bias_value=1.0,
+                            name='conv2')(x), 'conv2'))
     self.sow('intermediates', 'conv2_out', x)
     x = norm_and_pool(x, 'pool2')
     # conv3: the first place the paper's GPUs exchange activations (section 3.2). A removed
     # layer is skipped: the next one takes its input, each group still its own half.
     if 'conv3' not in self.remove_convs:
-      x = act(conv(self._channels(384), 3, padding=1, shared_input=True, name='conv3')(
-          merge_groups(x)))
+      x = act(after_conv(conv(self._channels(384), 3, padding=1, shared_input=True,
+                              name='conv3')(merge_groups(x)), 'conv3'))
       self.sow('intermediates', 'conv3_out', x)
     if 'conv4' not in self.remove_convs:
-      x = act(conv(self._channels(384), 3, padding=1, bias_value=1.0, name='conv4')(x))
+      x = act(after_conv(conv(self._channels(384), 3, padding=1, bias_value=1.0,
+                              name='conv4')(x), 'conv4'))
       self.sow('intermediates', 'conv4_out', x)
     if 'conv5' not in self.remove_convs:
-      x = act(conv(self._channels(256), 3, padding=1, bias_value=1.0, name='conv5')(x))
+      x = act(after_conv(conv(self._channels(256), 3, padding=1, bias_value=1.0,
+                              name='conv5')(x), 'conv5'))
       self.sow('intermediates', 'conv5_out', x)
     x = sharding.constrain(pool(x), 'grouped')
     self.sow('intermediates', 'pool5', x)
@@ -145,17 +191,23 @@ class AlexNet(nn.Module):
 def from_config(model_config) -> AlexNet:
   """AlexNet from config.model, checking every switch's value."""
   # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
-  # Runs saved before dropout_placement existed dropped torchvision's units.
+  # Runs saved before dropout_placement existed dropped torchvision's units; before norm
+  # existed, model.lrn alone chose LRN or nothing.
   model_config = {'lrn_impl': 'fast', 'conv_impl': 'auto', 'pool_impl': 'fast',
-                  'dropout_placement': 'torchvision', 'remove_convs': '', **dict(model_config)}
+                  'dropout_placement': 'torchvision', 'remove_convs': '', 'norm': 'lrn',
+                  **dict(model_config)}
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
-            ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
+            ('norm', NORMS), ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
             ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS),
             ('dropout_placement', DROPOUT_PLACEMENTS)]
   for key, allowed in checks:
     if model_config[key] not in allowed:
       raise UserError(f'config.model.{key}={model_config[key]!r}; choose one of '
                        f'{", ".join(allowed)}')
+  if not model_config['lrn'] and model_config['norm'] not in ('lrn', 'none'):
+    raise UserError(f'config.model.lrn=False contradicts config.model.norm='
+                    f'{model_config["norm"]!r} (lrn=False is the old spelling of norm=none); '
+                    'set config.model.norm alone and leave config.model.lrn=True')
   if not 0.0 <= model_config['dropout'] < 1.0:
     raise UserError(f'config.model.dropout={model_config["dropout"]} must be in [0, 1)')
   removed = tuple(c.strip() for c in model_config['remove_convs'].split(',') if c.strip())
@@ -167,7 +219,8 @@ def from_config(model_config) -> AlexNet:
   if model_config['num_classes'] < 2:
     raise UserError(f'config.model.num_classes={model_config["num_classes"]} must be >= 2')
   return AlexNet(num_classes=model_config['num_classes'], lrn=model_config['lrn'],
-                 lrn_order=model_config['lrn_order'], pool=model_config['pool'],
+                 norm=model_config['norm'], lrn_order=model_config['lrn_order'],
+                 pool=model_config['pool'],
                  dropout=model_config['dropout'],
                  dropout_placement=model_config['dropout_placement'],
                  activation=model_config['activation'],

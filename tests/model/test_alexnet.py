@@ -1,8 +1,9 @@
 """The network in alexnet_jax/model/alexnet.py: its shapes, parameter count and init against
 the paper's layer table (section 3.5, Figure 2), and each config switch (activation, LRN and
-its order, pooling, dropout and its placement, dtype, num_classes, from_config) against
-the same layer recomputed independently: XLA's plain convolution, a numpy max pool, the LRN
-formula in float64, and the fully connected layers in float64."""
+its order, the normalisation (model.norm), pooling, dropout and its placement, dtype,
+num_classes, from_config) against the same layer recomputed independently: XLA's plain
+convolution, a numpy max pool, the LRN and batch-norm formulas in float64, and the fully
+connected layers in float64."""
 import functools
 
 import jax
@@ -272,3 +273,158 @@ def test_depth_ablation_rejects_other_layers():
   config.model.remove_convs = 'conv1'
   with pytest.raises(UserError, match='conv1 cannot be removed; choose from conv3, conv4, conv5'):
     alexnet.from_config(config.model)
+
+
+# ---- normalisation (model.norm): batch norm against its formula in float64 ----
+
+BN_CHANNELS = {'bn1': 96, 'bn2': 256, 'bn3': 384, 'bn4': 384, 'bn5': 256}  # the paper's convs
+
+
+def test_parameter_count_with_batch_norm():
+  """Batch norm adds a scale and a bias per channel of each normalised layer (and holds a running
+  mean and variance per channel, outside the params), by hand:
+  batchnorm (layers 1 and 2): 2 x (96 + 256) = 704;
+  batchnorm_all (all five convs): 2 x (96 + 256 + 384 + 384 + 256) = 2,752."""
+  for norm, extra, layers in (('batchnorm', 704, ('bn1', 'bn2')),
+                              ('batchnorm_all', 2_752, tuple(BN_CHANNELS))):
+    model = alexnet.AlexNet(norm=norm)
+    variables = jax.eval_shape(functools.partial(model.init, train=False),
+                               {'params': jax.random.PRNGKey(0)}, jnp.zeros((1, 227, 227, 3)))
+    assert sum(x.size for x in jax.tree.leaves(variables['params'])) == 60_965_224 + extra
+    assert sum(x.size for x in jax.tree.leaves(variables['batch_stats'])) == extra
+    assert set(variables['batch_stats']) == set(layers)
+    for name in layers:  # G x C/G: one half per group, as the conv biases
+      half = (2, BN_CHANNELS[name] // 2)
+      assert variables['params'][name]['scale'].shape == variables['params'][name]['bias'].shape
+      assert variables['params'][name]['scale'].shape == half, name
+      assert variables['batch_stats'][name]['mean'].shape == half, name
+      assert variables['batch_stats'][name]['var'].shape == half, name
+
+
+def bn_run(norm, train, lrn_order='paper'):
+  """A SMALL net with batch norm on 4 images, its scale, bias and running statistics set to
+  random values (so each term of the formula shows). Returns (the variables it ran with, each
+  module's output (capture_intermediates) and the sown activations in float64, the
+  batch_stats it returned)."""
+  model = alexnet.AlexNet(**helpers.SMALL, norm=norm, lrn_order=lrn_order, dropout=0.0)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': jax.random.PRNGKey(0)}, jnp.zeros((1, helpers.IMAGE, helpers.IMAGE, 3)))
+  rng = np.random.default_rng(1)
+  params, stats = dict(variables['params']), {}
+  for name, value in variables['batch_stats'].items():
+    shape = value['mean'].shape
+    params[name] = {'scale': rng.uniform(0.5, 1.5, shape).astype(np.float32),
+                    'bias': rng.normal(0, 0.5, shape).astype(np.float32)}
+    stats[name] = {'mean': rng.normal(0, 0.5, shape).astype(np.float32),
+                   'var': rng.uniform(0.5, 2.0, shape).astype(np.float32)}
+  variables = {'params': params, 'batch_stats': stats}
+  x = jax.random.uniform(jax.random.PRNGKey(42), (4, helpers.IMAGE, helpers.IMAGE, 3),
+                         minval=-1, maxval=1)
+  _, state = jax.jit(functools.partial(
+      model.apply, train=train, capture_intermediates=True,
+      mutable=['intermediates', 'batch_stats']))(variables, x)
+  inter = state['intermediates']
+  outputs = {name: np.asarray(v['__call__'][0], np.float64) for name, v in inter.items()
+             if isinstance(v, dict) and '__call__' in v}
+  outputs.update({name: np.asarray(v[0], np.float64) for name, v in inter.items()
+                  if isinstance(v, tuple)})
+  return variables, outputs, jax.device_get(state['batch_stats'])
+
+
+def bn_float64(x_GxBxHxWxC, scale, bias, mean=None, var=None):
+  """Batch norm written out: per channel of each group, the mean and (biased) variance over
+  batch and space (or the given running ones), (x - mean) / sqrt(var + eps) * scale + bias.
+  Returns (y, the mean and variance used)."""
+  x = np.asarray(x_GxBxHxWxC, np.float64)
+  if mean is None:
+    mean = x.mean(axis=(1, 2, 3))
+    var = ((x - mean[:, None, None, None, :]) ** 2).mean(axis=(1, 2, 3))
+  mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+  b = lambda v: np.asarray(v, np.float64)[:, None, None, None, :]
+  y = (x - b(mean)) / np.sqrt(b(var) + alexnet.BN_EPSILON) * b(scale) + b(bias)
+  return y, mean, var
+
+
+@pytest.mark.parametrize('order', ['paper', 'caffe'])
+def test_batchnorm_in_train_mode_is_the_formula_where_lrn_sits(order):
+  """norm=batchnorm: ReLU -> BN -> pool (the paper's LRN place) or ReLU -> pool -> BN (Caffe's),
+  with this batch's statistics, and the running averages moved by momentum 0.9:
+  new = 0.9 old + 0.1 batch."""
+  variables, out, new_stats = bn_run('batchnorm', train=True, lrn_order=order)
+  assert set(new_stats) == {'bn1', 'bn2'} and 'bn3' not in out
+  act = out['conv1_out']  # after the ReLU
+  bn_in = act if order == 'paper' else max_pool_np(helpers.halves(act), 3, 2)
+  if order == 'caffe':  # back to G x B x H x W x C/G
+    bn_in = np.stack(np.split(bn_in, 2, axis=-1))
+  p, old = variables['params']['bn1'], variables['batch_stats']['bn1']
+  expected, mean, var = bn_float64(bn_in, p['scale'], p['bias'])
+  np.testing.assert_allclose(out['bn1'], expected, rtol=1e-5, atol=1e-5)
+  pool1 = (max_pool_np(helpers.halves(expected), 3, 2) if order == 'paper'
+           else helpers.halves(expected))
+  np.testing.assert_allclose(helpers.halves(out['pool1']), pool1, rtol=1e-5, atol=1e-5)
+  momentum = 0.9
+  np.testing.assert_allclose(new_stats['bn1']['mean'], momentum * old['mean'] +
+                             (1 - momentum) * mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_stats['bn1']['var'], momentum * old['var'] +
+                             (1 - momentum) * var, rtol=1e-5, atol=1e-6)
+  if order == 'paper':  # layer 2 alike: its batch norm sees conv2's ReLU output
+    p2 = variables['params']['bn2']
+    np.testing.assert_allclose(out['bn2'], bn_float64(out['conv2_out'], p2['scale'],
+                                                      p2['bias'])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_in_eval_mode_uses_the_running_averages():
+  variables, out, new_stats = bn_run('batchnorm', train=False)
+  for name, source in (('bn1', 'conv1_out'), ('bn2', 'conv2_out')):
+    p, stats = variables['params'][name], variables['batch_stats'][name]
+    expected, _, _ = bn_float64(out[source], p['scale'], p['bias'], stats['mean'], stats['var'])
+    np.testing.assert_allclose(out[name], expected, rtol=1e-5, atol=1e-5)
+    for key in ('mean', 'var'):  # evaluation leaves them alone
+      np.testing.assert_array_equal(new_stats[name][key], stats[key])
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_batchnorm_all_is_conv_bn_relu_in_every_conv(train):
+  """norm=batchnorm_all: conv -> BN -> ReLU in all five conv layers (the later practice), no
+  normalisation before the pools."""
+  variables, out, new_stats = bn_run('batchnorm_all', train=train)
+  assert set(new_stats) == {'bn1', 'bn2', 'bn3', 'bn4', 'bn5'}
+  for layer in range(1, 6):
+    name = f'bn{layer}'
+    p, stats = variables['params'][name], variables['batch_stats'][name]
+    running = (None, None) if train else (stats['mean'], stats['var'])
+    expected, _, _ = bn_float64(out[f'conv{layer}'], p['scale'], p['bias'], *running)
+    np.testing.assert_allclose(out[name], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[f'conv{layer}_out'], np.maximum(expected, 0), rtol=1e-5,
+                               atol=1e-5)
+  np.testing.assert_array_equal(helpers.halves(out['pool1']),
+                                max_pool_np(helpers.halves(out['conv1_out']), 3, 2))
+
+
+def test_norm_none_is_the_old_lrn_off_bit_for_bit():
+  """model.lrn=False (today's no_lrn ablation, old configs) and model.norm=none are one net:
+  the same params and the same logits to the bit, in training (dropout) and evaluation."""
+  for train in (True, False):
+    params_a, _, logits_a, _ = helpers.run_small(lrn=False, train=train)
+    params_b, _, logits_b, _ = helpers.run_small(norm='none', train=train)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+      np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(logits_a, logits_b)
+  # And LRN is really off there (the default net differs).
+  _, _, logits_lrn, _ = helpers.run_small()
+  assert not np.array_equal(logits_lrn, logits_b)
+
+
+def test_from_config_maps_norm_and_model_lrn():
+  assert alexnet.from_config(helpers.config_model()).norm == 'lrn'  # an old config: no norm key
+  for norm in alexnet.NORMS:
+    assert alexnet.from_config(helpers.config_model(norm=norm)).norm == norm
+  old_no_lrn = alexnet.from_config(helpers.config_model(lrn=False))
+  assert (old_no_lrn.lrn, old_no_lrn.norm) == (False, 'lrn')  # runs as norm='none'
+  alexnet.from_config(helpers.config_model(lrn=False, norm='none'))  # consistent: accepted
+  for norm in ('batchnorm', 'batchnorm_all'):
+    message = helpers.one_line_error(
+        lambda: alexnet.from_config(helpers.config_model(lrn=False, norm=norm)), 'contradicts')
+    assert f"norm='{norm}'" in message
+  helpers.one_line_error(lambda: alexnet.from_config(helpers.config_model(norm='layernorm')),
+                         "norm='layernorm'; choose one of lrn, batchnorm, batchnorm_all, none")
