@@ -1,15 +1,16 @@
 """Orbax checkpoints holding everything a run needs to resume exactly.
 
-One checkpoint = the TrainState (params, optimizer state, step, dropout key), the Grain
-iterator state (so the data order continues where it stopped), a small JSON `meta` (the plateau
-rule's state, the last evaluation) and the config it was written with (JSON), which resume
-compares with the new one (config_changes.py). A re-run with the same --workdir restores the
-latest one; Orbax writes each step into a temporary directory and renames it when complete, so
-a crash or a full disk mid-save leaves the previous checkpoint intact (the temporary directory
-is removed at the next start). Only a checkpoint whose bytes cannot be read back is moved aside
-to <workdir>/checkpoints.unreadable/ (and the one before it used); a readable one that does not
-fit (another model, a refused setting) is an error that moves nothing, and a data-iterator
-state that cannot be applied falls back to the step's position in the data order.
+One checkpoint = the TrainState (params, optimizer state, step, dropout key, batch norm's
+running statistics: empty without batch norm, absent from checkpoints written before it), the
+Grain iterator state (so the data order continues where it stopped), a small JSON `meta` (the
+plateau rule's state, the last evaluation) and the config it was written with (JSON), which
+resume compares with the new one (config_changes.py). A re-run with the same --workdir restores
+the latest one; Orbax writes each step into a temporary directory and renames it when complete,
+so a crash or a full disk mid-save leaves the previous checkpoint intact (the temporary
+directory is removed at the next start). Only a checkpoint whose bytes cannot be read back is
+moved aside to <workdir>/checkpoints.unreadable/ (and the one before it used); a readable one
+that does not fit (another model, a refused setting) is an error that moves nothing, and a
+data-iterator state that cannot be applied falls back to the step's position in the data order.
 """
 import dataclasses
 import glob
@@ -167,9 +168,15 @@ class Checkpoints:
     """(state laid out like like_state: a checkpoint restores onto another mesh or process
     count, meta)."""
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    saved = _state_metadata(os.path.join(self.directory, str(step), 'state'))
+    # Written before the TrainState held batch_stats (so by a net without batch norm; a net
+    # with it was refused by _check_compatible): restore the fields it has, keep the empty one.
+    old = 'batch_stats' not in saved and not jax.tree.leaves(like_state.batch_stats)
+    target = {name: getattr(abstract_state, name) for name in saved} if old else abstract_state
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    state = like_state.replace(**restored.state) if old else restored.state
+    return state, restored.meta
 
   def _restore_data(self, step: int, data_iterator, fallback_position) -> str:
     """Sets the data iterator to the checkpoint's position; returns what happened, in words.
@@ -207,8 +214,16 @@ def load_run(workdir: str, step: int | None = None):
 
   The config is the one stored with that checkpoint (for checkpoints written before configs
   were stored: workdir/config.json, written at each start); params are restored as host numpy
-  arrays from the latest checkpoint, or from `step`.
+  arrays from the latest checkpoint, or from `step`. To run the net, load_variables: a net with
+  batch norm needs its running statistics too.
   """
+  config, variables, step = load_variables(workdir, step)
+  return config, variables['params'], step
+
+
+def load_variables(workdir: str, step: int | None = None):
+  """(config, variables, step) as load_run, variables being what model.apply takes: the params
+  and, for a net with batch norm (model.norm), its running statistics ('batch_stats')."""
   config_path = os.path.join(workdir, 'config.json')
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.exists(config_path) or not os.path.isdir(directory):
@@ -225,10 +240,12 @@ def load_run(workdir: str, step: int | None = None):
   path = os.path.join(directory, str(step), 'state')
   tree = _state_metadata(path)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
-  target = {'params': jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree['params'])}
+  # Checkpoints of nets without batch norm hold no statistics (or none at all, written before).
+  names = ['params'] + (['batch_stats'] if jax.tree.leaves(tree.get('batch_stats', {})) else [])
+  target = {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu),
+                               tree[name]) for name in names}
   restored = ocp.PyTreeCheckpointer().restore(
       path, args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True))
-  return config, jax.device_get(restored['params']), step
+  return config, jax.device_get(restored), step

@@ -7,7 +7,9 @@ reflections. The commands are `python -m alexnet_jax.tools.evaluate` and `... pr
 """
 import json
 import os
+from typing import Any
 
+from flax import struct
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -48,15 +50,15 @@ def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """
   images = batch['image']
   labels = batch['label']
+  variables = alexnet.variables(state.params, state.batch_stats)  # BN: the running averages
   if images.ndim == 5:
     b, n = images.shape[:2]
-    logits = state.apply_fn({'params': state.params}, images.reshape((b * n,) + images.shape[2:]),
-                            train=False)
+    logits = state.apply_fn(variables, images.reshape((b * n,) + images.shape[2:]), train=False)
     probs = jax.nn.softmax(logits.reshape(b, n, -1), axis=-1).mean(axis=1)
     scores = jnp.log(probs)
     loss = -jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
   else:
-    scores = state.apply_fn({'params': state.params}, images, train=False)
+    scores = state.apply_fn(variables, images, train=False)
     loss = cross_entropy_loss(scores, labels)
   mask = batch['mask'].astype(jnp.float32)
   return {
@@ -73,10 +75,16 @@ def jit_eval_step(state, mesh: jax.sharding.Mesh):
                                          sharding.batch_sharding(mesh)))
 
 
-def _inference_state(config, params) -> train_state.TrainState:
-  """params and the model's apply_fn, as eval_step reads them (no optimizer)."""
+class InferenceState(train_state.TrainState):
+  """What eval_step reads, as train.TrainState holds it: params, batch norm's running
+  statistics (empty without batch norm) and the model's apply_fn; no optimizer."""
+  batch_stats: Any = struct.field(default_factory=dict)
+
+
+def _inference_state(config, variables) -> InferenceState:
   model = alexnet.from_config(config.model)
-  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())
+  return InferenceState.create(apply_fn=model.apply, params=variables['params'],
+                               tx=optax.identity(), batch_stats=variables.get('batch_stats', {}))
 
 
 def evaluate(state, eval_loader, jitted_eval_step,
@@ -105,7 +113,7 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   """The validation result of a run's checkpoint (the latest, or `step`), centre crop or the
   10-crop test, with the run's own config and statistics; also written to
   <workdir>/eval_<centre|10crop>_step<N>.json."""
-  config, params, step = checkpointing.load_run(workdir, step)
+  config, variables, step = checkpointing.load_variables(workdir, step)
   if batch_size:
     config.eval.batch_size = batch_size
   elif ten_crop:  # ten times the images per batch: keep the memory of a centre-crop batch
@@ -116,7 +124,7 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   dataset = dataset_lib.build(config, stats_dir=workdir, log=None, open_train=False)
   loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
                                        shard_count=1)
-  state = _inference_state(config, params)
+  state = _inference_state(config, variables)
   with jax.set_mesh(mesh):
     result = evaluate(state, loader, jit_eval_step(state, mesh), mesh)
   result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step})
@@ -138,12 +146,12 @@ def read_image(path: str, prep: preprocessing.PreprocessParams) -> tuple[np.ndar
 
 def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
   """For each image file: its top_k (class name, probability), most probable first."""
-  config, params, _ = checkpointing.load_run(workdir)
+  config, variables, _ = checkpointing.load_variables(workdir)
   dataset = dataset_lib.of_run(workdir, config)  # its classes and statistics, no data read
   images = [read_image(path, dataset.preprocess)[1] for path in paths]
   model = alexnet.from_config(config.model)
-  logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
-      params, jnp.asarray(np.stack(images)))
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(  # BN: the running averages
+      variables, jnp.asarray(np.stack(images)))
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   k = min(top_k, probs.shape[-1])
   order = np.argsort(-probs, axis=-1)[:, :k]

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from flax import struct
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -40,8 +41,10 @@ def _log(*args, **kwargs) -> None:
 
 
 class TrainState(train_state.TrainState):
-  """params, opt_state and step (from flax), plus the dropout key folded with the step."""
+  """params, opt_state and step (from flax), plus the dropout key folded with the step and
+  batch norm's running statistics (model.norm; an empty dict for a net without batch norm)."""
   rng: jax.Array
+  batch_stats: Any = struct.field(default_factory=dict)
 
 
 def create_train_state(model: alexnet.AlexNet, tx: optax.GradientTransformation, rng: jax.Array,
@@ -52,8 +55,9 @@ def create_train_state(model: alexnet.AlexNet, tx: optax.GradientTransformation,
     params_rng, dropout_rng = jax.random.split(key)
     # One dummy image per data shard: the sharded model splits the batch over 'data'.
     dummy = jnp.zeros((mesh.shape['data'] if mesh else 1, image_size, image_size, 3))
-    params = model.init({'params': params_rng}, dummy, train=False)['params']
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
+    variables = model.init({'params': params_rng}, dummy, train=False)
+    state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                              rng=dropout_rng, batch_stats=variables.get('batch_stats', {}))
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so that it checkpoints
 
   if mesh is None:
@@ -73,19 +77,28 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   weighted_mean = lambda values: jnp.sum(values * weights) / count
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': dropout_rng})
-    return weighted_mean(evaluation.cross_entropy_loss(logits, batch['label'])), logits
+    variables = alexnet.variables(params, state.batch_stats)
+    if state.batch_stats:  # batch norm: this batch's statistics, the running averages updated
+      logits, updated = state.apply_fn(variables, batch['image'], train=True,
+                                       rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      batch_stats = updated['batch_stats']
+    else:
+      logits = state.apply_fn(variables, batch['image'], train=True,
+                              rngs={'dropout': dropout_rng})
+      batch_stats = state.batch_stats
+    loss = weighted_mean(evaluation.cross_entropy_loss(logits, batch['label']))
+    return loss, (logits, batch_stats)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
-  new_state = state.apply_gradients(grads=grads)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   # A non-finite loss or gradient never reaches params or optimizer state: the state (and so
   # any checkpoint) stays the last good one; the loop then stops or skips (on_nonfinite).
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep_good = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = new_state.replace(params=keep_good(new_state.params, state.params),
-                                opt_state=keep_good(new_state.opt_state, state.opt_state))
+                                opt_state=keep_good(new_state.opt_state, state.opt_state),
+                                batch_stats=keep_good(new_state.batch_stats, state.batch_stats))
   metrics = {
       'loss': loss,
       'top1': weighted_mean(evaluation.topk_correct(logits, batch['label'], 1)),
@@ -339,7 +352,8 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
   _log(f'resumed from {checkpoints.directory} at step {restored.step}', flush=True)
   # The restored arrays in this run's TrainState (its tx and apply_fn, not the saved ones).
   state = state.replace(step=restored.state.step, params=restored.state.params,
-                        opt_state=opt_state, rng=restored.state.rng)
+                        opt_state=opt_state, rng=restored.state.rng,
+                        batch_stats=restored.state.batch_stats)
   return restored.step, state, restored.meta
 
 

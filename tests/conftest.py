@@ -5,7 +5,8 @@ JAX's persistent compilation cache, shared through the environment with those pr
 all but the first of each skip XLA compilation (on 2 CPU cores: ~20 s -> ~2 s per run).
 
 Shared fixtures: `tiny_run`, one finished :tiny training run for the whole session (both xdist
-workers), and `small_folder`, a few embedded photos in two classes.
+workers), `tiny_batchnorm_run`, the same with batch norm, and `small_folder`, a few embedded
+photos in two classes.
 """
 import fcntl
 import os
@@ -27,23 +28,38 @@ from tests import helpers  # imports JAX: after the environment above
 TINY_RUN_STEPS = 30
 
 
-@pytest.fixture(scope='session')
-def tiny_run(tmp_path_factory):
-  """The workdir of a finished :tiny run of TINY_RUN_STEPS steps (launch.py, one CPU device),
-  trained once per test session. Under pytest-xdist each worker has its own base temp dir
-  inside the session's; the run lives in the session's, and a file lock makes a second worker
-  wait for the first one's run and reuse it. Tests read it (evaluate_run adds its eval_*.json
-  files) but must not change its checkpoints or metrics."""
+def _shared_run(tmp_path_factory, name: str, *overrides: str) -> str:
+  """The workdir of a finished :tiny run (launch.py, one CPU device, `overrides`), trained once
+  per test session. Under pytest-xdist each worker has its own base temp dir inside the
+  session's; the run lives in the session's, and a file lock makes a second worker wait for the
+  first one's run and reuse it."""
   base = tmp_path_factory.getbasetemp()
   if os.environ.get('PYTEST_XDIST_WORKER'):
     base = base.parent  # the session's base temp dir, shared by the workers
-  workdir = base / 'tiny_run'
-  with open(base / 'tiny_run.lock', 'w') as lock:
+  workdir = base / name
+  with open(base / f'{name}.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
     if not (workdir / 'summary.json').exists():
       shutil.rmtree(workdir, ignore_errors=True)  # what a failed attempt left
-      helpers.launch(str(workdir), f'--config.train.num_steps={TINY_RUN_STEPS}')
+      helpers.launch(str(workdir), *overrides)
   return str(workdir)
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """A finished :tiny run of TINY_RUN_STEPS steps. Tests read it (evaluate_run adds its
+  eval_*.json files) but must not change its checkpoints or metrics."""
+  return _shared_run(tmp_path_factory, 'tiny_run', f'--config.train.num_steps={TINY_RUN_STEPS}')
+
+
+@pytest.fixture(scope='session')
+def tiny_batchnorm_run(tmp_path_factory):
+  """The same run with batch norm after every conv (model.norm=batchnorm_all): its checkpoints
+  hold running statistics, which evaluation, predict and the figures must restore. Read-only,
+  as tiny_run."""
+  return _shared_run(tmp_path_factory, 'tiny_batchnorm_run',
+                     f'--config.train.num_steps={TINY_RUN_STEPS}',
+                     '--config.model.norm=batchnorm_all')
 
 
 @pytest.fixture(scope='session')

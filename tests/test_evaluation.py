@@ -1,15 +1,18 @@
 """alexnet_jax/evaluation.py: the 10-crop eval_step against each crop through the net alone with
-the softmax averaged in float64, and on the session's tiny training run (conftest.py): the
-centre-crop evaluate_run reproduces the run's own evaluation in its summary.json, the 10-crop one
-covers every validation image, and predict's own path (file -> preprocessing -> net) gets the
-same top-1 accuracy as the Grain eval pipeline."""
+the softmax averaged in float64, and on the session's tiny training runs (conftest.py; one with
+batch norm, whose running statistics must be restored): the centre-crop evaluate_run reproduces
+the run's own evaluation in its summary.json, the 10-crop one covers every validation image, and
+predict's own path (file -> preprocessing -> net) gets the same top-1 accuracy as the Grain eval
+pipeline."""
 import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from alexnet_jax import checkpointing
 from alexnet_jax import evaluation
 from alexnet_jax import optim
 from alexnet_jax import train
@@ -49,13 +52,40 @@ def _softmax64(logits):
 # --- on a finished training run ---
 
 
-def test_centre_eval_reproduces_the_runs_own_evaluation(tiny_run):
-  result = evaluation.evaluate_run(tiny_run, ten_crop=False)
-  with open(os.path.join(tiny_run, 'summary.json')) as f:
+RUNS = ['tiny_run', 'tiny_batchnorm_run']  # conftest.py's shared runs: LRN, batch norm
+
+
+@pytest.mark.parametrize('run', RUNS)
+def test_centre_eval_reproduces_the_runs_own_evaluation(run, request):
+  """The training run's last evaluation, to the digit: with batch norm this holds only if the
+  checkpoint's running statistics are restored and used (the test below shows they matter)."""
+  workdir = request.getfixturevalue(run)
+  result = evaluation.evaluate_run(workdir, ten_crop=False)
+  with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   assert result['count'] == 240 and result['step'] == 30
   assert result['top1'] == summary['eval']['top1'] and result['top5'] == summary['eval']['top5']
-  assert os.path.exists(os.path.join(tiny_run, 'eval_centre_step30.json'))
+  assert result['loss'] == pytest.approx(summary['eval']['loss'], rel=1e-6)
+  assert os.path.exists(os.path.join(workdir, 'eval_centre_step30.json'))
+
+
+def test_batch_norm_statistics_are_restored_and_matter(tiny_batchnorm_run):
+  """load_variables returns the checkpoint's running statistics as Orbax stored them (read here
+  without the library), moved by training from their initial 0 and 1; the net evaluated with
+  the initial ones instead gives other logits."""
+  config, variables, step = checkpointing.load_variables(tiny_batchnorm_run)
+  _, saved = helpers.restore_state(tiny_batchnorm_run, step)
+  assert set(variables['batch_stats']) == {f'bn{k}' for k in range(1, 6)}
+  for a, b in zip(jax.tree.leaves(variables['batch_stats']), jax.tree.leaves(saved['batch_stats'])):
+    np.testing.assert_array_equal(a, b)
+  assert np.abs(variables['batch_stats']['bn1']['mean']).max() > 1e-3
+  model = alexnet.from_config(config.model)
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 67, 67, 3))
+  logits = model.apply(variables, images, train=False)
+  initial = {name: {'mean': np.zeros_like(v['mean']), 'var': np.ones_like(v['var'])}
+             for name, v in variables['batch_stats'].items()}
+  other = model.apply({**variables, 'batch_stats': initial}, images, train=False)
+  assert np.abs(np.asarray(logits) - np.asarray(other)).max() > 1e-3
 
 
 def test_ten_crop_eval_runs_over_every_image(tiny_run):
@@ -64,9 +94,11 @@ def test_ten_crop_eval_runs_over_every_image(tiny_run):
   assert os.path.exists(os.path.join(tiny_run, 'eval_10crop_step30.json'))
 
 
-def test_predict_agrees_with_evaluation(tiny_run):
+@pytest.mark.parametrize('run', RUNS)
+def test_predict_agrees_with_evaluation(run, request):
   # predict's own path (file -> preprocessing -> net) against the Grain eval pipeline: over
   # every validation image, its top-1 accuracy is the centre-crop eval's.
+  tiny_run = request.getfixturevalue(run)
   classes = sorted(os.listdir(helpers.VAL))
   paths, labels = [], []
   for label, name in enumerate(classes):

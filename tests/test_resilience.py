@@ -186,6 +186,54 @@ def test_changed_experiment_setting_is_refused_and_moves_nothing(tmp_path):
   assert 'could not be restored' in old.stdout and 'continuing at position 40' in old.stdout
 
 
+def written_before_model_norm(workdir):
+  """Rewrites a run's checkpoints as the code before model.norm wrote them: no model.norm in the
+  stored configs (and config.json), no batch_stats entry in the state's tree (Orbax's
+  _METADATA; the old TrainState had no such field)."""
+  configs = [os.path.join(workdir, 'config.json')] + [
+      os.path.join(workdir, 'checkpoints', str(s), 'config', 'metadata')
+      for s in helpers.checkpoint_steps(workdir)]
+  for path in configs:
+    with open(path) as f:
+      config = json.load(f)
+    del config['model']['norm']
+    with open(path, 'w') as f:
+      json.dump(config, f)
+  for step in helpers.checkpoint_steps(workdir):
+    path = os.path.join(workdir, 'checkpoints', str(step), 'state', '_METADATA')
+    with open(path) as f:
+      metadata = json.load(f)
+    del metadata['tree_metadata']["('batch_stats',)"]
+    with open(path, 'w') as f:
+      json.dump(metadata, f)
+
+
+def test_run_written_before_model_norm_resumes_bit_identical(tmp_path, straight):
+  """A run stored before model.norm and batch norm's statistics existed: its missing key reads
+  as what it ran (LRN), so a switch to batch norm is refused like any model switch, and the
+  same command resumes it (no batch_stats in its state) to the uninterrupted run's bits; its
+  checkpoint evaluates as well."""
+  workdir = str(tmp_path / 'old')
+  assert run(workdir, '--config.train.num_steps=6').returncode == 0
+  written_before_model_norm(workdir)
+  refused = run(workdir, '--config.model.norm=batchnorm')
+  assert refused.returncode == 2
+  lines = refused.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: config.model.norm changed since the checkpoint at step 6 ('lrn' -> 'batchnorm')")
+  evaluated = helpers.run_tool('evaluate', f'--workdir={workdir}')
+  assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+  assert 'centre eval at step 6' in evaluated.stdout
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'resumed from' in resumed.stdout and 'at step 6' in resumed.stdout
+  assert 'model.norm' not in resumed.stdout  # read as the 'lrn' it ran: no change
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.unreadable'))
+  step, state = helpers.restore_state(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
 # The truth for the lr test, run as its own process like launch.py (one CPU device): the
 # checkpoint restored by hand, the new lr set through optax's own inject_hyperparams state, the
 # data iterator set to the saved position, and the step jitted as the train loop jits it.

@@ -1,6 +1,7 @@
 """alexnet_jax/sharding.py: the paper's split (model axis) and data parallelism train the same
 net as one unsharded device (the same losses, first gradients and params after 3 steps, to
-float32 rounding), each device holds half of each split parameter and its momentum, and bad
+float32 rounding; with batch norm also the same running statistics, so its statistics are the
+global batch's), each device holds half of each split parameter and its momentum, and bad
 meshes and batches are one-line errors."""
 import contextlib
 import functools
@@ -14,6 +15,7 @@ from alexnet_jax import evaluation
 from alexnet_jax import sharding
 from alexnet_jax import train
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
 from tests import helpers
 
 MODEL, IMAGE, BATCH = helpers.SPLIT_MODEL, helpers.SPLIT_IMAGE, helpers.SPLIT_BATCH
@@ -27,21 +29,28 @@ def batches(n=3):
 
 def loss_and_grads(state, batch):
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': jax.random.fold_in(state.rng, state.step)})
+    logits, _ = state.apply_fn(alexnet.variables(params, state.batch_stats), batch['image'],
+                               train=True, mutable=['batch_stats'],
+                               rngs={'dropout': jax.random.fold_in(state.rng, state.step)})
     return evaluation.cross_entropy_loss(logits, batch['label']).mean()
   return jax.value_and_grad(loss_fn)(state.params)
 
 
-def run(mesh):
-  """3 train steps; returns (losses, first-step grads, final params) as numpy."""
+def model_for(norm):
+  return MODEL if norm == 'lrn' else MODEL.clone(norm=norm)
+
+
+def run(mesh, norm='lrn'):
+  """3 train steps; returns (losses, first-step grads, final params, final state), the first
+  three as numpy."""
+  model = model_for(norm)
   if mesh is None:
-    state = train.create_train_state(MODEL, helpers.sgd(), jax.random.PRNGKey(0), IMAGE)
+    state = train.create_train_state(model, helpers.sgd(), jax.random.PRNGKey(0), IMAGE)
     step, grads_fn = jax.jit(train.train_step), jax.jit(loss_and_grads)
     put = lambda b: b
   else:
     with jax.set_mesh(mesh):
-      state = train.create_train_state(MODEL, helpers.sgd(), jax.random.PRNGKey(0), IMAGE, mesh)
+      state = train.create_train_state(model, helpers.sgd(), jax.random.PRNGKey(0), IMAGE, mesh)
     shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
     step = train.jit_train_step(state, mesh)
     grads_fn = jax.jit(loss_and_grads, in_shardings=shardings)
@@ -57,8 +66,8 @@ def run(mesh):
 
 
 @functools.lru_cache(maxsize=None)
-def unsharded():
-  return run(None)
+def unsharded(norm='lrn'):
+  return run(None, norm)
 
 
 @pytest.mark.parametrize('data,model', [(1, 2), (4, 1), (4, 2)])
@@ -77,6 +86,35 @@ def test_sharded_training_matches_unsharded(data, model):
   if model == 2:
     kernel = state.params['conv2']['kernel']
     assert {s.data.shape[0] for s in kernel.addressable_shards} == {1}
+
+
+@pytest.mark.parametrize('norm,data,model', [('batchnorm', 2, 1), ('batchnorm', 1, 2),
+                                             ('batchnorm_all', 2, 2)])
+def test_batch_norm_under_a_mesh_matches_unsharded(norm, data, model):
+  """Batch norm on a mesh: under jit the mean over the batch axis, split over 'data', is the
+  global batch's (XLA sums across the devices), so two data shards train the same params and
+  the same running statistics as one device (per-shard statistics of 4 images each would
+  not). With model=2 each device holds its group's half of scale, bias, mean and variance.
+  (This test found the max-pool backward relying on XLA computing its input alike twice:
+  model/pooling.py.)"""
+  ref_losses, _, ref_params, ref_state = unsharded(norm)
+  losses, _, params, state = run(helpers.mesh_of(data, model), norm)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  stats, ref_stats = jax.device_get((state.batch_stats, ref_state.batch_stats))
+  assert set(stats) == set(ref_stats) == (
+      {'bn1', 'bn2'} if norm == 'batchnorm' else {f'bn{k}' for k in range(1, 6)})
+  assert jax.tree.structure(stats) == jax.tree.structure(ref_stats)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+  # The 3 steps moved them from their initial 0 and 1.
+  assert np.abs(ref_stats['bn1']['mean']).max() > 0.01
+  assert np.abs(ref_stats['bn1']['var'] - 1).max() > 0.01
+  if model == 2:
+    for leaf in (state.params['bn1']['scale'], state.batch_stats['bn2']['var']):
+      assert {s.data.shape[0] for s in leaf.addressable_shards} == {1}
+      assert leaf.sharding.spec == jax.sharding.PartitionSpec('model')
 
 
 def test_each_parameter_shard_is_half_its_size():

@@ -1,6 +1,6 @@
 """alexnet_jax/train.py: the train loop end to end through launch.py on the embedded photos
 (progress, metrics, summary and TensorBoard files; a stopped and resumed run bit-identical to a
-straight one, params, optimizer state and per-step losses), and bfloat16 training (float32
+straight one, params, optimizer state, batch norm's running statistics and per-step losses), and bfloat16 training (float32
 params, bf16 compute) tracking the float32 loss and update direction step by step on the same
 real batches."""
 import itertools
@@ -10,6 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from alexnet_jax import optim
 from alexnet_jax import train
@@ -25,31 +26,42 @@ def final_params(workdir):
   return step, state['params'], state['opt_state']
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
+def test_resume_is_bit_identical(tmp_path, norm):
+  """With batch norm the running statistics are part of the state: checkpointed, restored and
+  compared too."""
   k = 3
   # SGD with the paper's update and a step decay inside the second half, dropout on.
   common = ['--config.optimizer.name=sgd', '--config.optimizer.schedule=step',
             '--config.optimizer.step_epochs=0.04', '--config.optimizer.lr=0.01',
-            '--config.train.eval_every_epochs=100']
+            '--config.train.eval_every_epochs=100', f'--config.model.norm={norm}']
   straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
   helpers.launch(straight, *common, f'--config.train.num_steps={2 * k}')
   helpers.launch(stopped, *common, f'--config.train.num_steps={k}')
   out = helpers.launch(stopped, *common, f'--config.train.num_steps={2 * k}').stdout
   assert 'resumed from' in out and f'at step {k}' in out
 
-  step_a, params_a, opt_a = final_params(straight)
-  step_b, params_b, opt_b = final_params(stopped)
+  step_a, state_a = helpers.restore_state(straight)
+  step_b, state_b = helpers.restore_state(stopped)
   assert step_a == step_b == 2 * k
-  for a, b in zip(jax.tree.leaves((params_a, opt_a)), jax.tree.leaves((params_b, opt_b))):
+  assert jax.tree.structure(state_a) == jax.tree.structure(state_b)
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
     np.testing.assert_array_equal(a, b)
+  stats = state_b['batch_stats']
+  if norm == 'batchnorm':  # held, and moved from their initial 0 and 1 by the 2k steps
+    assert set(stats) == {'bn1', 'bn2'} and np.abs(stats['bn1']['mean']).max() > 1e-3
+  else:
+    assert not jax.tree.leaves(stats)
   # The data order continued too: the same per-step losses after the restart.
   ra, rb = helpers.train_records(straight), helpers.train_records(stopped)
   for step in range(k + 1, 2 * k + 1):
     assert ra[step]['train/loss'] == rb[step]['train/loss']
   # And training moved the params (a resume that restored nothing would also "match").
   _, params_k, _ = final_params(str(tmp_path / 'stopped'))
+  config = alexnet_config.get_config('tiny')
+  config.model.norm = norm
   fresh = train.create_train_state(
-      alexnet.from_config(alexnet_config.get_config('tiny').model),
+      alexnet.from_config(config.model),
       optim.create_optimizer(alexnet_config.get_config('tiny').optimizer, 1, 1),
       jax.random.PRNGKey(0), 67).params
   assert not np.array_equal(params_k['fc8']['kernel'], fresh['fc8']['kernel'])

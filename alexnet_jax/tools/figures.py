@@ -96,13 +96,13 @@ def conv1_figure(workdir: str, out: str, step: int | None = None) -> dict:
 
 def fc7_features(workdir: str, paths: list[str], batch_size: int = 32):
   """(fc7 activations N x 4096, the 256-px centre images) of image files, from a checkpoint."""
-  config, params, _ = checkpointing.load_run(workdir)
+  config, variables, _ = checkpointing.load_variables(workdir)  # batch norm's statistics too
   prep = dataset_lib.of_run(workdir, config).preprocess
   model = alexnet.from_config(config.model)
 
   @jax.jit
   def embed(x):
-    _, state = model.apply({'params': params}, x, train=False, mutable=['intermediates'])
+    _, state = model.apply(variables, x, train=False, mutable=['intermediates'])
     return state['intermediates']['fc7_out'][0]
 
   thumbs, feats = [], []

@@ -1,12 +1,19 @@
 """alexnet_jax/tools/figures.py: the kernel grid and chroma fraction against their definitions
 written out, nearest neighbours (Figure 4) against distances by hand, and the conv1 (Figure 3)
-and retrieval figures written as images from the session's tiny training run (conftest.py).
+and retrieval figures written as images from the session's tiny training runs (conftest.py),
+the retrieval's fc7 features of the batch-norm run with its checkpoint's running statistics.
 Figure 1 is its own tool (tests/tools/test_figure1.py)."""
+import glob
 import os
 
 import matplotlib.image
 import numpy as np
+import pytest
 
+from alexnet_jax import checkpointing
+from alexnet_jax import evaluation
+from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.model import alexnet
 from alexnet_jax.tools import figures
 from tests import helpers
 
@@ -48,7 +55,9 @@ def test_nearest_neighbours_by_hand():
                                 [[0, 2, 3], [1, 3, 2]])
 
 
-def test_retrieval_figure(tiny_run, tmp_path):
+@pytest.mark.parametrize('run', ['tiny_run', 'tiny_batchnorm_run'])
+def test_retrieval_figure(run, request, tmp_path):
+  tiny_run = request.getfixturevalue(run)
   images = os.path.join(helpers.copy_images(tmp_path / 'images', ('hat', 'shoes'), {'val': 4}),
                         'val')  # images/val/{hat,shoes}/: 4 photos each
   out = str(tmp_path / 'nn.png')
@@ -57,3 +66,19 @@ def test_retrieval_figure(tiny_run, tmp_path):
   for query, row in zip(result['queries'], result['neighbours']):
     assert row[0] == query and len(row) == 5 and len(set(row)) == 5  # itself first, distinct
   assert matplotlib.image.imread(out).ndim == 3
+
+
+def test_fc7_features_of_a_batchnorm_run_use_its_running_statistics(tiny_batchnorm_run):
+  """The embedding Figure 4 draws from: fc7 of the net with the checkpoint's own params and
+  running statistics, read here straight from Orbax's files, in eval mode."""
+  paths = sorted(glob.glob(os.path.join(helpers.VAL, 'hat', '*.jpg')))[:3]
+  features, _ = figures.fc7_features(tiny_batchnorm_run, paths)
+  _, saved = helpers.restore_state(tiny_batchnorm_run)
+  config, _, _ = checkpointing.load_run(tiny_batchnorm_run)
+  prep = dataset_lib.of_run(tiny_batchnorm_run, config).preprocess
+  images = np.stack([evaluation.read_image(p, prep)[1] for p in paths])
+  _, state = alexnet.from_config(config.model).apply(
+      {'params': saved['params'], 'batch_stats': saved['batch_stats']}, images, train=False,
+      mutable=['intermediates'])
+  np.testing.assert_allclose(features, state['intermediates']['fc7_out'][0], rtol=1e-5,
+                             atol=1e-5)

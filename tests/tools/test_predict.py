@@ -1,13 +1,18 @@
-"""alexnet_jax/tools/predict.py, the command, on the session's tiny training run (conftest.py):
-one line per image naming it and its five most probable class names (the run's classes), and an
-unreadable file is one error line with exit status 2, no traceback."""
+"""alexnet_jax/tools/predict.py, the command, on the session's tiny training runs (conftest.py;
+one with batch norm, whose running statistics it restores): one line per image naming it and
+its five most probable class names (the run's classes), and an unreadable file is one error
+line with exit status 2, no traceback."""
 import glob
 import os
+
+import pytest
 
 from tests import helpers
 
 
-def test_predict_command_prints_class_names(tiny_run):
+@pytest.mark.parametrize('run', ['tiny_run', 'tiny_batchnorm_run'])
+def test_predict_command_prints_class_names(run, request):
+  tiny_run = request.getfixturevalue(run)
   images = sorted(glob.glob(os.path.join(helpers.VAL, 'hat', '*.jpg')))[:2]
   proc = helpers.run_tool('predict', f'--workdir={tiny_run}', *images)
   assert proc.returncode == 0, proc.stderr
