@@ -11,6 +11,8 @@ Each variant is the base config plus a few overrides, trained once per seed in
 Variants (the paper's numbers are its ImageNet top-1 error changes, sections 3.3-4.2 and 6):
   baseline        the base config: LRN (paper order), overlapping pools, dropout 0.5, ReLU
   no_lrn          LRN off                          (paper: LRN buys -1.4 % top-1 error)
+  batchnorm       batch norm where the LRNs sit    (no paper sign: batch norm came in 2015)
+  batchnorm_all   conv -> BN -> ReLU in every conv (the later practice; no paper sign)
   caffe_lrn_order pool before LRN (CaffeNet)
   disjoint_pool   2x2 stride-2 pooling             (paper: overlap buys -0.4 %)
   no_dropout      dropout 0                        (paper: without it, strong overfitting)
@@ -31,6 +33,8 @@ import ml_collections
 VARIANTS = (
     'baseline:',
     'no_lrn:model.lrn=False',
+    'batchnorm:model.norm=batchnorm',
+    'batchnorm_all:model.norm=batchnorm_all',
     'caffe_lrn_order:model.lrn_order=caffe',
     'disjoint_pool:model.pool=disjoint',
     'no_dropout:model.dropout=0.0',
