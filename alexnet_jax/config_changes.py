@@ -136,6 +136,9 @@ KEYS: dict[str, Rule] = {
 # with: resume compares that value (a missing key reads as what the run did).
 ADDED_KEYS: dict[str, Any] = {
     'model.norm': 'lrn',  # before it, model.lrn alone chose LRN (True) or nothing (False)
+    # Before it, dropout zeroed torchvision's units (fc6's and fc7's inputs); the default is
+    # the paper's now, so resuming such a run with today's default is a change to refuse.
+    'model.dropout_placement': 'torchvision',
 }
 
 

@@ -116,3 +116,14 @@ def test_a_key_added_later_reads_as_what_an_old_run_did():
   assert str(e.value).startswith("config.model.norm changed since the checkpoint at step 5 "
                                  "('lrn' -> 'batchnorm')")
   assert cc.KEYS['model.norm'].cls == cc.EXPERIMENT
+
+
+def test_a_run_from_before_dropout_placement_is_not_resumed_with_the_papers_placement():
+  """Runs stored before model.dropout_placement dropped torchvision's units (what
+  alexnet.from_config reads for them): today's default, the paper's placement, is a change."""
+  saved = alexnet_config.get_config().to_dict()
+  del saved['model']['dropout_placement']
+  with pytest.raises(UserError,
+                     match=r"model.dropout_placement changed .*'torchvision' -> 'paper'"):
+    cc.compare(saved, alexnet_config.get_config(), 5)
+  assert not cc.compare(saved, changed(model__dropout_placement='torchvision'), 5).keys
