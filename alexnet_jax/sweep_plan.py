@@ -68,13 +68,13 @@ def plan(sweep_config, sweep_dir: str) -> list[Run]:
   if sweep_config.baseline not in names:
     raise UserError(f'config.sweep.baseline={sweep_config.baseline!r} is not among the '
                     f'variants {names}')
-  runs = []
-  for spec in sweep_config.variants:
-    name, overrides = parse_variant(spec)
-    for seed in sweep_config.seeds:
-      runs.append(Run(name, int(seed), common + overrides,
-                      os.path.join(os.path.abspath(sweep_dir), name, f'seed{seed}')))
-  return runs
+  # Seed by seed, every variant of a seed before the next seed: a sweep stopped part way (or
+  # spread over several sessions) has whole paired seeds to report, not a variant with no
+  # baseline to pair with.
+  variants = [parse_variant(spec) for spec in sweep_config.variants]
+  return [Run(name, int(seed), common + overrides,
+              os.path.join(os.path.abspath(sweep_dir), name, f'seed{seed}'))
+          for seed in sweep_config.seeds for name, overrides in variants]
 
 
 def resolve(base: str, overrides) -> ml_collections.ConfigDict:

@@ -129,6 +129,10 @@ def test_dry_run_prints_one_command_per_run(tmp_path):
   assert all(line.split()[1:3] == ['launch.py', '--config=configs/alexnet.py:demo']
              and '--config.train.num_epochs=3' in line for line in lines)
   assert not os.listdir(tmp_path)  # nothing was run
+  # Seed by seed: every variant of seed 0 before any run of seed 1 (a sweep stopped part way
+  # has whole paired seeds).
+  seeds = [line.split('--config.seed=')[1].split()[0] for line in lines]
+  assert seeds == ['0'] * len(ablations.VARIANTS) + ['1'] * len(ablations.VARIANTS)
 
 
 def test_resolve_is_what_launch_trains(tiny_run):
