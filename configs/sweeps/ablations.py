@@ -96,7 +96,8 @@ def _preset(config: ml_collections.ConfigDict) -> None:
   constant-lr probe's training loss fell to 0.04 without augmentation), and a cosine lr
   decay so the final evaluation is not taken at a random point of a constant-lr oscillation
   (probe, seed 0: the last 5 evaluations of a constant-lr run spanned 6 points, a cosine
-  run's 0.4). Seeds 1-5: the design was probed on seed 0 only. Run it with --parallel=2 (one run per core).
+  run's 0.4). Seeds 1-5: the design was probed on seed 0 only. Run it with --parallel=2
+  (one run per core).
   """
   config.sweep.seeds = (1, 2, 3, 4, 5)
   config.sweep.common = ','.join((
