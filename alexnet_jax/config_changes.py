@@ -77,6 +77,8 @@ KEYS: dict[str, Rule] = {
                              'be the same'),
     'input.stats_images': Rule(EXPERIMENT, 'other statistics (mean image, eigenvalues)'),
     'input.lighting_eigen': Rule(EXPERIMENT, _AUG),
+    'input.augment_on': Rule(RUN, 'the same augmentation from another random generator: the '
+                             'draws from here on differ from an uninterrupted run\'s'),
     'input.workers': Rule(RUN, 'the batches do not depend on it (Grain\'s elastic iterator)'),
     'input.prefetch': Rule(RUN, 'buffering only'),
     'model.num_classes': Rule(EXPERIMENT, 'fc8\'s shape', fixed=True),
@@ -139,6 +141,7 @@ ADDED_KEYS: dict[str, Any] = {
     # Before it, dropout zeroed torchvision's units (fc6's and fc7's inputs); the default is
     # the paper's now, so resuming such a run with today's default is a change to refuse.
     'model.dropout_placement': 'torchvision',
+    'input.augment_on': 'host',  # before it, the Grain workers augmented
 }
 
 

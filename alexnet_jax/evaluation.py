@@ -20,6 +20,7 @@ import optax
 from alexnet_jax import checkpointing
 from alexnet_jax import sharding
 from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import preprocessing
 from alexnet_jax.errors import UserError
@@ -69,10 +70,26 @@ def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   }
 
 
-def jit_eval_step(state, mesh: jax.sharding.Mesh):
-  """eval_step jitted with the state placed like the training state and the batch over 'data'."""
-  return jax.jit(eval_step, in_shardings=(sharding.tree_shardings(state, mesh),
-                                         sharding.batch_sharding(mesh)))
+def jit_eval_step(state, mesh: jax.sharding.Mesh,
+                  augmentation: device_preprocessing.Augmentation | None = None,
+                  ten_crop: bool = False):
+  """eval_step jitted with the state placed like the training state and the batch over 'data'.
+
+  With an augmentation (config.input.augment_on='device') the batch is uint8 R x R and the
+  mean, the centre crop or the ten patches (ten_crop) and the std are applied on the device.
+  """
+  state_shardings = sharding.tree_shardings(state, mesh)
+  if augmentation is None:
+    return jax.jit(eval_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)))
+
+  def crop_and_step(state, batch, aug):
+    images = device_preprocessing.eval_images(aug, batch['image'], ten_crop)
+    return eval_step(state, {**batch, 'image': images})
+
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  jitted = jax.jit(crop_and_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh),
+                                                replicated))
+  return sharding.BoundArgument(jitted, jax.device_put(augmentation, replicated))
 
 
 class InferenceState(train_state.TrainState):
@@ -109,11 +126,14 @@ def evaluate(state, eval_loader, jitted_eval_step,
 
 
 def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, augment_on: str | None = None) -> dict:
   """The validation result of a run's checkpoint (the latest, or `step`), centre crop or the
   10-crop test, with the run's own config and statistics; also written to
-  <workdir>/eval_<centre|10crop>_step<N>.json."""
+  <workdir>/eval_<centre|10crop>_step<N>.json. augment_on ('host', 'device', 'auto') overrides
+  where the run's config crops and normalises."""
   config, variables, step = checkpointing.load_variables(workdir, step)
+  if augment_on:
+    config.input.augment_on = augment_on
   if batch_size:
     config.eval.batch_size = batch_size
   elif ten_crop:  # ten times the images per batch: keep the memory of a centre-crop batch
@@ -125,9 +145,12 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
                                        shard_count=1)
   state = _inference_state(config, variables)
+  augmentation = (device_preprocessing.Augmentation.of(dataset.preprocess, config.seed)
+                  if pipeline.augment_on_device(config) else None)
   with jax.set_mesh(mesh):
-    result = evaluate(state, loader, jit_eval_step(state, mesh), mesh)
-  result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step})
+    result = evaluate(state, loader, jit_eval_step(state, mesh, augmentation, ten_crop), mesh)
+  result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step,
+                 'augment_on': 'device' if augmentation else 'host'})
   with open(os.path.join(workdir, f'eval_{result["crop"]}_step{step}.json'), 'w') as f:
     json.dump(result, f, indent=2)
   return result

@@ -103,6 +103,20 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
           for k, v in local_batch.items()}
 
 
+class BoundArgument:
+  """A jitted f(state, batch, extra) called, and lowered, as f(state, batch): the extra
+  argument (device augmentation's statistics) is placed once and passed on every call."""
+
+  def __init__(self, jitted, extra):
+    self.jitted, self.extra = jitted, extra
+
+  def __call__(self, state, batch):
+    return self.jitted(state, batch, self.extra)
+
+  def lower(self, state, batch):
+    return self.jitted.lower(state, batch, self.extra)
+
+
 def _context_mesh():
   mesh = jax.sharding.get_abstract_mesh()
   return None if mesh.empty else mesh

@@ -29,6 +29,7 @@ from alexnet_jax import optim
 from alexnet_jax import resilience
 from alexnet_jax import sharding
 from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
@@ -110,13 +111,32 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
   return new_state, metrics
 
 
-def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh):
+def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
+                   augmentation: device_preprocessing.Augmentation | None = None):
   """train_step jitted with the state and the batch placed by sharding.py's tables (params and
   optimizer state per PARAM_RULES, the batch split over 'data'); the state is donated, so the
-  caller's old state must not be used after a step."""
+  caller's old state must not be used after a step.
+
+  With an augmentation (config.input.augment_on='device') the batch is the loader's uint8
+  R x R images with each example's epoch and index, and the paper's augmentation runs inside
+  the same jitted program, before the step (device_preprocessing.train_images).
+  """
   state_shardings = sharding.tree_shardings(state, mesh)
-  return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, None), donate_argnums=0)
+  if augmentation is None:
+    return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+
+  def augment_and_step(state, batch, aug):
+    batch = dict(batch)
+    batch['image'] = device_preprocessing.train_images(aug, batch['image'], batch.pop('epoch'),
+                                                       batch.pop('index'))
+    return train_step(state, batch)
+
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  jitted = jax.jit(augment_and_step,
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+  return sharding.BoundArgument(jitted, jax.device_put(augmentation, replicated))
 
 
 def _check_workdir(workdir: str) -> None:
@@ -401,8 +421,10 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
       f.write(config.to_json(indent=2))
     dataset_lib.save_class_names(dataset, workdir)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
-  jitted_train_step = jit_train_step(state, mesh)
-  jitted_eval_step = evaluation.jit_eval_step(state, mesh)
+  augmentation = (device_preprocessing.Augmentation.of(dataset.preprocess, config.seed)
+                  if pipeline.augment_on_device(config) else None)
+  jitted_train_step = jit_train_step(state, mesh, augmentation)
+  jitted_eval_step = evaluation.jit_eval_step(state, mesh, augmentation, config.eval.ten_crop)
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)
   nonfinite = _NonFinitePolicy(config.train.on_nonfinite, skipped)
   pending: list[dict] = []

@@ -60,6 +60,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # computed them from its training set) or 'imagenet' (the well-known fb.resnet.torch numbers,
   # [55.46, 4.794, 1.148]; see README "Faithful details").
   config.input.lighting_eigen = 'dataset'
+  # Where the augmentation (crop, flip, lighting, mean, std) and eval's crops run: 'host' (numpy
+  # in the Grain workers), 'device' (JAX inside the jitted step; the workers only decode and the
+  # transfer is uint8 R x R), 'auto' = device on GPU/TPU, host on a CPU.
+  config.input.augment_on = 'auto'
   config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
   config.input.prefetch = 2  # batches read ahead per worker process (one thread each).
 

@@ -94,6 +94,19 @@ def test_ten_crop_eval_runs_over_every_image(tiny_run):
   assert os.path.exists(os.path.join(tiny_run, 'eval_10crop_step30.json'))
 
 
+@pytest.mark.parametrize('ten_crop', [False, True])
+def test_device_crops_evaluate_like_the_host_pipeline(tiny_run, ten_crop):
+  """The same checkpoint with the mean, crops and std done on the device from uint8 patches
+  (input.augment_on=device) and by the Grain workers: the same accuracy over the 240 images,
+  the same loss up to float32 rounding."""
+  host = evaluation.evaluate_run(tiny_run, ten_crop, augment_on='host')
+  device = evaluation.evaluate_run(tiny_run, ten_crop, augment_on='device')
+  assert (host['augment_on'], device['augment_on']) == ('host', 'device')
+  assert host['count'] == device['count'] == 240
+  assert host['top1'] == device['top1'] and host['top5'] == device['top5']
+  assert device['loss'] == pytest.approx(host['loss'], rel=1e-5)
+
+
 @pytest.mark.parametrize('run', RUNS)
 def test_predict_agrees_with_evaluation(run, request):
   # predict's own path (file -> preprocessing -> net) against the Grain eval pipeline: over

@@ -1,8 +1,9 @@
 """alexnet_jax/sharding.py: the paper's split (model axis) and data parallelism train the same
 net as one unsharded device (the same losses, first gradients and params after 3 steps, to
 float32 rounding; with batch norm also the same running statistics, so its statistics are the
-global batch's), each device holds half of each split parameter and its momentum, and bad
-meshes and batches are one-line errors."""
+global batch's; with the augmentation on the device, the same augmented images), each device
+holds half of each split parameter and its momentum, and bad meshes and batches are one-line
+errors."""
 import contextlib
 import functools
 
@@ -14,6 +15,8 @@ import pytest
 from alexnet_jax import evaluation
 from alexnet_jax import sharding
 from alexnet_jax import train
+from alexnet_jax.data import device_preprocessing
+from alexnet_jax.data import preprocessing
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from tests import helpers
@@ -115,6 +118,42 @@ def test_batch_norm_under_a_mesh_matches_unsharded(norm, data, model):
     for leaf in (state.params['bn1']['scale'], state.batch_stats['bn2']['var']):
       assert {s.data.shape[0] for s in leaf.addressable_shards} == {1}
       assert leaf.sharding.spec == jax.sharding.PartitionSpec('model')
+
+
+def test_device_augmentation_under_a_mesh_matches_one_device():
+  """input.augment_on=device: uint8 patches and their positions split over 'data' (the split
+  on 'model' too) crop, flip, light and train as on one device: the draws are per example, so
+  the augmented images are bit-identical and the losses agree to float32 rounding."""
+  rng = np.random.default_rng(1)
+  resize = IMAGE + 9
+  mean = rng.uniform(90, 150, (resize, resize, 3)).astype(np.float32)
+  prep = preprocessing.PreprocessParams(
+      resize_size=resize, image_size=IMAGE, mean=mean, std=np.array([60.0, 58.0, 57.0]),
+      random_flip=True, lighting_std=0.1, eigval=np.array([55.0, 5.0, 1.0]),
+      eigvec=np.eye(3), random_crop=True)
+  aug = device_preprocessing.Augmentation.of(prep, seed=4)
+  steps = [{'image': rng.integers(0, 256, (BATCH, resize, resize, 3), dtype=np.uint8),
+            'label': rng.integers(0, 10, BATCH).astype(np.int32),
+            'epoch': np.full(BATCH, k, np.int32),
+            'index': rng.permutation(100)[:BATCH].astype(np.int32)} for k in range(2)]
+
+  def losses_and_images(mesh):
+    with jax.set_mesh(mesh):
+      state = train.create_train_state(MODEL, helpers.sgd(), jax.random.PRNGKey(0), IMAGE, mesh)
+      step = train.jit_train_step(state, mesh, aug)
+      images = jax.jit(device_preprocessing.train_images)(
+          aug, *(sharding.global_batch(steps[0], mesh)[k] for k in ('image', 'epoch', 'index')))
+      losses = []
+      for batch in steps:
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        losses.append(float(metrics['loss']))
+    return np.array(losses), np.asarray(images)
+
+  ref_losses, ref_images = losses_and_images(helpers.mesh_of(1, 1))
+  losses, images = losses_and_images(helpers.mesh_of(4, 2))
+  np.testing.assert_array_equal(images, ref_images)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  assert ref_losses[0] != ref_losses[1]  # trained on both batches
 
 
 def test_each_parameter_shard_is_half_its_size():

@@ -26,15 +26,18 @@ def final_params(workdir):
   return step, state['params'], state['opt_state']
 
 
-@pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
-def test_resume_is_bit_identical(tmp_path, norm):
+@pytest.mark.parametrize('norm,augment_on', [('lrn', 'host'), ('batchnorm', 'host'),
+                                             ('lrn', 'device')])
+def test_resume_is_bit_identical(tmp_path, norm, augment_on):
   """With batch norm the running statistics are part of the state: checkpointed, restored and
-  compared too."""
+  compared too. With the augmentation on the device its draws come from the data position, so
+  the resumed run draws what the straight one did."""
   k = 3
   # SGD with the paper's update and a step decay inside the second half, dropout on.
   common = ['--config.optimizer.name=sgd', '--config.optimizer.schedule=step',
             '--config.optimizer.step_epochs=0.04', '--config.optimizer.lr=0.01',
-            '--config.train.eval_every_epochs=100', f'--config.model.norm={norm}']
+            '--config.train.eval_every_epochs=100', f'--config.model.norm={norm}',
+            f'--config.input.augment_on={augment_on}']
   straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
   helpers.launch(straight, *common, f'--config.train.num_steps={2 * k}')
   helpers.launch(stopped, *common, f'--config.train.num_steps={k}')

@@ -2,6 +2,9 @@
 
 All work (file reads, JPEG decoding, resizing, augmentation) is numpy/PIL inside Grain; the
 batches are numpy: {'image': float32 (B, S, S, 3), 'label': int32 (B,)} (+ 'mask' for eval).
+With config.input.augment_on='device' the workers stop after decoding: 'image' is the uint8
+(B, R, R, 3) patch, training batches carry each example's 'epoch' and 'index' (int32), and
+device_preprocessing.py does the rest inside the jitted step.
 
 Determinism: the training order is one endless sequence of records, every epoch a fresh
 seeded permutation (Grain's MapDataset shuffle + repeat), and every position in it gets its own
@@ -15,6 +18,7 @@ import math
 
 from absl import flags
 import grain
+import jax  # grain imports it anyway
 import numpy as np
 
 from alexnet_jax.data import preprocessing as pp
@@ -64,16 +68,32 @@ class TrainAugment(grain.transforms.RandomMap):
     return {'image': image, 'label': record['label'], 'valid': record['valid']}
 
 
+class TrainPosition(grain.transforms.MapWithIndex):
+  """For device augmentation: the record's place in the endless training order as (epoch,
+  index in that epoch's order), from which the device derives its random draws; the image
+  stays uint8 R x R."""
+
+  def __init__(self, num_records: int):
+    self.num_records = num_records
+
+  def map_with_index(self, position: int, record):
+    epoch, index = divmod(position, self.num_records)
+    return {**record, 'epoch': np.int32(epoch), 'index': np.int32(index)}
+
+
 class EvalTransform(grain.transforms.Map):
   """Mean, centre crop or the ten patches (paper 4.1), optional /std; zeros for padding."""
 
-  def __init__(self, params: PreprocessParams, ten_crop: bool):
-    self.p, self.ten_crop = params, ten_crop
+  def __init__(self, params: PreprocessParams, ten_crop: bool, on_device: bool = False):
+    self.p, self.ten_crop, self.on_device = params, ten_crop, on_device
 
   def map(self, record):
     p = self.p
-    image = pp.eval_transform(record['image'], image_size=p.image_size, mean=p.mean, std=p.std,
-                              ten_crop=self.ten_crop)
+    if self.on_device:  # the uint8 R x R patch; device_preprocessing.eval_images crops it
+      image = record['image']
+    else:
+      image = pp.eval_transform(record['image'], image_size=p.image_size, mean=p.mean,
+                                std=p.std, ten_crop=self.ten_crop)
     if not record['mask']:
       image = np.zeros_like(image)
     # mask: counts in the metrics; skipped: a real record whose file could not be read.
@@ -116,6 +136,32 @@ def _ensure_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
+AUGMENT_ON = ('auto', 'device', 'host')
+
+
+def resolve_augment_on(value: str, platform: str) -> str:
+  """'device' or 'host' for config.input.augment_on on a backend ('cpu', 'gpu', 'tpu').
+
+  'auto' is 'device' on an accelerator, where decoding alone keeps the host's cores busy (the
+  README's input-pipeline section), and 'host' on a CPU, where the same cores run both: every
+  CPU figure in the README was measured on the host path, and which path is faster on a CPU
+  is for tools/loader_benchmark to say (not yet measured).
+  """
+  if value not in AUGMENT_ON:
+    raise UserError(f"config.input.augment_on must be one of {', '.join(AUGMENT_ON)}, got "
+                    f'{value!r}')
+  if value != 'auto':
+    return value
+  return 'host' if platform == 'cpu' else 'device'
+
+
+def augment_on_device(config) -> bool:
+  """config.input.augment_on resolved for this process's backend ('auto': the device on an
+  accelerator, the host on a CPU)."""
+  return resolve_augment_on(config.input.get('augment_on', 'host'),
+                            jax.default_backend()) == 'device'
+
+
 def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int | None = None,
                         shard_count: int | None = None) -> grain.IterDataset:
   """Endless shuffled training batches of config.train.batch_size // shard_count per process,
@@ -140,8 +186,11 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
   dataset = (grain.MapDataset.source(source)
              .shuffle(seed=seed)  # a new permutation every epoch (seed + epoch)
              .repeat()  # endless: the loop counts steps, not epochs
-             .map(DecodeResize(params.resize_size))
-             .random_map(TrainAugment(params), seed=seed))  # rng from (seed, position)
+             .map(DecodeResize(params.resize_size)))
+  if augment_on_device(config):  # uint8 R x R + the position the device's draws come from
+    dataset = dataset.map_with_index(TrainPosition(len(source)))
+  else:
+    dataset = dataset.random_map(TrainAugment(params), seed=seed)  # rng from (seed, position)
   multiprocessing = None
   if config.input.workers:
     _ensure_flags_parsed()
@@ -198,7 +247,8 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
     _ensure_flags_parsed()
   return grain.DataLoader(
       data_source=padded, sampler=sampler,
-      operations=[DecodeResize(params.resize_size), EvalTransform(params, bool(ten_crop)),
+      operations=[DecodeResize(params.resize_size),
+                  EvalTransform(params, bool(ten_crop), on_device=augment_on_device(config)),
                   grain.transforms.Batch(batch, drop_remainder=True)],
       worker_count=config.input.workers, worker_buffer_size=config.input.prefetch,
       shard_options=shard_options)

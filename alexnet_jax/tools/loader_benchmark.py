@@ -4,17 +4,21 @@ r"""Does the input pipeline keep up with the training step?
   python -m alexnet_jax.tools.loader_benchmark --config=configs/alexnet.py:demo \
       --config.dataset.name=prepared --config.dataset.folder=DIR  # a prepare_data --out_dir copy
 
-For each --workers count (Grain worker processes; 0 = the main process) it times
-  1. decode + augment alone: batches from the real train loader (pipeline.
-     create_train_loader), in img/s and img/s per core (one core per worker process, or the
-     main process for 0);
+For each --augment_on path (host: the workers decode and augment; device: they only decode,
+and the augmentation runs in the jitted step) and each --workers count (Grain worker
+processes; 0 = the main process) it measures
+  1. the loader alone: batches from the real train loader (pipeline.create_train_loader), in
+     img/s, and what they cost the host: CPU ms per image (user + system time of this process's
+     threads and of the worker processes, over the timed windows), img/s per core (1000 / that),
+     and the cores needed to feed --feed_rate img/s and to feed the measured step;
   2. end to end: the real jitted train step (train.jit_train_step, as the training loop runs
-     it) fed from that loader, against the same step fed one synthetic device-resident
-     batch. Windows go round robin (synthetic, then each worker count), so that load from
-     other processes on a shared machine hits every variant alike; the fraction is the median
-     over rounds of synthetic time / end-to-end time within a round.
+     it, with the device augmentation inside it on that path) fed from that loader, against
+     the plain step fed one synthetic device-resident float batch (the net alone). Windows go
+     round robin (synthetic, then each path and worker count), so that load from other
+     processes on a shared machine hits every variant alike; the fraction is the median over
+     rounds of synthetic time / end-to-end time within a round.
 Rates are medians over --windows windows, after --warmup steps. It prints one JSON line per
-measurement, then a table and the worker count with the best end-to-end rate.
+measurement, then a table and the path and worker count with the best end-to-end rate.
 """
 import functools
 import gc
@@ -31,7 +35,9 @@ from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
 from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
+from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.tools import cli
 from alexnet_jax.tools import measure
@@ -39,6 +45,11 @@ from alexnet_jax.tools import measure
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/alexnet.py:demo.', lock_config=True)
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Grain worker counts to compare.')
+_AUGMENT_ON = flags.DEFINE_list('augment_on', ['host', 'device'],
+                                'Where the augmentation runs: host, device or both.')
+_FEED_RATE = flags.DEFINE_float('feed_rate', 20000.0, 'img/s a device eats (one H100 runs '
+                                "AlexNet's step at about 20-24k img/s): the table gives the "
+                                'host cores needed to feed it.')
 _LOADER_BATCHES = flags.DEFINE_integer('loader_batches', 8, 'Batches per loader-only window.')
 _STEPS = flags.DEFINE_integer('steps', 2, 'Train steps per end-to-end window.')
 _WINDOWS = flags.DEFINE_integer('windows', 5, 'Timed windows (rounds) per figure; the median '
@@ -60,9 +71,10 @@ def time_loader(iterator, batches: int, windows: int, batch_size: int) -> list[f
 
 
 class StepRunner:
-  """The training step as train.py builds and calls it: one state, donated at every step."""
+  """The training step as train.py builds and calls it: one state, donated at every step, and
+  one jitted step per path (the device path's with the augmentation inside it)."""
 
-  def __init__(self, config, dataset: dataset_lib.Dataset):
+  def __init__(self, config, dataset: dataset_lib.Dataset, paths=('host',)):
     run = train.RunLength.from_config(config.train, dataset.num_train)
     self.mesh = sharding.create_mesh(config.mesh)
     sharding.check_batch(config.train.batch_size, self.mesh)
@@ -72,12 +84,15 @@ class StepRunner:
       self.state = train.create_train_state(
           alexnet.from_config(config.model), tx, jax.random.PRNGKey(config.seed),
           config.input.image_size, self.mesh)
-      self.step_fn = train.jit_train_step(self.state, self.mesh)
+      augmentation = device_preprocessing.Augmentation.of(dataset.preprocess, config.seed)
+      self.step_fns = {path: train.jit_train_step(
+          self.state, self.mesh, augmentation if path == 'device' else None)
+                       for path in {'host', *paths}}
 
   def device_batch(self, host_batch: dict):
     return sharding.global_batch(host_batch, self.mesh)
 
-  def run(self, batches, steps: int, batch) -> tuple[float, float, object]:
+  def run(self, batches, steps: int, batch, path: str = 'host') -> tuple[float, float, object]:
     """`steps` steps from `batch` on, in the train loop's steady state; returns (seconds until
     the state is ready, seconds spent in next(batches), the batch for the next call).
 
@@ -86,10 +101,11 @@ class StepRunner:
     training run would overlap with a step.
     """
     wait = 0.0
+    step_fn = self.step_fns[path]
     with jax.set_mesh(self.mesh):
       t0 = time.perf_counter()
       for _ in range(steps):
-        self.state, _ = self.step_fn(self.state, batch)
+        self.state, _ = step_fn(self.state, batch)
         t = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - t
@@ -102,86 +118,105 @@ def _repeat(x):
     yield x
 
 
-def _host_copy(batch: dict) -> dict:
-  """A batch in ordinary memory: with workers, Grain's batches live in shared memory that is
-  freed when the iterator closes."""
-  return {k: np.array(v, copy=True) for k, v in batch.items()}
+def synthetic_batch(config) -> dict:
+  """A float batch of the net's input shape: what the net alone costs, with no input at all."""
+  b, s = config.train.batch_size, config.input.image_size
+  return {'image': np.zeros((b, s, s, 3), np.float32), 'label': np.zeros((b,), np.int32),
+          'valid': np.ones((b,), bool)}
 
 
-def _train_iterator(config, dataset: dataset_lib.Dataset, workers: int):
+def _train_iterator(config, dataset: dataset_lib.Dataset, workers: int, augment_on: str):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.input.workers = workers
+    config.input.augment_on = augment_on
   return iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
 
 
-def measure_loader(iterator, workers: int, *, batch_size: int, batches: int,
-                   windows: int) -> dict:
+def measure_loader(iterator, *, batch_size: int, batches: int, windows: int) -> dict:
+  """img/s of the loader alone, and the host CPU it costs per image (this process and its
+  worker processes, over the timed windows)."""
   t0 = time.perf_counter()
   next(iterator)
   startup = time.perf_counter() - t0
+  cpu0 = measure.process_tree_cpu_s()
   rates = time_loader(iterator, batches, windows, batch_size)
-  rate = statistics.median(rates)
-  return {'workers': workers, 'loader_img_per_s': rate,
-          'loader_img_per_s_per_core': rate / max(workers, 1), 'loader_windows': rates,
-          'loader_startup_s': startup}
+  cpu_ms = 1000 * (measure.process_tree_cpu_s() - cpu0) / (batches * windows * batch_size)
+  return {'loader_img_per_s': statistics.median(rates), 'loader_windows': rates,
+          'host_cpu_ms_per_image': cpu_ms, 'img_per_s_per_core': 1000 / cpu_ms if cpu_ms else
+          float('inf'), 'loader_startup_s': startup}
 
 
 def measure_end_to_end(runner: StepRunner, iterators: dict, synthetic, *, batch_size: int,
-                       steps: int, windows: int, warmup: int) -> list[dict]:
-  """Round robin: per round a synthetic window, then one window per worker count."""
-  real = {w: (runner.device_batch(b) for b in it) for w, it in iterators.items()}
-  pending = {w: runner.run(gen, warmup, next(gen))[2] for w, gen in real.items()}
-  synth_times, real_times, waits = [], {w: [] for w in real}, {w: [] for w in real}
+                       steps: int, windows: int, warmup: int) -> dict:
+  """Round robin: per round a synthetic window, then one window per (path, workers)."""
+  real = {key: (runner.device_batch(b) for b in it) for key, it in iterators.items()}
+  pending = {key: runner.run(gen, warmup, next(gen), key[0])[2] for key, gen in real.items()}
+  synth_times, real_times, waits = [], {k: [] for k in real}, {k: [] for k in real}
   for _ in range(windows):
     synth_times.append(runner.run(_repeat(synthetic), steps, synthetic)[0])
-    for w, gen in real.items():
-      seconds, wait, pending[w] = runner.run(gen, steps, pending[w])
-      real_times[w].append(seconds)
-      waits[w].append(wait / seconds)
+    for key, gen in real.items():
+      seconds, wait, pending[key] = runner.run(gen, steps, pending[key], key[0])
+      real_times[key].append(seconds)
+      waits[key].append(wait / seconds)
   images = steps * batch_size
   synthetic_rate = images / statistics.median(synth_times)
-  return [{
-      'workers': w, 'synthetic_img_per_s': synthetic_rate,
-      'end_to_end_img_per_s': images / statistics.median(real_times[w]),
-      'fraction': statistics.median(s / r for s, r in zip(synth_times, real_times[w])),
-      'data_wait_frac': statistics.median(waits[w]),
-      'synthetic_window_s': synth_times, 'end_to_end_window_s': real_times[w],
-  } for w in real]
+  return {key: {
+      'synthetic_img_per_s': synthetic_rate,
+      'end_to_end_img_per_s': images / statistics.median(real_times[key]),
+      'fraction': statistics.median(s / r for s, r in zip(synth_times, real_times[key])),
+      'data_wait_frac': statistics.median(waits[key]),
+      'synthetic_window_s': synth_times, 'end_to_end_window_s': real_times[key],
+  } for key in real}
 
 
-def _table(results: list[dict]) -> str:
-  lines = ['| workers | loader img/s | per core | synthetic step img/s | end to end img/s | '
-           'end to end / synthetic | data wait |', '|---|---|---|---|---|---|---|']
+def cores_needed(cpu_ms_per_image: float, img_per_s: float) -> float:
+  """Host cores kept busy feeding img_per_s at cpu_ms_per_image of CPU time each."""
+  return img_per_s * cpu_ms_per_image / 1000
+
+
+def _table(results: list[dict], feed_rate: float) -> str:
+  lines = ['| augment on | workers | loader img/s | host CPU ms / image | img/s per core | '
+           f'cores to feed {feed_rate:.0f} img/s | cores to feed this step | synthetic step '
+           'img/s | end to end img/s | end to end / synthetic | data wait |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results:
-    lines.append(f'| {r["workers"]} | {r["loader_img_per_s"]:.0f} | '
-                 f'{r["loader_img_per_s_per_core"]:.0f} | {r["synthetic_img_per_s"]:.2f} | '
-                 f'{r["end_to_end_img_per_s"]:.2f} | {100 * r["fraction"]:.1f} % | '
-                 f'{100 * r["data_wait_frac"]:.1f} % |')
+    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["loader_img_per_s"]:.0f} | '
+                 f'{r["host_cpu_ms_per_image"]:.3f} | {r["img_per_s_per_core"]:.0f} | '
+                 f'{r["cores_to_feed"]:.1f} | {r["cores_to_feed_step"]:.2f} | '
+                 f'{r["synthetic_img_per_s"]:.2f} | {r["end_to_end_img_per_s"]:.2f} | '
+                 f'{100 * r["fraction"]:.1f} % | {100 * r["data_wait_frac"]:.1f} % |')
   return '\n'.join(lines)
 
 
-def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps: int = 2,
-                  windows: int = 5, warmup: int = 2, emit=print) -> list[dict]:
-  """Every worker count's figures (also emitted); the step compiles once."""
+def run_benchmark(config, workers: list[int], *, augment_on=('host',), loader_batches: int = 8,
+                  steps: int = 2, windows: int = 5, warmup: int = 2,
+                  feed_rate: float = 20000.0, emit=print) -> list[dict]:
+  """Every (path, worker count)'s figures (also emitted); each path's step compiles once."""
+  for path in augment_on:
+    if path not in ('host', 'device'):
+      raise UserError(f'--augment_on takes host and/or device, got {path!r}')
   dataset = dataset_lib.build(config)
-  runner = StepRunner(config, dataset)
+  runner = StepRunner(config, dataset, tuple(augment_on))
   batch_size = config.train.batch_size
   iterators, loaders = {}, {}
   try:
-    for w in workers:
-      iterators[w] = _train_iterator(config, dataset, w)
-      loaders[w] = measure_loader(iterators[w], w, batch_size=batch_size,
-                                  batches=loader_batches, windows=windows)
-      emit({'kind': 'loader', **loaders[w]})
+    for path in augment_on:
+      for w in workers:
+        key = (path, w)
+        iterators[key] = _train_iterator(config, dataset, w, path)
+        loaders[key] = measure_loader(iterators[key], batch_size=batch_size,
+                                      batches=loader_batches, windows=windows)
+        emit({'kind': 'loader', 'augment_on': path, 'workers': w, **loaders[key]})
     t0 = time.perf_counter()
-    synthetic = runner.device_batch(_host_copy(next(iterators[workers[0]])))
+    synthetic = runner.device_batch(synthetic_batch(config))
     runner.run(_repeat(synthetic), 1, synthetic)  # compilation
     emit({'kind': 'setup', 'dataset': config.dataset.name, 'folder': config.dataset.folder,
           'batch_size': batch_size, 'image_size': config.input.image_size,
-          'dtype': config.model.dtype, 'width': config.model.width,
-          'compile_s': time.perf_counter() - t0,
-          'devices': f'{jax.device_count()} {jax.devices()[0].platform}'})
+          'resize_size': config.input.resize_size, 'dtype': config.model.dtype,
+          'width': config.model.width, 'compile_s': time.perf_counter() - t0,
+          'devices': f'{jax.device_count()} {jax.devices()[0].platform}',
+          'feed_rate': feed_rate})
     ends = measure_end_to_end(runner, iterators, synthetic, batch_size=batch_size, steps=steps,
                               windows=windows, warmup=warmup)
   finally:
@@ -191,9 +226,12 @@ def run_benchmark(config, workers: list[int], *, loader_batches: int = 8, steps:
     for it in iterators.values():
       pipeline.close_iterator(it)
   results = []
-  for end in ends:
-    emit({'kind': 'end_to_end', **end})
-    results.append({**loaders[end['workers']], **end})
+  for (path, w), end in ends.items():
+    emit({'kind': 'end_to_end', 'augment_on': path, 'workers': w, **end})
+    cpu_ms = loaders[(path, w)]['host_cpu_ms_per_image']
+    results.append({'augment_on': path, 'workers': w, **loaders[(path, w)], **end,
+                    'cores_to_feed': cores_needed(cpu_ms, feed_rate),
+                    'cores_to_feed_step': cores_needed(cpu_ms, end['synthetic_img_per_s'])})
   return results
 
 
@@ -202,13 +240,15 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   emit = functools.partial(measure.emit_json_line, json_out=_JSON_OUT.value)
   workers = [int(w) for w in _WORKERS.value]
-  results = run_benchmark(_CONFIG.value, workers, loader_batches=_LOADER_BATCHES.value,
-                          steps=_STEPS.value, windows=_WINDOWS.value, warmup=_WARMUP.value,
-                          emit=emit)
-  print(_table(results))
+  results = run_benchmark(_CONFIG.value, workers, augment_on=_AUGMENT_ON.value,
+                          loader_batches=_LOADER_BATCHES.value, steps=_STEPS.value,
+                          windows=_WINDOWS.value, warmup=_WARMUP.value,
+                          feed_rate=_FEED_RATE.value, emit=emit)
+  print(_table(results, _FEED_RATE.value))
   best = max(results, key=lambda r: r['end_to_end_img_per_s'])
-  print(f'best end to end: workers={best["workers"]} ({best["end_to_end_img_per_s"]:.2f} img/s, '
-        f'{100 * best["fraction"]:.1f} % of the synthetic-batch step)')
+  print(f'best end to end: augment_on={best["augment_on"]} workers={best["workers"]} '
+        f'({best["end_to_end_img_per_s"]:.2f} img/s, {100 * best["fraction"]:.1f} % of the '
+        'synthetic-batch step)')
 
 
 if __name__ == '__main__':

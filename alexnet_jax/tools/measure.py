@@ -70,6 +70,40 @@ def host_rss_mb() -> tuple[float, float]:
   return current, peak
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+  """/proc/<pid>/stat after the command name (which may hold spaces): field 3 on, or None."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      text = f.read()
+  except OSError:  # gone, or not Linux
+    return None
+  return text[text.rindex(')') + 2:].split()
+
+
+def process_tree_cpu_s(pid: int | None = None) -> float:
+  """User + system CPU seconds so far of a process (all its threads) and of its live
+  descendants (Grain's worker processes), read from /proc: what the input pipeline costs the
+  host, whichever process or thread did the work. NaN where /proc is not there."""
+  root = os.getpid() if pid is None else pid
+  parents = {}
+  for entry in os.listdir('/proc') if os.path.isdir('/proc') else ():
+    if entry.isdigit():
+      fields = _stat_fields(int(entry))
+      if fields:
+        parents[int(entry)] = (int(fields[1]), fields)
+  if root not in parents:
+    return float('nan')
+  tree, frontier = {root}, [root]
+  while frontier:
+    parent = frontier.pop()
+    children = [p for p, (ppid, _) in parents.items() if ppid == parent and p not in tree]
+    tree.update(children)
+    frontier.extend(children)
+  ticks = os.sysconf('SC_CLK_TCK')
+  # fields[11], fields[12]: utime, stime (stat fields 14 and 15), in clock ticks
+  return sum(int(parents[p][1][11]) + int(parents[p][1][12]) for p in tree) / ticks
+
+
 def device_memory_mb(compiled) -> tuple[float, str]:
   """Peak device memory: the allocator's figure where there is one (GPU, TPU), else XLA's
   compile-time estimate of the step (arguments + outputs + temporaries - aliased)."""

@@ -13,7 +13,7 @@ from alexnet_jax import evaluation
 from tests import helpers
 
 LINE = re.compile(r'^centre eval at step (\d+): top1 ([\d.]+) top5 ([\d.]+) loss ([\d.]+) '
-                  r'on (\d+) images$')
+                  r'on (\d+) images \(crops on the host\)$')
 
 
 @pytest.mark.parametrize('run', ['tiny_run', 'tiny_batchnorm_run'])

@@ -1,10 +1,14 @@
-"""alexnet_jax/tools/loader_benchmark.py, a smoke test on the tiny config (a few seconds): every
-figure present and positive, and consistent with the others (the fraction is the end-to-end rate
-over the synthetic one, per core is per worker process)."""
+"""alexnet_jax/tools/loader_benchmark.py on the tiny config (a few seconds), both augmentation
+paths: every figure present and positive, and consistent with the others (the fraction is the
+end-to-end rate over the synthetic one, img/s per core is 1000 / the host CPU ms per image, the
+cores needed are the rate times that); and the host CPU counter against a known busy loop."""
+import time
+
 import jax
 import pytest
 
 from alexnet_jax.tools import loader_benchmark
+from alexnet_jax.tools import measure
 from configs import alexnet as alexnet_config
 
 
@@ -17,19 +21,33 @@ def fast_compile():
 
 
 @pytest.mark.usefixtures('fast_compile')
-def test_loader_benchmark_tiny():
+def test_loader_benchmark_tiny_both_paths():
   config = alexnet_config.get_config('tiny')
   emitted = []
-  results = loader_benchmark.run_benchmark(config, [0], loader_batches=2, steps=1, windows=1,
-                                           warmup=1, emit=emitted.append)
-  assert [e['kind'] for e in emitted] == ['loader', 'setup', 'end_to_end']
-  (r,) = results
-  assert r['workers'] == 0
-  for key in ('loader_img_per_s', 'synthetic_img_per_s', 'end_to_end_img_per_s'):
-    assert r[key] > 0
-  assert r['loader_img_per_s_per_core'] == r['loader_img_per_s']
-  # one window: the fraction (median of per-round time ratios) is the ratio of the rates
-  assert r['fraction'] == pytest.approx(r['end_to_end_img_per_s'] / r['synthetic_img_per_s'])
-  assert 0 <= r['data_wait_frac'] < 1
-  table = loader_benchmark._table(results)  # pylint: disable=protected-access
-  assert table.count('\n') == 2 and '| 0 |' in table
+  results = loader_benchmark.run_benchmark(config, [0], augment_on=('host', 'device'),
+                                           loader_batches=2, steps=1, windows=1, warmup=1,
+                                           feed_rate=1000.0, emit=emitted.append)
+  assert [e['kind'] for e in emitted] == ['loader', 'loader', 'setup', 'end_to_end',
+                                          'end_to_end']
+  assert [(r['augment_on'], r['workers']) for r in results] == [('host', 0), ('device', 0)]
+  for r in results:
+    for key in ('loader_img_per_s', 'synthetic_img_per_s', 'end_to_end_img_per_s',
+                'host_cpu_ms_per_image'):
+      assert r[key] > 0, key
+    assert r['img_per_s_per_core'] == pytest.approx(1000 / r['host_cpu_ms_per_image'])
+    assert r['cores_to_feed'] == pytest.approx(r['host_cpu_ms_per_image'])  # 1000 img/s
+    assert r['cores_to_feed_step'] == pytest.approx(
+        r['synthetic_img_per_s'] * r['host_cpu_ms_per_image'] / 1000)
+    # one window: the fraction (median of per-round time ratios) is the ratio of the rates
+    assert r['fraction'] == pytest.approx(r['end_to_end_img_per_s'] / r['synthetic_img_per_s'])
+    assert 0 <= r['data_wait_frac'] < 1
+  table = loader_benchmark._table(results, 1000.0)  # pylint: disable=protected-access
+  assert table.count('\n') == 3 and '| host | 0 |' in table and '| device | 0 |' in table
+
+
+def test_process_tree_cpu_counts_a_busy_loop():
+  before, t0 = measure.process_tree_cpu_s(), time.process_time()
+  while time.process_time() - t0 < 0.3:
+    pass
+  spent = measure.process_tree_cpu_s() - before
+  assert 0.25 <= spent <= 0.3 + 0.1  # 10 ms clock ticks
