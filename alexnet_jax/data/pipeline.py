@@ -143,9 +143,10 @@ def resolve_augment_on(value: str, platform: str) -> str:
   """'device' or 'host' for config.input.augment_on on a backend ('cpu', 'gpu', 'tpu').
 
   'auto' is 'device' on an accelerator, where decoding alone keeps the host's cores busy (the
-  README's input-pipeline section), and 'host' on a CPU, where the same cores run both: every
-  CPU figure in the README was measured on the host path, and which path is faster on a CPU
-  is for tools/loader_benchmark to say (not yet measured).
+  README's input-pipeline section), and 'host' on a CPU, where the same cores run both: there
+  the two paths measured level end to end (tools/loader_benchmark on the demo, 2026-11-30:
+  96-104 % of the synthetic-batch step on both, within this VM's noise), and every CPU result
+  in the README was measured on the host path.
   """
   if value not in AUGMENT_ON:
     raise UserError(f"config.input.augment_on must be one of {', '.join(AUGMENT_ON)}, got "
