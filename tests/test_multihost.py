@@ -1,6 +1,7 @@
 """alexnet_jax/multihost.py: two real training processes (launch.py, jax.distributed on
 127.0.0.1, 2 CPU devices each) against the same steps in one process on 4 devices with the global
-batch built from the two processes' data shards side by side, their one checkpoint resumed by a
+batch built from the two processes' data shards side by side (augmentation on the host and on
+the device), their one checkpoint resumed by a
 single process, and cluster detection from the environment variables of SLURM, Open MPI and TPU
 pods."""
 import json
@@ -11,8 +12,10 @@ import subprocess
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
 from alexnet_jax.model import alexnet
 from alexnet_jax import multihost
@@ -33,18 +36,18 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def config():
+def config(augment_on='host'):
   c = alexnet_config.get_config('tiny')
-  for key, value in OVERRIDES.items():
+  for key, value in {**OVERRIDES, 'input.augment_on': augment_on}.items():
     section, name = key.split('.')
     c[section][name] = value
   return c
 
 
-def single_process_reference():
+def single_process_reference(augment_on='host'):
   """The same 3 steps in this process on 4 devices, with the global batch built from the two
   processes' shards side by side (process 0's rows first, as the mesh lays them out)."""
-  c = config()
+  c = config(augment_on)
   devices = jax.devices()[:4]
   mesh = sharding.create_mesh(c.mesh, devices)
   dataset = dataset_lib.build(c)
@@ -57,7 +60,9 @@ def single_process_reference():
                                      c.input.image_size, mesh)
     initial = jax.device_get(state.params)
     shardings = (sharding.tree_shardings(state, mesh), sharding.batch_sharding(mesh))
-    step = train.jit_train_step(state, mesh)
+    augmentation = (device_preprocessing.Augmentation.of(dataset.preprocess, c.seed)
+                    if augment_on == 'device' else None)
+    step = train.jit_train_step(state, mesh, augmentation)
     for _ in range(STEPS):
       parts = [next(it) for it in iterators]
       batch = {k: jax.device_put(np.concatenate([p[k] for p in parts]), shardings[1])
@@ -66,7 +71,10 @@ def single_process_reference():
   return initial, state
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize('augment_on', ['host', 'device'])
+def test_two_processes_match_one(tmp_path, augment_on):
+  """With the augmentation on the device, each process's examples keep their global positions,
+  so the two processes draw what the one process does."""
   workdir = str(tmp_path / 'run')
   port = free_port()
   env = helpers.cpu_env(2)
@@ -75,7 +83,8 @@ def test_two_processes_match_one(tmp_path):
     cmd = helpers.launch_command(
         workdir, f'--config.distributed.coordinator_address=127.0.0.1:{port}',
         '--config.distributed.num_processes=2', f'--config.distributed.process_id={pid}',
-        *[f'--config.{k}={v}' for k, v in OVERRIDES.items()])
+        *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
+        f'--config.input.augment_on={augment_on}')
     procs.append(subprocess.Popen(cmd, cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
   outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -84,7 +93,7 @@ def test_two_processes_match_one(tmp_path):
   assert '2 process(es)' in outputs[0] and 'mesh data=2 x model=2' in outputs[0]
   assert 'step 3/3' not in outputs[1]  # progress is printed by process 0 only
 
-  initial, reference = single_process_reference()
+  initial, reference = single_process_reference(augment_on)
   # Restored onto this one process's 4-device mesh: a checkpoint written by two processes.
   saved = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', str(STEPS), 'state'),
