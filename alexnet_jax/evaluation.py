@@ -86,10 +86,9 @@ def jit_eval_step(state, mesh: jax.sharding.Mesh,
     images = device_preprocessing.eval_images(aug, batch['image'], ten_crop)
     return eval_step(state, {**batch, 'image': images})
 
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  jitted = jax.jit(crop_and_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh),
-                                                replicated))
-  return sharding.BoundArgument(jitted, jax.device_put(augmentation, replicated))
+  return sharding.BoundArgument.jit(crop_and_step, mesh,
+                                    (state_shardings, sharding.batch_sharding(mesh)),
+                                    augmentation)
 
 
 class InferenceState(train_state.TrainState):
@@ -145,8 +144,7 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
   loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
                                        shard_count=1)
   state = _inference_state(config, variables)
-  augmentation = (device_preprocessing.Augmentation.of(dataset.preprocess, config.seed)
-                  if pipeline.augment_on_device(config) else None)
+  augmentation = device_preprocessing.of_run(config, dataset.preprocess)
   with jax.set_mesh(mesh):
     result = evaluate(state, loader, jit_eval_step(state, mesh, augmentation, ten_crop), mesh)
   result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step,

@@ -110,6 +110,14 @@ class BoundArgument:
   def __init__(self, jitted, extra):
     self.jitted, self.extra = jitted, extra
 
+  @classmethod
+  def jit(cls, fn, mesh: Mesh, in_shardings: tuple, extra, **jit_kwargs) -> 'BoundArgument':
+    """fn(state, batch, extra) jitted with in_shardings for (state, batch) and `extra`
+    replicated on every device of the mesh."""
+    replicated = NamedSharding(mesh, P())
+    jitted = jax.jit(fn, in_shardings=(*in_shardings, replicated), **jit_kwargs)
+    return cls(jitted, jax.device_put(extra, replicated))
+
   def __call__(self, state, batch):
     return self.jitted(state, batch, self.extra)
 

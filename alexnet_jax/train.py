@@ -132,11 +132,9 @@ def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
                                                        batch.pop('index'))
     return train_step(state, batch)
 
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  jitted = jax.jit(augment_and_step,
-                   in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=(state_shardings, None), donate_argnums=0)
-  return sharding.BoundArgument(jitted, jax.device_put(augmentation, replicated))
+  return sharding.BoundArgument.jit(
+      augment_and_step, mesh, (state_shardings, sharding.batch_sharding(mesh)), augmentation,
+      out_shardings=(state_shardings, None), donate_argnums=0)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -421,8 +419,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
       f.write(config.to_json(indent=2))
     dataset_lib.save_class_names(dataset, workdir)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
-  augmentation = (device_preprocessing.Augmentation.of(dataset.preprocess, config.seed)
-                  if pipeline.augment_on_device(config) else None)
+  augmentation = device_preprocessing.of_run(config, dataset.preprocess)
   jitted_train_step = jit_train_step(state, mesh, augmentation)
   jitted_eval_step = evaluation.jit_eval_step(state, mesh, augmentation, config.eval.ten_crop)
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)

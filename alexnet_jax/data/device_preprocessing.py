@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import preprocessing
 from alexnet_jax.data.preprocessing import PreprocessParams
 
 @struct.dataclass
@@ -45,6 +47,12 @@ class Augmentation:
                eigvec=f32(params.eigvec), image_size=params.image_size,
                random_crop=params.random_crop, random_flip=params.random_flip,
                lighting_std=float(params.lighting_std), seed=int(seed) % 2**32)
+
+
+def of_run(config, params: PreprocessParams) -> Augmentation | None:
+  """The Augmentation a run's jitted steps take when config.input.augment_on resolves to the
+  device on this backend, else None (the Grain workers augment)."""
+  return Augmentation.of(params, config.seed) if pipeline.augment_on_device(config) else None
 
 
 @struct.dataclass
@@ -103,9 +111,7 @@ def augment(aug: Augmentation, images: jax.Array, draws: Draws) -> jax.Array:
       out = out / aug.std
     return jnp.where(flip, out[:, ::-1], out)
 
-  if shift is None:
-    return jax.vmap(lambda *a: one(*a, None))(images, draws.y, draws.x, draws.flip)
-  return jax.vmap(one)(images, draws.y, draws.x, draws.flip, shift)
+  return jax.vmap(one)(images, draws.y, draws.x, draws.flip, shift)  # None: no leaves to map
 
 
 def train_images(aug: Augmentation, images: jax.Array, epoch: jax.Array,
@@ -122,9 +128,7 @@ def eval_images(aug: Augmentation, images: jax.Array, ten_crop: bool) -> jax.Arr
   r_h, r_w = images.shape[1:3]
   x = images.astype(jnp.float32) - aug.mean
   if ten_crop:
-    offsets = [(0, 0), (0, r_w - s), (r_h - s, 0), (r_h - s, r_w - s),
-               ((r_h - s) // 2, (r_w - s) // 2)]
-    crops = [x[:, y:y + s, c:c + s] for y, c in offsets]
+    crops = [x[:, y:y + s, c:c + s] for y, c in preprocessing.ten_crop_offsets(r_h, r_w, s)]
     crops += [crop[:, :, ::-1] for crop in crops]
     x = jnp.stack(crops, axis=1)
   else:

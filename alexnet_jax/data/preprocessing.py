@@ -184,14 +184,18 @@ def standardize(img: np.ndarray, std: np.ndarray) -> np.ndarray:
   return (img / np.asarray(std, np.float32)).astype(np.float32, copy=False)
 
 
+def ten_crop_offsets(h: int, w: int, size: int) -> list[tuple[int, int]]:
+  """(y, x) of paper 4.1's five test patches: the four corners, then the centre."""
+  return [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
+          ((h - size) // 2, (w - size) // 2)]
+
+
 def ten_crops(img: np.ndarray, size: int) -> np.ndarray:
   """Paper 4.1 test-time patches: four corners + centre, then their reflections -> (10, s, s, C)."""
   h, w = img.shape[:2]
   if h < size or w < size:
     raise ValueError(f'cannot crop {size}x{size} from an image of shape {img.shape}')
-  offsets = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
-             ((h - size) // 2, (w - size) // 2)]
-  crops = [img[y:y + size, x:x + size] for y, x in offsets]
+  crops = [img[y:y + size, x:x + size] for y, x in ten_crop_offsets(h, w, size)]
   crops += [c[:, ::-1] for c in crops]
   return np.stack(crops)
 
