@@ -30,12 +30,20 @@ class Collective:
   def elements(self) -> list[int]:
     return [math.prod(shape) for _, shape in self.operands]
 
+  def input_elements(self) -> list[int]:
+    """Elements of each input: a reduce-scatter's is group_size of its results."""
+    scale = self.group_size if self.kind == 'reduce-scatter' else 1
+    return [n * scale for n in self.elements()]
+
   def bytes_sent_per_device(self) -> float:
-    """Ring algorithms: an all-gather sends (n-1)/n of the result, an all-reduce twice that."""
+    """Ring algorithms, from the result's bytes: an all-gather sends (n-1)/n of its result;
+    a reduce-scatter (n-1)/n of its input, which is n results, so n-1 results; an all-reduce
+    is both, 2(n-1)/n of its result. A permute or all-to-all: (n-1)/n of the result."""
     n = self.group_size
-    total = sum(math.prod(s) * _BYTES.get(d, 4) for d, s in self.operands)
-    factor = {'all-reduce': 2 * (n - 1) / n}.get(self.kind, (n - 1) / n)
-    return total * factor
+    result = sum(math.prod(s) * _BYTES.get(d, 4) for d, s in self.operands)
+    factor = {'all-reduce': 2 * (n - 1) / n, 'reduce-scatter': n - 1}.get(self.kind,
+                                                                          (n - 1) / n)
+    return result * factor
 
 
 def _group_size(line: str) -> int:
@@ -89,8 +97,10 @@ def paper_exchange(model, batch: int, image_size: int) -> dict[str, int]:
 
 
 def expected_model_collectives(model, batch: int, image_size: int) -> dict[str, list[int]]:
-  """Element counts of the collectives the split needs: gathers forward, sums backward."""
+  """Element counts of the collectives the split needs: the inputs of conv3 and the FC layers
+  and the logits gathered forward; the same inputs' gradients reduce-scattered backward (each
+  device keeps its half's sum; the logits' gradient is already split)."""
   exchange = paper_exchange(model, batch, image_size)
   forward = sorted(exchange.values())
   backward = sorted(v for k, v in exchange.items() if not k.startswith('logits'))
-  return {'gather': forward, 'reduce': backward}
+  return {'gather': forward, 'reduce_scatter': backward}

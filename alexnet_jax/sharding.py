@@ -10,9 +10,12 @@ the global batch) and pools, and holds half of the output units of conv3 (192+19
 fc7, fc8 (2048+2048, and half the classes). Activations cross the
 'model' axis only where the paper's GPUs talked: conv3 and fc6 gather both halves of their
 input, fc7 and fc8 the other device's units, and the logits are gathered for the loss; the
-backward pass sums the input gradients of those same layers.
+backward pass reduce-scatters the input gradients of those same layers (each device sums and
+keeps its own half: as many bytes as the forward gather, the paper's exchange in theory).
 
-The grouped convolutions run under shard_map over the group axis: every device runs the same
+conv3 and the FC layers run under shard_map with their input gathered inside (an explicit
+all_gather, whose transpose is the reduce-scatter), and so do the grouped convolutions over the
+group axis: every device runs the same
 code on the groups it holds (one with model=2, both with model=1), so a convolution can never
 reach into the other half, and each device runs plain convolutions (XLA's feature_group_count
 backward is a slow path on CPU).
@@ -137,17 +140,53 @@ def constrain(x: jax.Array, role: str) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, ACTIVATION_RULES[role])
 
 
-def per_group(fn: Callable[..., jax.Array], shared_input: bool) -> Callable[..., jax.Array]:
-  """fn(x, kernel_GxKxKxIxO, bias_GxO) run on each device's own groups.
+def _gathered(fn: Callable[..., jax.Array], axis: int) -> Callable[..., jax.Array]:
+  """fn with its first argument all-gathered over 'model' along `axis` first: each device
+  receives the other's half (the paper's exchange, section 3.2). The transpose of a tiled
+  all_gather is psum_scatter, so backward each device sums and keeps only the input gradient
+  of its own half: a reduce-scatter, the same bytes as the forward gather, where the
+  gather that GSPMD inserts for a constrained layout would all-reduce the whole gradient."""
+  def gathered(x, *args):
+    return fn(jax.lax.all_gather(x, 'model', axis=axis, tiled=True), *args)
+  return gathered
 
-  x is 'grouped' (G x B x ...) or, with shared_input, 'batch' (B x ..., every group sees all of
-  it, so a split input is gathered first: the paper's conv3 exchange). The result is 'grouped'.
+
+def per_group(fn: Callable[..., jax.Array], layout: str) -> Callable[..., jax.Array]:
+  """fn(x, kernel_GxKxKxIxO, bias_GxO) run on each device's own groups; the result is 'grouped'.
+
+  layout 'grouped': x is G x B x ... and group g sees only x[g] (conv2, conv4, conv5);
+  'shared': x is 'batch' (B x ...), every group sees all of it (conv1, on the image);
+  'gathered': x is 'grouped' and every group sees all of it, so fn receives the whole
+  G x B x ... gathered over 'model' (the paper's conv3 exchange).
   """
   if _context_mesh() is None:
     return fn
-  x_spec = ACTIVATION_RULES['batch'] if shared_input else ACTIVATION_RULES['grouped']
+  if layout == 'gathered':
+    fn = _gathered(fn, axis=0)
+  x_spec = ACTIVATION_RULES['batch' if layout == 'shared' else 'grouped']
   return jax.shard_map(fn, in_specs=(x_spec, P('model'), P('model')),
                        out_specs=ACTIVATION_RULES['grouped'])
+
+
+def split_units(fn: Callable[..., jax.Array], input_role: str, kernel_name: str,
+                kernel_shape: tuple[int, ...], n_extra: int = 0) -> Callable[..., jax.Array]:
+  """fn(x, kernel, bias, *extras) of an FC layer run on each device's own output units (the
+  paper's split of fc6-fc8, section 3.2): x ('grouped' pool5, or 'units' of the layer below)
+  is gathered whole over 'model' inside, the kernel's columns and the bias are this device's
+  (PARAM_RULES), each extra (a dropout mask of the gathered input) is split over 'data' only.
+  The result is 'units'. A kernel that PARAM_RULES keeps whole (classes that do not split
+  evenly) runs fn on the whole layer everywhere, its result 'batch'."""
+  mesh = _context_mesh()
+  if mesh is None:
+    return fn
+  kernel_spec = param_spec(kernel_name, kernel_shape, mesh)
+  if kernel_spec == P():
+    return lambda *args: constrain(fn(*args), 'batch')
+  x_spec = ACTIVATION_RULES[input_role]
+  gather_axis = 0 if input_role == 'grouped' else 1
+  return jax.shard_map(_gathered(fn, gather_axis),
+                       in_specs=(x_spec, kernel_spec, P('model'), *[P('data')] * n_extra),
+                       out_specs=ACTIVATION_RULES['units'])
 
 
 def check_batch(global_batch: int, mesh: Mesh, what: str = 'config.train.batch_size') -> None:

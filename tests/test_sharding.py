@@ -40,6 +40,10 @@ def loss_and_grads(state, batch):
 
 
 def model_for(norm):
+  """The split test net with model.norm=norm, or with torchvision's dropout placement (its
+  mask of fc6's flat input is drawn outside the split layer and applied inside)."""
+  if norm == 'torchvision_dropout':
+    return MODEL.clone(dropout_placement='torchvision')
   return MODEL if norm == 'lrn' else MODEL.clone(norm=norm)
 
 
@@ -73,10 +77,11 @@ def unsharded(norm='lrn'):
   return run(None, norm)
 
 
-@pytest.mark.parametrize('data,model', [(1, 2), (4, 1), (4, 2)])
-def test_sharded_training_matches_unsharded(data, model):
-  ref_losses, ref_grads, ref_params, _ = unsharded()
-  losses, grads, params, state = run(helpers.mesh_of(data, model))
+@pytest.mark.parametrize('data,model,variant', [(1, 2, 'lrn'), (4, 1, 'lrn'), (4, 2, 'lrn'),
+                                                (2, 2, 'torchvision_dropout')])
+def test_sharded_training_matches_unsharded(data, model, variant):
+  ref_losses, ref_grads, ref_params, _ = unsharded(variant)
+  losses, grads, params, state = run(helpers.mesh_of(data, model), variant)
   # Float32 tolerance: the sharded step sums the same terms in another order (per-shard
   # partial sums of the batch and of the FC/conv3 contractions, then an all-reduce), so
   # results agree to a few float32 ulps of the largest terms, not bit for bit.

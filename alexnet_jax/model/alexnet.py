@@ -30,12 +30,12 @@ from alexnet_jax import sharding
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import lrn as lrn_lib
 from alexnet_jax.model import pooling
+from alexnet_jax.model import split_dense
 from alexnet_jax.model.grouped_conv import bias_init
 from alexnet_jax.model.grouped_conv import CONV_IMPLS
 from alexnet_jax.model.grouped_conv import GROUPS
 from alexnet_jax.model.grouped_conv import GroupedConv
 from alexnet_jax.model.grouped_conv import kernel_init
-from alexnet_jax.model.grouped_conv import merge_groups
 
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
@@ -96,8 +96,6 @@ class AlexNet(nn.Module):
                              impl=self.pool_impl)
     conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype,
                              impl=self.conv_impl)
-    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32,
-                              kernel_init=kernel_init(self.init_scheme))
 
     norm = 'none' if self.norm == 'lrn' and not self.lrn else self.norm
 
@@ -138,7 +136,7 @@ class AlexNet(nn.Module):
       return x
 
     x = images.astype(self.dtype)
-    x = act(after_conv(conv(self._channels(96), 11, stride=4, shared_input=True,
+    x = act(after_conv(conv(self._channels(96), 11, stride=4, input_layout='shared',
                             name='conv1')(x), 'conv1'))
     self.sow('intermediates', 'conv1_out', x)
     x = norm_and_pool(x, 'pool1')
@@ -149,8 +147,8 @@ class AlexNet(nn.Module):
     # conv3: the first place the paper's GPUs exchange activations (section 3.2). A removed
     # layer is skipped: the next one takes its input, each group still its own half.
     if 'conv3' not in self.remove_convs:
-      x = act(after_conv(conv(self._channels(384), 3, padding=1, shared_input=True,
-                              name='conv3')(merge_groups(x)), 'conv3'))
+      x = act(after_conv(conv(self._channels(384), 3, padding=1, input_layout='gathered',
+                              name='conv3')(x), 'conv3'))
       self.sow('intermediates', 'conv3_out', x)
     if 'conv4' not in self.remove_convs:
       x = act(after_conv(conv(self._channels(384), 3, padding=1, bias_value=1.0,
@@ -162,28 +160,37 @@ class AlexNet(nn.Module):
       self.sow('intermediates', 'conv5_out', x)
     x = sharding.constrain(pool(x), 'grouped')
     self.sow('intermediates', 'pool5', x)
-    x = merge_groups(x)
-    x = x.reshape(x.shape[0], -1)
     # Section 4.2: dropout 0.5 on the outputs of fc6 and fc7 (inverted dropout: kept units
     # are scaled by 1/(1-rate) in training, the modern equivalent of the paper's test-time
     # x0.5). Each FC layer sees all of its input (both GPUs' units, section 3.2) and computes
-    # its own half of the outputs. Dropout acts on a layer's input once it is gathered whole:
-    # its mask is a function of each unit's global position, so dropping fc6's output before or
-    # after the gather is the same, and after it nothing more crosses the 'model' axis.
+    # its own half of the outputs (split_dense.py). Dropout acts on the units-split array
+    # below a layer, before the layer gathers it: its mask is a function of each unit's
+    # global position, the unsplit net's mask, and nothing extra crosses the 'model' axis.
     dropped = {'paper': {'fc7': 'fc6_out_dropout', 'fc8': 'fc7_out_dropout'},
                'torchvision': {'fc6': 'fc6_in_dropout', 'fc7': 'fc7_in_dropout'}}
+    input_role = 'grouped'  # pool5's maps, then the units of the layer below
     for name in ('fc6', 'fc7', 'fc8'):
-      x = sharding.constrain(x, 'batch')
-      if self.dropout > 0 and name in dropped[self.dropout_placement]:
-        x = nn.Dropout(self.dropout, deterministic=not train,
-                       name=dropped[self.dropout_placement][name])(x)
-      if name == 'fc8':
-        break
-      x = act(dense(self._channels(4096), bias_init=bias_init(self.init_scheme, 1.0),
-                    name=name)(x))
-      x = sharding.constrain(x, 'units')
-      self.sow('intermediates', f'{name}_out', x)  # before dropout: what Figure 4 embeds
-    x = dense(self.num_classes, bias_init=bias_init(self.init_scheme, 0.0), name='fc8')(x)
+      dropout_name = dropped[self.dropout_placement].get(name)
+      input_scale = None
+      if self.dropout > 0 and dropout_name:
+        dropout = nn.Dropout(self.dropout, deterministic=not train, name=dropout_name)
+        if input_role == 'units':
+          x = dropout(x)
+        elif train:
+          # torchvision's dropout of pool5: the mask of the flat B x 9216 input, scaled by
+          # 1/keep, applied inside fc6 to the gathered input.
+          input_scale = dropout(jnp.ones((x.shape[1], split_dense.flat_features(x, input_role)),
+                                         self.dtype))
+      last = name == 'fc8'
+      x = split_dense.SplitDense(
+          self.num_classes if last else self._channels(4096), input_role,
+          kernel_init=kernel_init(self.init_scheme),
+          bias_init=bias_init(self.init_scheme, 0.0 if last else 1.0), dtype=self.dtype,
+          name=name)(x, input_scale)
+      input_role = 'units'
+      if not last:
+        x = act(x)
+        self.sow('intermediates', f'{name}_out', x)  # before dropout: what Figure 4 embeds
     # The logits are gathered whole for the softmax.
     return sharding.constrain(x.astype(jnp.float32), 'batch')
 

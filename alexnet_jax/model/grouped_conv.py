@@ -48,15 +48,17 @@ def bias_init(init: str, paper_value: float) -> Callable[..., jax.Array]:
 class GroupedConv(nn.Module):
   """GROUPS convolutions side by side: kernel G x kh x kw x Cin x Cout/G, bias G x Cout/G.
 
-  shared_input=True: x is B x H x W x Cin and every group sees all of it (conv1, conv3).
-  shared_input=False: x is G x B x H x W x Cin/G and group g sees only x[g] (conv2, 4, 5).
+  input_layout 'grouped': x is G x B x H x W x Cin/G and group g sees only x[g] (conv2, 4, 5);
+  'shared': x is B x H x W x Cin and every group sees all of it (conv1, on the image);
+  'gathered': x is G x B x H x W x Cin/G and every group sees all of it, merged (conv3: the
+  paper's exchange, gathered over 'model' by sharding.per_group).
   Returns G x B x H' x W' x Cout/G.
   """
   features: int
   kernel_size: int
   stride: int = 1
   padding: int = 0
-  shared_input: bool = False
+  input_layout: str = 'grouped'
   init_scheme: str = 'paper'
   bias_value: float = 0.0
   dtype: Any = jnp.float32
@@ -65,7 +67,8 @@ class GroupedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    in_features = x.shape[-1]
+    shared = self.input_layout != 'grouped'
+    in_features = x.shape[-1] * (x.shape[0] if self.input_layout == 'gathered' else 1)
     kernel_GxKxKxIxO = self.param('kernel', kernel_init(self.init_scheme, grouped=True),
                                   (GROUPS, k, k, in_features, self.features // GROUPS),
                                   jnp.float32)
@@ -84,19 +87,21 @@ class GroupedConv(nn.Module):
     def local_groups(x, kernel, bias):
       # The groups this device holds: both on one device, one each with the paper's split.
       groups = kernel.shape[0]
-      if impl == 'im2col' and self.shared_input and self.stride > 1:
+      if self.input_layout == 'gathered':
+        x = merge_groups(x)
+      if impl == 'im2col' and shared and self.stride > 1:
         return _im2col_conv(x, kernel.astype(self.dtype), bias.astype(self.dtype),
                             self.stride, self.padding)
       if impl == 'feature_group' and groups > 1:
         return _merged_groups_conv(conv, x, kernel.astype(self.dtype), bias.astype(self.dtype),
-                                   self.shared_input)
+                                   shared)
       outs = []
       for g in range(groups):
-        x_g = x if self.shared_input else x[g]
+        x_g = x if shared else x[g]
         outs.append(conv(x_g, kernel[g].astype(self.dtype)) + bias[g].astype(self.dtype))
       return jnp.stack(outs)
 
-    return sharding.per_group(local_groups, self.shared_input)(
+    return sharding.per_group(local_groups, self.input_layout)(
         x.astype(self.dtype), kernel_GxKxKxIxO, bias_GxO)
 
 

@@ -55,13 +55,14 @@ def main(argv):
   model = alexnet.AlexNet(width=_WIDTH.value, num_classes=_NUM_CLASSES.value)
   hlo = compiled_step_hlo(model, batch, image_size, mesh)
   print(f'train step, batch {batch}, {image_size}px, mesh data=1 x model=2, float32')
+  # A reduce-scatter's elements are its input's (each device keeps 1/n of the sum).
   print(f'{"collective":<14}{"elements":>14}{"MB sent/device":>16}  op')
   total = 0.0
   for c in collectives.collectives(hlo):
     if c.group_size < 2:
       continue
     total += c.bytes_sent_per_device()
-    print(f'{c.kind:<14}{sum(c.elements()):>14,}{c.bytes_sent_per_device() / 1e6:>16.3f}  '
+    print(f'{c.kind:<14}{sum(c.input_elements()):>14,}{c.bytes_sent_per_device() / 1e6:>16.3f}  '
           f'{c.op_name[-60:]}')
   theory = 0.0
   print('\nthe paper\'s split, in theory (each device sends the half it computed):')

@@ -13,6 +13,7 @@ import pytest
 
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
+from alexnet_jax.model import grouped_conv
 from configs import alexnet as alexnet_config
 from tests import helpers
 
@@ -200,16 +201,29 @@ def test_dropout_placement_paper_zeroes_fc6_and_fc7_outputs():
 
 
 def test_dropout_placement_torchvision_zeroes_fc6_and_fc7_inputs():
+  """torchvision's placement: dropout on the inputs of fc6 (pool5, flattened) and fc7. fc6's
+  mask, drawn in the flat layout, is scaled by 1/keep and multiplies the input inside fc6 (so
+  that a split fc6 can apply it to its gathered input); fc6 and fc7 compute from the dropped
+  inputs, recomputed here in float64."""
   params, calls, sown = dropout_run('torchvision', train=True, rate=0.3)
   assert set(k for k in calls if 'dropout' in k) == {'fc6_in_dropout', 'fc7_in_dropout'}
-  pool5 = alexnet.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
-  assert_inverted_dropout(calls['fc6_in_dropout'], np.asarray(pool5, np.float64), 0.3)
+  pool5 = np.asarray(grouped_conv.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1),
+                     np.float64)
+  scale = calls['fc6_in_dropout']  # dropout of ones: 0 or 1 / keep
+  assert_inverted_dropout(scale, np.ones_like(scale), 0.3)
+  np.testing.assert_allclose(sown['fc6_out'], np.maximum(dense64(params, 'fc6', pool5 * scale),
+                                                         0), rtol=1e-4, atol=1e-5)
   assert_inverted_dropout(calls['fc7_in_dropout'], sown['fc6_out'], 0.3)
+  np.testing.assert_allclose(sown['fc7_out'], np.maximum(
+      dense64(params, 'fc7', calls['fc7_in_dropout']), 0), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(calls['fc8'], dense64(params, 'fc8', sown['fc7_out']), rtol=1e-4,
                              atol=1e-5)  # fc7's output is not dropped
-  _, calls, sown = dropout_run('torchvision', train=False, rate=0.3)  # eval zeroes nothing
-  pool5 = alexnet.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1)
-  np.testing.assert_array_equal(calls['fc6_in_dropout'], np.asarray(pool5, np.float64))
+  params, calls, sown = dropout_run('torchvision', train=False, rate=0.3)  # eval drops nothing
+  assert 'fc6_in_dropout' not in calls  # no mask is drawn
+  pool5 = np.asarray(grouped_conv.merge_groups(jnp.asarray(sown['pool5'])).reshape(4, -1),
+                     np.float64)
+  np.testing.assert_allclose(sown['fc6_out'], np.maximum(dense64(params, 'fc6', pool5), 0),
+                             rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(calls['fc7_in_dropout'], sown['fc6_out'])
 
 
