@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
+from alexnet_jax.tools import huge_pages
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF (TensorBoard files, TFDS) is chatty.
 
@@ -105,4 +106,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  huge_pages.reexec_with_huge_pages()  # malloc's huge pages: a faster CPU step
   app.run(main, flags_parser=parse_flags)

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from alexnet_jax import checkpointing
+from alexnet_jax import compiler_options
 from alexnet_jax import sharding
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing
@@ -80,7 +81,8 @@ def jit_eval_step(state, mesh: jax.sharding.Mesh,
   """
   state_shardings = sharding.tree_shardings(state, mesh)
   if augmentation is None:
-    return jax.jit(eval_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)))
+    return jax.jit(eval_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   compiler_options=compiler_options.for_mesh(mesh))
 
   def crop_and_step(state, batch, aug):
     images = device_preprocessing.eval_images(aug, batch['image'], ten_crop)
@@ -88,7 +90,8 @@ def jit_eval_step(state, mesh: jax.sharding.Mesh,
 
   return sharding.BoundArgument.jit(crop_and_step, mesh,
                                     (state_shardings, sharding.batch_sharding(mesh)),
-                                    augmentation)
+                                    augmentation,
+                                    compiler_options=compiler_options.for_mesh(mesh))
 
 
 class InferenceState(train_state.TrainState):

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from alexnet_jax import checkpointing
+from alexnet_jax import compiler_options
 from alexnet_jax import config_changes
 from alexnet_jax import evaluation
 from alexnet_jax import metric_logging
@@ -119,12 +120,14 @@ def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
 
   With an augmentation (config.input.augment_on='device') the batch is the loader's uint8
   R x R images with each example's epoch and index, and the paper's augmentation runs inside
-  the same jitted program, before the step (device_preprocessing.train_images).
+  the same jitted program, before the step (device_preprocessing.train_images). The backend's
+  compiler options (compiler_options.py) apply.
   """
   state_shardings = sharding.tree_shardings(state, mesh)
   if augmentation is None:
     return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=(state_shardings, None), donate_argnums=0)
+                   out_shardings=(state_shardings, None), donate_argnums=0,
+                   compiler_options=compiler_options.for_mesh(mesh))
 
   def augment_and_step(state, batch, aug):
     batch = dict(batch)
@@ -134,7 +137,8 @@ def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
 
   return sharding.BoundArgument.jit(
       augment_and_step, mesh, (state_shardings, sharding.batch_sharding(mesh)), augmentation,
-      out_shardings=(state_shardings, None), donate_argnums=0)
+      out_shardings=(state_shardings, None), donate_argnums=0,
+      compiler_options=compiler_options.for_mesh(mesh))
 
 
 def _check_workdir(workdir: str) -> None:

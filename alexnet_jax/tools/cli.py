@@ -1,4 +1,5 @@
-"""What every command shares: the libraries' logs kept quiet, and bad input as one line.
+"""What every command shares: the libraries' logs kept quiet, bad input as one line, and
+malloc's transparent huge pages (huge_pages.py).
 
 Orbax logs every file it reads at INFO and TFDS probes data dirs at WARNING; a command prints
 its own progress and results, and `--verbosity=0` brings the libraries' logs back. A UserError
@@ -12,10 +13,13 @@ from absl import flags
 from absl import logging
 
 from alexnet_jax.errors import UserError
+from alexnet_jax.tools import huge_pages
 
 
 def run(main) -> None:
-  """app.run(main) with the conventions above."""
+  """app.run(main) with the conventions above, in a process with malloc's huge pages
+  (huge_pages.py: the command re-executes itself once to get them)."""
+  huge_pages.reexec_with_huge_pages()
 
   def wrapped(argv):
     if not flags.FLAGS['verbosity'].present:
