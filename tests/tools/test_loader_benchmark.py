@@ -1,5 +1,5 @@
-"""alexnet_jax/tools/loader_benchmark.py on the tiny config (a few seconds), both augmentation
-paths: every figure present and positive, and consistent with the others (the fraction is the
+"""alexnet_jax/tools/loader_timing.py (the loader benchmark's measurements) on the tiny config
+(a few seconds), both augmentation paths: every figure present and positive, and consistent with the others (the fraction is the
 end-to-end rate over the synthetic one, img/s per core is 1000 / the host CPU ms per image, the
 cores needed are the rate times that); and the host CPU counter against a known busy loop."""
 import time
@@ -7,7 +7,7 @@ import time
 import jax
 import pytest
 
-from alexnet_jax.tools import loader_benchmark
+from alexnet_jax.tools import loader_timing
 from alexnet_jax.tools import measure
 from configs import alexnet as alexnet_config
 
@@ -24,9 +24,9 @@ def fast_compile():
 def test_loader_benchmark_tiny_both_paths():
   config = alexnet_config.get_config('tiny')
   emitted = []
-  results = loader_benchmark.run_benchmark(config, [0], augment_on=('host', 'device'),
-                                           loader_batches=2, steps=1, windows=1, warmup=1,
-                                           feed_rate=1000.0, emit=emitted.append)
+  results = loader_timing.run_benchmark(config, [0], augment_on=('host', 'device'),
+                                        loader_batches=8, steps=1, windows=1, warmup=1,
+                                        feed_rate=1000.0, emit=emitted.append)
   assert [e['kind'] for e in emitted] == ['loader', 'loader', 'setup', 'end_to_end',
                                           'end_to_end']
   assert [(r['augment_on'], r['workers']) for r in results] == [('host', 0), ('device', 0)]
@@ -41,7 +41,7 @@ def test_loader_benchmark_tiny_both_paths():
     # one window: the fraction (median of per-round time ratios) is the ratio of the rates
     assert r['fraction'] == pytest.approx(r['end_to_end_img_per_s'] / r['synthetic_img_per_s'])
     assert 0 <= r['data_wait_frac'] < 1
-  table = loader_benchmark._table(results, 1000.0)  # pylint: disable=protected-access
+  table = loader_timing.table(results, 1000.0)
   assert table.count('\n') == 3 and '| host | 0 |' in table and '| device | 0 |' in table
 
 

@@ -1,0 +1,220 @@
+r"""The one-shot device check: the step and the loader on an accelerator, in one process.
+
+  python -m alexnet_jax.tools.device_check --out_dir=/tmp/device_check    # ~5 min, one GPU
+
+It runs, in this order, and writes device_check.json (every record) and device_check.md (the
+tables, the targets met or not) to --out_dir:
+  1. the whole training step (step_timing.py) in bfloat16 at batch 128 and 512, LRN on, over the
+     conv implementations and the LRN implementations, against the plain-JAX yardstick and,
+     where PyTorch imports and sees the device, torch.compile, all timed interleaved;
+  2. conv_impl for 'auto' on this backend: the fastest conv implementation at the largest
+     batch (model/grouped_conv.py's _AUTO_CONV_IMPL is set by hand from this line);
+  3. the loader end to end (loader_timing.py): a prepared 256 px copy of the embedded photos
+     (made under --out_dir), with the augmentation on the host and on the device, with one
+     Grain worker per core, against the same step fed a synthetic device-resident batch.
+
+JAX's GPU memory preallocation is turned off (XLA_PYTHON_CLIENT_PREALLOCATE=false, set before
+JAX starts its backend) so that the torch yardstick can share the device in the same process.
+Nothing here imports TensorFlow.
+
+On a bare GPU machine JAX may be newer than requirements.txt's pin, and grain, simplejpeg,
+ml_collections and array_record may be missing: carry them as wheels for its Python, e.g.
+  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform \
+      manylinux_2_17_x86_64 -d .whl grain simplejpeg ml_collections array_record
+  # there: pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+  PYTHONPATH=/tmp/site python -m alexnet_jax.tools.device_check --out_dir=$OUT
+"""
+import os
+
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # before JAX's backend starts
+
+import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time
+
+from absl import app
+from absl import flags
+import jax
+
+from alexnet_jax.data import prepare
+from alexnet_jax.errors import UserError
+from alexnet_jax.tools import cli
+from alexnet_jax.tools import loader_timing
+from alexnet_jax.tools import measure
+from alexnet_jax.tools import step_timing
+from alexnet_jax.tools.yardsticks import pytorch
+from configs import alexnet as alexnet_config
+
+# The issue's targets on a GPU: bf16 batch 512 at >= 1.7x torch.compile; the loader feeding
+# >= 90 % of the synthetic-batch rate.
+TARGET_VS_TORCH_COMPILE = 1.7
+TARGET_END_TO_END = 0.9
+
+_OUT_DIR = flags.DEFINE_string('out_dir', '', 'Where device_check.json / .md (and the prepared '
+                               'copy) go.')
+_CONFIG = flags.DEFINE_string('config', 'demo', "configs/alexnet.py's variant for the net and "
+                              "the loader's data (demo: the full net, the embedded photos).")
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['128', '512'], 'Step batch sizes.')
+_DTYPES = flags.DEFINE_list('dtypes', ['bfloat16'], 'Compute dtypes.')
+_CONV_IMPLS = flags.DEFINE_list('conv_impls', ['halves', 'feature_group', 'im2col'],
+                                'Conv implementations to time.')
+_LRN_IMPLS = flags.DEFINE_list('lrn_impls', ['fast', 'reduce_window'],
+                               'LRN implementations to time.')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of the timed step.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Steps per timed window.')
+_WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
+_LOADER_BATCH = flags.DEFINE_integer('loader_batch', 128, 'Global batch of the loader run.')
+_WORKERS = flags.DEFINE_integer('workers', -1, 'Grain workers for the loader; -1: one per core.')
+_LOADER_WINDOWS = flags.DEFINE_integer('loader_windows', 3, 'Loader windows.')
+_YARDSTICKS = flags.DEFINE_list('yardsticks', ['plain_jax', 'torch_compile'],
+                                'Yardsticks timed beside ours (torch_compile where PyTorch '
+                                "imports and sees the device); '' for none.")
+
+
+def torch_yardstick(wanted: bool = True) -> tuple[list[str], str]:
+  """(['torch_compile'] or [], why not): torch must import and see this device's kind."""
+  if not wanted:
+    return [], 'not asked for (--yardsticks)'
+  if not pytorch.available():
+    return [], 'PyTorch is not installed'
+  import torch  # pylint: disable=g-import-not-at-top  # optional, heavy
+  platform = jax.devices()[0].platform
+  if platform == 'gpu' and not torch.cuda.is_available():
+    return [], 'PyTorch sees no GPU'
+  if platform not in ('gpu', 'cpu'):
+    return [], f'no PyTorch yardstick on {platform}'
+  return ['torch_compile'], ''
+
+
+def fastest_conv_impl(records: list[dict]) -> str:
+  """The conv implementation of our fastest step at the largest batch (LRN impl 'fast')."""
+  ours = [r for r in records if r['impl'] == 'ours' and r['lrn_impl'] == 'fast']
+  largest = max(r['batch'] for r in ours)
+  return max((r for r in ours if r['batch'] == largest), key=lambda r: r['img_s'])['conv_impl']
+
+
+def loader_config(variant: str, folder: str, batch: int, dtype: str, workers: int):
+  config = alexnet_config.get_config(variant)
+  config.dataset.name, config.dataset.folder = 'prepared', folder
+  config.train.batch_size = batch
+  config.model.dtype = dtype
+  config.input.workers = workers
+  return config
+
+
+def markdown(report: dict) -> str:
+  """The tables: the step (ours and the yardsticks), the targets, the loader."""
+  machine = report['machine']
+  lines = [f'Device check, {machine["date"]}: {machine["device_kind"]} x{machine["devices"]} '
+           f'({machine["platform"]}), {machine["host_cores"]} host cores, jax {machine["jax"]}.',
+           '', '| impl | batch | dtype | conv impl | LRN impl | img/s | step ms | MFU | '
+           'ours / plain_jax | ours / torch_compile |', '|---|---|---|---|---|---|---|---|---|---|']
+  for r in report['step']:
+    ratios = r.get('ratio_vs', {})
+    cell = lambda name: f'{ratios[name]:.2f}x' if name in ratios else (
+        '' if r['impl'] != 'ours' else 'not measured')
+    lines.append(f'| {r["impl"]} | {r["batch"]} | {r["dtype"]} | {r["conv_impl"]} | '
+                 f'{r["lrn_impl"]} | {r["img_s"]:.0f} | {r["step_ms"]:.2f} | '
+                 f'{100 * r["mfu"]:.1f}% | {cell("plain_jax")} | {cell("torch_compile")} |')
+  for name, why in report['not_measured'].items():
+    lines.append(f'\n{name}: not measured ({why}).')
+  lines.append(f'\nconv_impl for auto on {machine["platform"]}: **{report["conv_impl_auto"]}** '
+               '(the fastest at the largest batch).')
+  target = report['targets']
+  lines.append(f'\nTarget, ours / torch.compile at the largest batch >= '
+               f'{TARGET_VS_TORCH_COMPILE}x: {target["vs_torch_compile"]}.')
+  lines.append(f'Target, loader end to end >= {100 * TARGET_END_TO_END:.0f} % of the '
+               f'synthetic step: {target["end_to_end"]}.')
+  lines += ['', '| augment on | workers | loader img/s | host CPU ms / image | img/s per core | '
+            'synthetic step img/s | end to end img/s | end to end / synthetic |',
+            '|---|---|---|---|---|---|---|---|']
+  for r in report['loader']:
+    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["loader_img_per_s"]:.0f} | '
+                 f'{r["host_cpu_ms_per_image"]:.3f} | {r["img_per_s_per_core"]:.0f} | '
+                 f'{r["synthetic_img_per_s"]:.0f} | {r["end_to_end_img_per_s"]:.0f} | '
+                 f'{100 * r["fraction"]:.1f} % |')
+  return '\n'.join(lines) + '\n'
+
+
+def targets(step: list[dict], loader: list[dict]) -> dict:
+  ours = [r for r in step if r['impl'] == 'ours']
+  largest = max(r['batch'] for r in ours)
+  best = max((r for r in ours if r['batch'] == largest), key=lambda r: r['img_s'])
+  ratio = best.get('ratio_vs', {}).get('torch_compile')
+  vs_torch = ('not measured' if ratio is None else
+              f'{"met" if ratio >= TARGET_VS_TORCH_COMPILE else "not met"} ({ratio:.2f}x, '
+              f'{best["conv_impl"]} / {best["lrn_impl"]})')
+  fractions = {f'{r["augment_on"]}': r['fraction'] for r in loader}
+  end_to_end = ', '.join(
+      f'{path} {"met" if f >= TARGET_END_TO_END else "not met"} ({100 * f:.1f} %)'
+      for path, f in fractions.items()) or 'not measured'
+  return {'vs_torch_compile': vs_torch, 'end_to_end': end_to_end}
+
+
+def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: list[str],
+              conv_impls: list[str], lrn_impls: list[str], num_classes: int, steps: int,
+              windows: int, loader_batch: int, workers: int, loader_windows: int,
+              yardsticks=('plain_jax', 'torch_compile'), emit=print) -> dict:
+  """Everything above; returns the report that device_check.json holds."""
+  t0 = time.perf_counter()
+  os.makedirs(out_dir, exist_ok=True)
+  device = jax.devices()[0]
+  machine = {'date': time.strftime('%Y-%m-%d'), 'platform': device.platform,
+             'device_kind': device.device_kind, 'devices': jax.device_count(),
+             'host_cores': os.cpu_count(), 'jax': jax.__version__}
+  emit({'kind': 'machine', **machine})
+  torch, torch_missing = torch_yardstick('torch_compile' in yardsticks)
+  not_measured = {} if torch else {'torch_compile': torch_missing}
+  if 'plain_jax' not in yardsticks:
+    not_measured['plain_jax'] = 'not asked for (--yardsticks)'
+  yardsticks = [y for y in yardsticks if y == 'plain_jax'] + torch
+  config = alexnet_config.get_config(variant)
+  config.optimizer = alexnet_config.get_config().optimizer  # the paper's SGD, as benchmark.py
+  print(f'[1/3] the step: batch {batch_sizes}, {dtypes}, conv {conv_impls}, LRN {lrn_impls}, '
+        f'yardsticks {", ".join(yardsticks) or "none"}', flush=True)
+  step = step_timing.run_step_benchmark(
+      config, batch_sizes=batch_sizes, dtypes=dtypes, lrn_values=[True], meshes=[(1, 1)],
+      lrn_impls=lrn_impls, conv_impls=conv_impls, pool_impls=['fast'],
+      yardsticks=yardsticks, image_size=config.input.image_size,
+      num_classes=num_classes, warmup=2, steps=steps, windows=windows, emit=emit)
+  for r in step:  # the compiled programs are not JSON
+    r.pop('compiled', None)
+  conv_impl = fastest_conv_impl(step)
+  print(f'[2/3] conv_impl for auto on {device.platform}: {conv_impl}', flush=True)
+  folder = os.path.join(out_dir, 'prepared-256')
+  print(f'[3/3] the loader: prepared copy in {folder}, host and device augmentation',
+        flush=True)
+  prepare.prepare_resized(config.dataset, folder, resize_size=config.input.resize_size,
+                          workers=os.cpu_count() or 1, log=lambda *a, **k: None)
+  workers = (os.cpu_count() or 1) if workers < 0 else workers
+  loader = loader_timing.run_benchmark(
+      loader_config(variant, folder, loader_batch, dtypes[0], workers), [workers],
+      augment_on=('host', 'device'), windows=loader_windows, steps=steps, emit=emit)
+  report = {'machine': machine, 'step': step, 'conv_impl_auto': conv_impl,
+            'not_measured': not_measured, 'loader': loader,
+            'targets': targets(step, loader), 'wall_s': time.perf_counter() - t0}
+  with open(os.path.join(out_dir, 'device_check.json'), 'w') as f:
+    json.dump(report, f, indent=1, default=float)
+  with open(os.path.join(out_dir, 'device_check.md'), 'w') as f:
+    f.write(markdown(report))
+  return report
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _OUT_DIR.value:
+    raise UserError('--out_dir is required: where device_check.json and .md go')
+  report = run_check(
+      out_dir=_OUT_DIR.value, variant=_CONFIG.value,
+      batch_sizes=[int(b) for b in _BATCH_SIZES.value], dtypes=_DTYPES.value,
+      conv_impls=_CONV_IMPLS.value, lrn_impls=_LRN_IMPLS.value,
+      num_classes=_NUM_CLASSES.value, steps=_STEPS.value, windows=_WINDOWS.value,
+      loader_batch=_LOADER_BATCH.value, workers=_WORKERS.value,
+      loader_windows=_LOADER_WINDOWS.value,
+      yardsticks=[y for y in _YARDSTICKS.value if y], emit=measure.emit_json_line)
+  print(markdown(report))
+  print(f'{report["wall_s"]:.0f} s; written to {_OUT_DIR.value}/device_check.json and .md')
+
+
+if __name__ == '__main__':
+  cli.run(main)

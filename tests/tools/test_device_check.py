@@ -1,0 +1,42 @@
+"""alexnet_jax/tools/device_check.py on CPU at a tiny size (the GPU run is the same code with
+bigger numbers): one process times the step over the conv implementations (the yardsticks, full-size nets, are
+test_benchmark.py's), picks the fastest conv implementation from its own records, prepares a copy of the
+photos and runs the loader on both augmentation paths, and writes the JSON and the Markdown
+table, with the rows it could not measure said so."""
+import json
+import os
+
+from tests import helpers
+
+
+def test_device_check_writes_every_figure(tmp_path):
+  out = tmp_path / 'check'
+  proc = helpers.run_tool(
+      'device_check', f'--out_dir={out}', '--config=tiny', '--batch_sizes=4,8',
+      '--dtypes=float32', '--conv_impls=halves,im2col', '--lrn_impls=fast', '--num_classes=10',
+      '--steps=1', '--windows=1', '--loader_batch=8', '--workers=0', '--loader_windows=1',
+      '--yardsticks=', timeout=600)  # the yardsticks are the full net: test_benchmark's
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  report = json.loads((out / 'device_check.json').read_text())
+  assert report['machine']['platform'] == 'cpu' and report['machine']['host_cores'] > 0
+  step = report['step']
+  ours = {(r['batch'], r['conv_impl']): r for r in step if r['impl'] == 'ours'}
+  assert set(ours) == {(b, c) for b in (4, 8) for c in ('halves', 'im2col')}
+  assert not [r for r in step if r['impl'] != 'ours']
+  for r in ours.values():
+    assert r['img_s'] > 0 and r['step_ms'] > 0 and r['mfu'] > 0
+  # 'auto' is the fastest conv implementation at the largest batch, by its own records.
+  assert report['conv_impl_auto'] == max(('halves', 'im2col'),
+                                         key=lambda c: ours[8, c]['img_s'])
+  # The loader on both paths, on the prepared copy it made.
+  assert {r['augment_on'] for r in report['loader']} == {'host', 'device'}
+  for r in report['loader']:
+    assert r['workers'] == 0 and r['host_cpu_ms_per_image'] > 0 and 0 < r['fraction']
+  assert os.path.isdir(out / 'prepared-256')
+  table = (out / 'device_check.md').read_text()
+  assert 'torch_compile: not measured (not asked for (--yardsticks))' in table
+  assert 'plain_jax: not measured (not asked for (--yardsticks))' in table
+  assert f'conv_impl for auto on cpu: **{report["conv_impl_auto"]}**' in table
+  assert 'ours / torch_compile' in table and 'not measured' in table
+  assert report['targets']['vs_torch_compile'] == 'not measured'
+  assert table.count('| host |') == 1 and table.count('| device |') == 1
