@@ -9,8 +9,8 @@ device_preprocessing.py does the rest inside the jitted step.
 Determinism: the training order is one endless sequence of records, every epoch a fresh
 seeded permutation (Grain's MapDataset shuffle + repeat), and every position in it gets its own
 np.random.Generator keyed by (seed, position) for the augmentation. Global batch k is positions
-[k B, (k+1) B), split over processes by Grain's ElasticIterator; its state is the next position
-alone. So the batches, their augmentation and a restored iterator do not depend on timing, on
+[k B, (k+1) B), split over processes by Grain's ElasticIterator (BatchFirstIterator on the
+device path, which decodes a batch at a time); its state is the next position alone. So the batches, their augmentation and a restored iterator do not depend on timing, on
 the number of worker processes or on the number of hosts, and a state saved with one worker
 count restores with another (or onto another process count) at the same place.
 """
@@ -69,17 +69,85 @@ class TrainAugment(grain.transforms.RandomMap):
     return {'image': image, 'label': record['label'], 'valid': record['valid']}
 
 
-class TrainPosition(grain.transforms.MapWithIndex):
-  """For device augmentation: the record's place in the endless training order as (epoch,
-  index in that epoch's order), from which the device derives its random draws; the image
-  stays uint8 R x R."""
+class DecodeBatch(grain.transforms.MapWithIndex):
+  """For device augmentation: batch k of this process's raw records -> one batch, each image
+  decoded (and resized, if the data is not prepared) straight into its row of a uint8
+  (b, R, R, 3) array, with each record's (epoch, index) in the endless training order, from
+  which the device derives its random draws (row i of batch k is position first + (k b + i)
+  stride). Decoding after batching costs Grain one element per batch instead of one per
+  record, and the rows need no stacking (the README's input-pipeline section has the
+  figures)."""
 
-  def __init__(self, num_records: int):
-    self.num_records = num_records
+  def __init__(self, resize_size: int, num_records: int, first: int, stride: int):
+    self.resize_size, self.num_records = resize_size, num_records
+    self.first, self.stride = first, stride
 
-  def map_with_index(self, position: int, record):
-    epoch, index = divmod(position, self.num_records)
-    return {**record, 'epoch': np.int32(epoch), 'index': np.int32(index)}
+  def map_with_index(self, k: int, records):
+    size, b = self.resize_size, len(records)
+    images = np.empty((b, size, size, 3), np.uint8)
+    valid = np.ones(b, np.bool_)
+    for row, record in enumerate(records):
+      try:
+        images[row] = pp.decode_and_resize(record['image'], size)
+      except ValueError as e:  # as DecodeResize: a blank image the step gives no weight
+        print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {e}',
+              flush=True)
+        images[row], valid[row] = 0, False
+    positions = self.first + (k * b + np.arange(b, dtype=np.int64)) * self.stride
+    epoch, index = np.divmod(positions, self.num_records)
+    return {'image': images, 'label': np.array([r['label'] for r in records], np.int32),
+            'valid': valid, 'epoch': epoch.astype(np.int32), 'index': index.astype(np.int32)}
+
+
+class BatchFirstIterator(grain.DatasetIterator):
+  """Grain's ElasticIterator with the decoding after batching (DecodeBatch): this process's
+  records are positions global_next_index + shard_index, + shard_count, ... of the endless
+  order, batch_size / shard_count at a time. Its state is the same {'global_next_index': the
+  next global position}, so a checkpoint of either restores into the other, with any worker or
+  process count."""
+
+  def __init__(self, records: grain.MapDataset, num_records: int, resize_size: int,
+               global_batch_size: int, shard_options: grain.sharding.ShardOptions, *,
+               read_options: grain.ReadOptions,
+               multiprocessing_options: grain.MultiprocessingOptions | None = None):
+    super().__init__()
+    self._records, self._num_records, self._resize_size = records, num_records, resize_size
+    self._global_batch_size, self._shard_options = global_batch_size, shard_options
+    self._read_options, self._multiprocessing = read_options, multiprocessing_options
+    self._global_next_index = 0
+    self._iterator = None
+
+  def _start(self):
+    shard = self._shard_options
+    first = self._global_next_index + shard.shard_index
+    decode = DecodeBatch(self._resize_size, self._num_records, first, shard.shard_count)
+    batches = (self._records[first::shard.shard_count]
+               .batch(self._global_batch_size // shard.shard_count, drop_remainder=True,
+                      batch_fn=list)
+               .map_with_index(decode)
+               .to_iter_dataset(read_options=self._read_options))
+    if self._multiprocessing is not None:
+      batches = batches.mp_prefetch(self._multiprocessing)
+    return iter(batches)
+
+  def __next__(self):
+    if self._iterator is None:
+      self._iterator = self._start()
+    batch = next(self._iterator)
+    self._global_next_index += self._global_batch_size
+    return batch
+
+  def get_state(self) -> dict:
+    return {'global_next_index': self._global_next_index}
+
+  def set_state(self, state):
+    self.close()
+    self._global_next_index = state['global_next_index']
+
+  def close(self):
+    if self._iterator is not None and hasattr(self._iterator, 'close'):
+      self._iterator.close()
+    self._iterator = None
 
 
 class EvalTransform(grain.transforms.Map):
@@ -185,14 +253,9 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
                     f'{config.train.batch_size}')
   params = dataset.preprocess
   seed = int(seed) % 2**32  # Grain's seeds are uint32
-  dataset = (grain.MapDataset.source(source)
+  records = (grain.MapDataset.source(source)
              .shuffle(seed=seed)  # a new permutation every epoch (seed + epoch)
-             .repeat()  # endless: the loop counts steps, not epochs
-             .map(DecodeResize(params.resize_size)))
-  if augment_on_device(config):  # uint8 R x R + the position the device's draws come from
-    dataset = dataset.map_with_index(TrainPosition(len(source)))
-  else:
-    dataset = dataset.random_map(TrainAugment(params), seed=seed)  # rng from (seed, position)
+             .repeat())  # endless: the loop counts steps, not epochs
   multiprocessing = None
   if config.input.workers:
     _ensure_flags_parsed()
@@ -201,9 +264,16 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
   # The elements read ahead are whole batches: Grain's default (500 ahead, 16 threads) would
   # hold ~10 GB of the demo's batches per process.
   prefetch = max(1, config.input.prefetch)
+  read_options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+  if augment_on_device(config):
+    # uint8 R x R + the position the device's draws come from, decoded a batch at a time.
+    return BatchFirstIterator(records, len(source), params.resize_size,
+                              config.train.batch_size, shard_options,
+                              read_options=read_options, multiprocessing_options=multiprocessing)
+  dataset = (records.map(DecodeResize(params.resize_size))
+             .random_map(TrainAugment(params), seed=seed))  # rng from (seed, position)
   return grain.experimental.ElasticIterator(
-      dataset, config.train.batch_size, shard_options,
-      read_options=grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch),
+      dataset, config.train.batch_size, shard_options, read_options=read_options,
       multiprocessing_options=multiprocessing)
 
 

@@ -188,6 +188,39 @@ def test_positions_do_not_depend_on_the_process_count():
     np.testing.assert_array_equal(split[i], whole[i])
 
 
+def test_either_paths_state_restores_into_the_other_at_the_same_position():
+  """The device path decodes a batch at a time (pipeline.BatchFirstIterator), the host path
+  record by record (Grain's ElasticIterator); both keep {'global_next_index'}, so a state saved
+  on one path, with 2 processes, continues on the other with 1 at the same photo, and a
+  restored device iterator goes on exactly where an uninterrupted one does."""
+  config = device_config()
+  dataset = dataset_lib.build(config)
+  host = config.copy_and_resolve_references()
+  host.input.augment_on = 'host'
+  uninterrupted = iter(pipeline.create_train_loader(config, dataset, seed=0))
+  batches = [next(uninterrupted) for _ in range(4)]
+  pipeline.close_iterator(uninterrupted)
+  # 3 batches on the host path, as process 1 of 2, then its state into a device iterator.
+  saved = iter(pipeline.create_train_loader(host, dataset, seed=0, shard_index=1, shard_count=2))
+  for _ in range(3):
+    next(saved)
+  state = saved.get_state()
+  pipeline.close_iterator(saved)
+  assert state == {'global_next_index': 3 * config.train.batch_size}
+  resumed = iter(pipeline.create_train_loader(config, dataset, seed=0))
+  resumed.set_state(state)
+  batch = next(resumed)
+  assert resumed.get_state() == {'global_next_index': 4 * config.train.batch_size}
+  pipeline.close_iterator(resumed)
+  for key in ('image', 'label', 'epoch', 'index', 'valid'):
+    np.testing.assert_array_equal(batch[key], batches[3][key])
+  # And back: the device path's state puts the host path at the same position.
+  back = iter(pipeline.create_train_loader(host, dataset, seed=0))
+  back.set_state({'global_next_index': 3 * config.train.batch_size})
+  assert next(back)['label'].tolist() == batches[3]['label'].tolist()
+  pipeline.close_iterator(back)
+
+
 def test_augment_on_resolves_per_backend_and_rejects_other_values():
   assert pipeline.resolve_augment_on('auto', 'gpu') == 'device'
   assert pipeline.resolve_augment_on('auto', 'tpu') == 'device'
@@ -195,3 +228,22 @@ def test_augment_on_resolves_per_backend_and_rejects_other_values():
   assert pipeline.resolve_augment_on('device', 'cpu') == 'device'
   with pytest.raises(UserError, match='augment_on must be one of'):
     pipeline.resolve_augment_on('gpu', 'gpu')
+
+
+def test_decode_batch_rows_and_an_unreadable_file(capsys):
+  """DecodeBatch decodes each record into its row exactly as the per-record path does, gives
+  each row its position (first + (k b + i) stride), and turns an unreadable file into a blank
+  row marked invalid, with a warning, as DecodeResize does."""
+  paths = sorted(glob.glob(os.path.join(helpers.VAL, '*', '*')))[:3]
+  records = [{'image': open(p, 'rb').read(), 'label': i} for i, p in enumerate(paths)]
+  records.insert(1, {'image': b'not an image', 'label': 7, 'source': 'broken.jpg'})
+  decode = pipeline.DecodeBatch(resize_size=72, num_records=10, first=5, stride=2)
+  batch = decode.map_with_index(3, records)
+  assert 'skipping unreadable image broken.jpg' in capsys.readouterr().out
+  assert batch['valid'].tolist() == [True, False, True, True]
+  assert not batch['image'][1].any() and batch['label'].tolist() == [0, 7, 1, 2]
+  for row, record in ((0, records[0]), (2, records[2]), (3, records[3])):
+    np.testing.assert_array_equal(batch['image'][row], pp.decode_and_resize(record['image'], 72))
+  positions = 5 + (3 * 4 + np.arange(4)) * 2  # 29, 31, 33, 35 of an order of 10 per epoch
+  assert batch['epoch'].tolist() == (positions // 10).tolist()
+  assert batch['index'].tolist() == (positions % 10).tolist()
