@@ -88,7 +88,7 @@ class DecodeBatch(grain.transforms.MapWithIndex):
     valid = np.ones(b, np.bool_)
     for row, record in enumerate(records):
       try:
-        images[row] = pp.decode_and_resize(record['image'], size)
+        pp.decode_and_resize_into(record['image'], images[row])
       except ValueError as e:  # as DecodeResize: a blank image the step gives no weight
         print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {e}',
               flush=True)

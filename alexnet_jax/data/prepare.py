@@ -11,9 +11,10 @@ ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual dir (--manual_
 Other TFDS datasets (e.g. imagenette) are downloaded by TFDS, which needs internet.
 array_record is required: tfds.data_source gives Grain random access only in that format.
 
-A prepared copy (--out_dir): every image re-encoded as a JPEG with the shorter side at
---resize_size (256, the paper's down-sampling of ImageNet, section 2), so that training decodes
-small JPEGs and never resizes. The source is an image folder or a TFDS dataset prepared above:
+A prepared copy (--out_dir): every image re-encoded as a JPEG of its central resize x resize
+patch after the shorter side is scaled to --resize_size (256: the paper's down-sampling of
+ImageNet, section 2, "cropped out the central 256x256 patch"), so that training decodes small
+square JPEGs straight into its batch and never resizes or crops to get there. The source is an image folder or a TFDS dataset prepared above:
 
   python -m alexnet_jax.tools.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
   python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 --out_dir=DIR [--data_dir=...]
@@ -33,6 +34,7 @@ import time
 
 from array_record.python import array_record_module
 import ml_collections
+import numpy as np
 from PIL import Image
 
 from alexnet_jax.data import sources
@@ -74,18 +76,18 @@ def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
 
 
 def reencode(data: bytes, size: int, quality: int) -> bytes:
-  """Encoded image -> JPEG with the shorter side at `size` (ValueError if undecodable).
+  """Encoded image -> JPEG of its central size x size patch (ValueError if undecodable).
 
-  The pixels are what training computes from the source (preprocessing.decode_image and
-  resize_shorter_side), then one JPEG encode at `quality`; a JPEG already at that size is kept
-  byte for byte (no second generation of JPEG loss).
+  The pixels are what training computes from the source (preprocessing.decode_and_resize:
+  decode, shorter side to `size`, the central patch), then one JPEG encode at `quality`; a JPEG
+  already size x size is kept byte for byte (no second generation of JPEG loss).
   """
   img = pp.decode_image(data)
-  resized = pp.resize_shorter_side(img, size)
-  if resized is img and bytes(data[:3]) == b'\xff\xd8\xff':
+  patch = pp.decode_and_resize(img, size)
+  if img.shape[:2] == (size, size) and bytes(data[:3]) == b'\xff\xd8\xff':
     return bytes(data)
   out = io.BytesIO()
-  Image.fromarray(resized).save(out, 'JPEG', quality=quality)
+  Image.fromarray(np.ascontiguousarray(patch)).save(out, 'JPEG', quality=quality)
   return out.getvalue()
 
 
@@ -213,8 +215,10 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   splits = list(splits) if splits else _default_splits(dataset_config)
   if not splits:
     raise UserError(f'no splits found in {_source_description(dataset_config)}')
+  # 'stored': copies made before 2026-11-30 kept the whole image (shorter side at resize_size);
+  # training reads either, and preparing into such a directory again says it differs.
   wanted = {'source': _source_description(dataset_config), 'resize_size': resize_size,
-            'jpeg_quality': quality, 'split_names': sorted(splits)}
+            'jpeg_quality': quality, 'split_names': sorted(splits), 'stored': 'central patch'}
   existing = _check_existing(out_dir, wanted, log)
   if existing is not None:
     return existing
@@ -232,8 +236,9 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   try:
     results = {}
     for split in splits:
-      log(f'{split}: re-encoding {len(split_sources[split])} images with the shorter side at '
-          f'{resize_size} into {out_dir} ({max(workers, 1)} process(es))', flush=True)
+      log(f'{split}: re-encoding {len(split_sources[split])} images as their central '
+          f'{resize_size} x {resize_size} patch into {out_dir} ({max(workers, 1)} process(es))',
+          flush=True)
       r = _write_split(split_sources[split], split, out_dir, resize_size=resize_size,
                        quality=quality, pool=pool, records_per_shard=records_per_shard, log=log)
       results[split] = r

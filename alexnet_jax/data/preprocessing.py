@@ -212,6 +212,23 @@ def decode_and_resize(image, resize_size: int) -> np.ndarray:
   return center_crop(resize_shorter_side(img, resize_size), resize_size)
 
 
+def decode_and_resize_into(image, out: np.ndarray) -> None:
+  """decode_and_resize(image, out.shape[0]) written into `out` (uint8 R x R x 3). A JPEG that
+  is already R x R (a prepared copy's central patch) is decoded by simplejpeg straight into
+  `out`, with no copy; anything else goes through decode_and_resize."""
+  size = out.shape[0]
+  if (simplejpeg is not None and isinstance(image, (bytes, bytearray, memoryview))
+      and simplejpeg.is_jpeg(image)):
+    try:
+      height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
+      if (height, width) == (size, size) and colorspace in _FAST_JPEG_COLORSPACES:
+        simplejpeg.decode_jpeg(image, colorspace='RGB', buffer=out)
+        return
+    except ValueError:  # strict about errors PIL may tolerate: let decode_and_resize decide
+      pass
+  out[...] = decode_and_resize(image, size)
+
+
 def _per_row(values, width: int) -> np.ndarray:
   """A per-channel (3,) vector repeated along a row of `width` pixels: (width * 3,) float32.
 

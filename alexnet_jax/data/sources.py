@@ -1,5 +1,5 @@
 """Random-access data sources for Grain: image folders, TFDS datasets in array_record format, or
-a prepared copy (prepare_data --out_dir: images re-encoded with the shorter side at 256).
+a prepared copy (prepare_data --out_dir: each image's central 256 x 256 patch, re-encoded).
 
 Records are {'image': <encoded image bytes>, 'label': int}; decoding happens later, inside the
 Grain workers (preprocessing.decode_and_resize). tensorflow_datasets is imported only for the
@@ -122,9 +122,10 @@ def load_prepared_metadata(folder: str) -> dict:
 class PreparedSource:
   """Grain RandomAccessDataSource over a prepared dataset's array_record files.
 
-  The images are stored with the shorter side already at resize_size, so the train step's
-  decode is of a small JPEG and resize_shorter_side has nothing to do (the paper likewise
-  down-sampled ImageNet to 256 once, section 2).
+  The images are stored as their central resize_size square (copies made before 2026-11-30:
+  with the shorter side at resize_size), so the train step's decode is of a small JPEG and
+  resize_shorter_side has nothing to do (the paper likewise down-sampled ImageNet to 256 x 256
+  once, section 2).
   """
 
   def __init__(self, folder: str, split: str):

@@ -1,4 +1,4 @@
-r"""Prepares a dataset in array_record, or writes a copy with the shorter side at 256.
+r"""Prepares a dataset in array_record, or writes a copy of every image's central 256 x 256.
 
   python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 [--data_dir=DIR] [--manual_dir=DIR]
   python -m alexnet_jax.tools.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
@@ -6,8 +6,8 @@ r"""Prepares a dataset in array_record, or writes a copy with the shorter side a
 
 The first prepares a TFDS dataset (imagenet2012 from ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in its manual dir; others are downloaded by TFDS, which needs internet).
-With --out_dir every image is re-encoded as a JPEG with the shorter side at --resize_size (the
-paper's down-sampling, section 2); train on it with --config.dataset.name=prepared
+With --out_dir every image is re-encoded as a JPEG of its central --resize_size square after
+the shorter side is scaled to that size (the paper's down-sampling, section 2); train on it with --config.dataset.name=prepared
 --config.dataset.folder=DIR. See alexnet_jax/data/prepare.py.
 """
 import os
@@ -27,9 +27,9 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "TFDS data dir; '' = TFDS's defa
                                 '(~/tensorflow_datasets).')
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', '', "imagenet2012 archives; '' = "
                                   '<data_dir>/downloads/manual.')
-_OUT_DIR = flags.DEFINE_string('out_dir', '', 'Write a prepared copy here (shorter side at '
-                               '--resize_size, array_record) instead of preparing the TFDS '
-                               'dataset.')
+_OUT_DIR = flags.DEFINE_string('out_dir', '', 'Write a prepared copy here (the central '
+                               '--resize_size square, array_record) instead of preparing the '
+                               'TFDS dataset.')
 _FOLDER = flags.DEFINE_string('folder', '', '--dataset=folder: the root of '
                               '<split>/<class>/<images>.')
 _SPLITS = flags.DEFINE_list('splits', [], "Splits to copy; '' = all of the source's.")

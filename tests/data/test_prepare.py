@@ -1,10 +1,12 @@
 """alexnet_jax/data/prepare.py: the prepared copy (prepare_data --out_dir) of a few embedded photos
 and its PreparedSource, and TFDS's imagenet2012 builder on fake ILSVRC2012 archives. Truths:
 labels and class names from the source folder's layout, pixels from PIL's decode of the source
-file resized with preprocessing.resize_shorter_side (the JPEG re-encoded at quality 95 may differ
-by JPEG loss only: mean abs diff < 1.5 levels), a corrupt file that PIL cannot open, and the
+file resized with preprocessing.resize_shorter_side and its central 256 x 256 patch cut with
+numpy (the JPEG re-encoded at quality 95 may differ by JPEG loss only: mean abs diff < 1.5
+levels), a corrupt file that PIL cannot open, and the
 synsets and labels put into the archives."""
 import glob
+import io
 import json
 import os
 import pickle
@@ -74,8 +76,10 @@ def test_records_are_the_source_at_256(source, prepared):
       assert record['label'] == folder.labels[i]
       assert record['label'] == CLASSES.index(os.path.basename(os.path.dirname(folder.paths[i])))
       img = pp.decode_image(record['image'])
-      truth = pil_resized(folder.paths[i], 256)
-      assert min(img.shape[:2]) == 256 and img.shape == truth.shape
+      resized = pil_resized(folder.paths[i], 256)
+      h, w = resized.shape[:2]
+      truth = resized[(h - 256) // 2:(h - 256) // 2 + 256, (w - 256) // 2:(w - 256) // 2 + 256]
+      assert img.shape == truth.shape == (256, 256, 3)
       assert np.abs(img.astype(np.int16) - truth).mean() < 1.5
 
 
@@ -85,6 +89,7 @@ def test_metadata_and_the_skipped_corrupt_file(source, prepared):
     assert json.load(f) == meta
   assert meta['class_names'] == list(CLASSES)
   assert meta['resize_size'] == 256 and meta['jpeg_quality'] == 95
+  assert meta['stored'] == 'central patch'
   assert meta['source'] == {'name': 'folder', 'folder': source}
   train, val = meta['splits']['train'], meta['splits']['val']
   assert (train['source_records'], train['num_records'], train['skipped']) == (13, 12, 1)
@@ -100,6 +105,25 @@ def test_a_second_run_keeps_the_copy_and_other_settings_are_refused(source, prep
   assert os.path.getmtime(os.path.join(out, 'metadata.json')) == stamp
   with pytest.raises(UserError, match='other settings'):
     prepare.prepare_resized(folder_config(source), out, quality=80, log=lambda *a, **k: None)
+
+
+def test_a_prepared_patch_is_decoded_into_the_batch_as_it_is_decoded_alone(prepared):
+  """decode_and_resize_into: simplejpeg writes a prepared 256 x 256 JPEG straight into the
+  batch's row, the same pixels as decode_and_resize; any other image (here a non-square photo,
+  a PNG) goes through decode_and_resize."""
+  out, _, _ = prepared
+  for k in range(3):
+    data = sources.PreparedSource(out, 'train')[k]['image']
+    row = np.full((256, 256, 3), 7, np.uint8)
+    pp.decode_and_resize_into(data, row)
+    np.testing.assert_array_equal(row, pp.decode_and_resize(data, 256))
+  photo = open(sorted(glob.glob(os.path.join(helpers.VAL, '*', '*')))[0], 'rb').read()
+  png = io.BytesIO()
+  Image.fromarray(pp.decode_image(photo)).save(png, 'PNG')
+  for data in (photo, png.getvalue()):
+    row = np.zeros((100, 100, 3), np.uint8)
+    pp.decode_and_resize_into(data, row)
+    np.testing.assert_array_equal(row, pp.decode_and_resize(data, 100))
 
 
 def test_no_resize_at_train_time(prepared, monkeypatch):
