@@ -76,9 +76,8 @@ def torch_yardstick(wanted: bool = True) -> tuple[list[str], str]:
     return [], 'not asked for (--yardsticks)'
   if not pytorch.available():
     return [], 'PyTorch is not installed'
-  import torch  # pylint: disable=g-import-not-at-top  # optional, heavy
   platform = jax.devices()[0].platform
-  if platform == 'gpu' and not torch.cuda.is_available():
+  if platform == 'gpu' and not pytorch.sees_gpu():
     return [], 'PyTorch sees no GPU'
   if platform not in ('gpu', 'cpu'):
     return [], f'no PyTorch yardstick on {platform}'

@@ -50,6 +50,11 @@ def available() -> bool:
   return True
 
 
+def sees_gpu() -> bool:
+  """Whether torch imports and sees a CUDA device."""
+  return available() and importlib.import_module('torch').cuda.is_available()
+
+
 def local_response_norm():
   """nn.LocalResponseNorm with the paper's constants, computed in float32.
 
