@@ -18,9 +18,6 @@ import jax.numpy as jnp
 from alexnet_jax import sharding
 from alexnet_jax.model.grouped_conv import merge_groups
 
-INPUT_ROLES = ('grouped', 'units')
-
-
 def flat_features(x: jax.Array, input_role: str) -> int:
   """Input units of a layer fed x: pool5's G x B x h x w x C/G maps are h*w*C of them."""
   if input_role == 'grouped':
