@@ -10,9 +10,10 @@ Determinism: the training order is one endless sequence of records, every epoch 
 seeded permutation (Grain's MapDataset shuffle + repeat), and every position in it gets its own
 np.random.Generator keyed by (seed, position) for the augmentation. Global batch k is positions
 [k B, (k+1) B), split over processes by Grain's ElasticIterator (BatchFirstIterator on the
-device path, which decodes a batch at a time); its state is the next position alone. So the batches, their augmentation and a restored iterator do not depend on timing, on
-the number of worker processes or on the number of hosts, and a state saved with one worker
-count restores with another (or onto another process count) at the same place.
+device path, which decodes a batch at a time); its state is the next position alone. So the
+batches, their augmentation and a restored iterator do not depend on timing, on the number of
+worker processes or on the number of hosts, and a state saved with one worker count restores
+with another (or onto another process count) at the same place.
 """
 import math
 

@@ -14,7 +14,8 @@ array_record is required: tfds.data_source gives Grain random access only in tha
 A prepared copy (--out_dir): every image re-encoded as a JPEG of its central resize x resize
 patch after the shorter side is scaled to --resize_size (256: the paper's down-sampling of
 ImageNet, section 2, "cropped out the central 256x256 patch"), so that training decodes small
-square JPEGs straight into its batch and never resizes or crops to get there. The source is an image folder or a TFDS dataset prepared above:
+square JPEGs straight into its batch and never resizes or crops to get there. The source is an
+image folder or a TFDS dataset prepared above:
 
   python -m alexnet_jax.tools.prepare_data --dataset=folder --folder=data/clothing10-128 --out_dir=DIR
   python -m alexnet_jax.tools.prepare_data --dataset=imagenet2012 --out_dir=DIR [--data_dir=...]

@@ -96,8 +96,9 @@ def main(argv):
                  (_LRN.value, ('on', 'off'), 'lrn'))
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   if _MODE.value == 'lrn':
-    step_timing.run_lrn_benchmark(batch_sizes=batch_sizes, dtypes=_DTYPES.value, warmup=_WARMUP.value,
-                      steps=_STEPS.value, windows=_WINDOWS.value, emit=emit)
+    step_timing.run_lrn_benchmark(batch_sizes=batch_sizes, dtypes=_DTYPES.value,
+                                  warmup=_WARMUP.value, steps=_STEPS.value,
+                                  windows=_WINDOWS.value, emit=emit)
     return
   records = step_timing.run_step_benchmark(
       _CONFIG.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,

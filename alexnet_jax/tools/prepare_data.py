@@ -7,8 +7,8 @@ r"""Prepares a dataset in array_record, or writes a copy of every image's centra
 The first prepares a TFDS dataset (imagenet2012 from ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in its manual dir; others are downloaded by TFDS, which needs internet).
 With --out_dir every image is re-encoded as a JPEG of its central --resize_size square after
-the shorter side is scaled to that size (the paper's down-sampling, section 2); train on it with --config.dataset.name=prepared
---config.dataset.folder=DIR. See alexnet_jax/data/prepare.py.
+the shorter side is scaled to that size (the paper's down-sampling, section 2); train on it
+with --config.dataset.name=prepared --config.dataset.folder=DIR. See alexnet_jax/data/prepare.py.
 """
 import os
 

@@ -1,7 +1,7 @@
 """alexnet_jax/tools/communication.py, a smoke test: on two fake CPU devices it compiles a narrow
 net's train step on the (data=1, model=2) mesh and prints the collectives of the optimized HLO
-and the paper's split in theory, both totals positive and their ratio 1 within 5 %. (That the collectives are the paper's is
-tests/test_collectives.py's, against the layer shapes.)"""
+and the paper's split in theory, both totals positive and their ratio 1 within 5 %. (That the
+collectives are the paper's is tests/test_collectives.py's, against the layer shapes.)"""
 import re
 
 from tests import helpers

@@ -1,8 +1,8 @@
 """alexnet_jax/tools/device_check.py on CPU at a tiny size (the GPU run is the same code with
-bigger numbers): one process times the step over the conv implementations (the yardsticks, full-size nets, are
-test_benchmark.py's), picks the fastest conv implementation from its own records, prepares a copy of the
-photos and runs the loader on both augmentation paths, and writes the JSON and the Markdown
-table, with the rows it could not measure said so."""
+bigger numbers): one process times the step over the conv implementations (the yardsticks,
+full-size nets, are test_benchmark.py's), picks the fastest conv implementation from its own
+records, prepares a copy of the photos and runs the loader on both augmentation paths, and
+writes the JSON and the Markdown table, with the rows it could not measure said so."""
 import json
 import os
 

@@ -1,7 +1,8 @@
-"""alexnet_jax/tools/loader_timing.py (the loader benchmark's measurements) on the tiny config
-(a few seconds), both augmentation paths: every figure present and positive, and consistent with the others (the fraction is the
-end-to-end rate over the synthetic one, img/s per core is 1000 / the host CPU ms per image, the
-cores needed are the rate times that); and the host CPU counter against a known busy loop."""
+"""alexnet_jax/tools/loader_timing.py (the loader benchmark's measurements) on the tiny config (a
+few seconds), both augmentation paths: every figure present and positive, and consistent with
+the others (the fraction is the end-to-end rate over the synthetic one, img/s per core is 1000 /
+the host CPU ms per image, the cores needed are the rate times that); and the host CPU counter
+against a known busy loop."""
 import time
 
 import jax
