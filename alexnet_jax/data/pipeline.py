@@ -28,6 +28,14 @@ from alexnet_jax.data.preprocessing import PreprocessParams
 from alexnet_jax.errors import UserError
 
 
+def _skip_unreadable(record, error: ValueError) -> None:
+  """The one line a truncated, empty or non-image file gets. Its image becomes a blank one
+  marked invalid (the step gives it no weight and the loop counts it), so one bad file among
+  millions does not stop a run, and batch shapes and the data order stay as they were."""
+  print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {error}',
+        flush=True)
+
+
 class DecodeResize(grain.transforms.Map):
   """Decode, shorter side to resize_size, central resize x resize patch (paper section 2)."""
 
@@ -42,11 +50,7 @@ class DecodeResize(grain.transforms.Map):
       try:
         out['image'] = pp.decode_and_resize(record['image'], self.resize_size)
       except ValueError as e:
-        # A truncated, empty or non-image file: a blank image marked invalid (the step gives
-        # it no weight and the loop counts it), so one bad file among millions does not stop
-        # a run, and batch shapes and the data order stay as they were.
-        print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {e}',
-              flush=True)
+        _skip_unreadable(record, e)
         out['image'], out['valid'] = blank(), np.bool_(False)
     else:  # eval padding: no file behind it.
       out['image'] = blank()
@@ -90,9 +94,8 @@ class DecodeBatch(grain.transforms.MapWithIndex):
     for row, record in enumerate(records):
       try:
         pp.decode_and_resize_into(record['image'], images[row])
-      except ValueError as e:  # as DecodeResize: a blank image the step gives no weight
-        print(f'warning: skipping unreadable image {record.get("source", "(no path)")}: {e}',
-              flush=True)
+      except ValueError as e:
+        _skip_unreadable(record, e)
         images[row], valid[row] = 0, False
     positions = self.first + (k * b + np.arange(b, dtype=np.int64)) * self.stride
     epoch, index = np.divmod(positions, self.num_records)

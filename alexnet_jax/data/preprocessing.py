@@ -69,14 +69,24 @@ def decode_image(data: bytes) -> np.ndarray:
   return fast if fast is not None else _decode_with_pil(data)
 
 
-def _decode_jpeg_fast(data: bytes) -> np.ndarray | None:
-  """simplejpeg's RGB decode, or None where PIL should decide (not a JPEG, CMYK, an error)."""
+def _fast_jpeg_size(data: bytes) -> tuple[int, int] | None:
+  """(height, width) of a JPEG simplejpeg decodes to RGB, or None where PIL should decide (not
+  a JPEG, CMYK, a header simplejpeg rejects)."""
   if simplejpeg is None or not simplejpeg.is_jpeg(data):
     return None
   try:
-    if simplejpeg.decode_jpeg_header(data)[2] not in _FAST_JPEG_COLORSPACES:
-      return None
-    return simplejpeg.decode_jpeg(data, colorspace='RGB')
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+  except ValueError:
+    return None
+  return (height, width) if colorspace in _FAST_JPEG_COLORSPACES else None
+
+
+def _decode_jpeg_fast(data: bytes, buffer: np.ndarray | None = None) -> np.ndarray | None:
+  """simplejpeg's RGB decode (into `buffer`, where given), or None where PIL should decide."""
+  if _fast_jpeg_size(data) is None:
+    return None
+  try:
+    return simplejpeg.decode_jpeg(data, colorspace='RGB', buffer=buffer)
   except ValueError:  # strict about recoverable errors that PIL tolerates; PIL raises the others.
     return None
 
@@ -217,15 +227,10 @@ def decode_and_resize_into(image, out: np.ndarray) -> None:
   is already R x R (a prepared copy's central patch) is decoded by simplejpeg straight into
   `out`, with no copy; anything else goes through decode_and_resize."""
   size = out.shape[0]
-  if (simplejpeg is not None and isinstance(image, (bytes, bytearray, memoryview))
-      and simplejpeg.is_jpeg(image)):
-    try:
-      height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
-      if (height, width) == (size, size) and colorspace in _FAST_JPEG_COLORSPACES:
-        simplejpeg.decode_jpeg(image, colorspace='RGB', buffer=out)
-        return
-    except ValueError:  # strict about errors PIL may tolerate: let decode_and_resize decide
-      pass
+  if (isinstance(image, (bytes, bytearray, memoryview))
+      and _fast_jpeg_size(image) == (size, size)
+      and _decode_jpeg_fast(image, buffer=out) is not None):
+    return
   out[...] = decode_and_resize(image, size)
 
 

@@ -84,11 +84,16 @@ def torch_yardstick(wanted: bool = True) -> tuple[list[str], str]:
   return ['torch_compile'], ''
 
 
+def fastest_at_largest_batch(records: list[dict], lrn_impl: str | None = None) -> dict:
+  """Our fastest step's record at the largest batch (of one LRN implementation, if given)."""
+  ours = [r for r in records if r['impl'] == 'ours' and lrn_impl in (None, r['lrn_impl'])]
+  largest = max(r['batch'] for r in ours)
+  return max((r for r in ours if r['batch'] == largest), key=lambda r: r['img_s'])
+
+
 def fastest_conv_impl(records: list[dict]) -> str:
   """The conv implementation of our fastest step at the largest batch (LRN impl 'fast')."""
-  ours = [r for r in records if r['impl'] == 'ours' and r['lrn_impl'] == 'fast']
-  largest = max(r['batch'] for r in ours)
-  return max((r for r in ours if r['batch'] == largest), key=lambda r: r['img_s'])['conv_impl']
+  return fastest_at_largest_batch(records, 'fast')['conv_impl']
 
 
 def loader_config(variant: str, folder: str, batch: int, dtype: str, workers: int):
@@ -135,17 +140,14 @@ def markdown(report: dict) -> str:
 
 
 def targets(step: list[dict], loader: list[dict]) -> dict:
-  ours = [r for r in step if r['impl'] == 'ours']
-  largest = max(r['batch'] for r in ours)
-  best = max((r for r in ours if r['batch'] == largest), key=lambda r: r['img_s'])
+  best = fastest_at_largest_batch(step)
   ratio = best.get('ratio_vs', {}).get('torch_compile')
   vs_torch = ('not measured' if ratio is None else
               f'{"met" if ratio >= TARGET_VS_TORCH_COMPILE else "not met"} ({ratio:.2f}x, '
               f'{best["conv_impl"]} / {best["lrn_impl"]})')
-  fractions = {f'{r["augment_on"]}': r['fraction'] for r in loader}
   end_to_end = ', '.join(
-      f'{path} {"met" if f >= TARGET_END_TO_END else "not met"} ({100 * f:.1f} %)'
-      for path, f in fractions.items()) or 'not measured'
+      f'{r["augment_on"]} {"met" if r["fraction"] >= TARGET_END_TO_END else "not met"} '
+      f'({100 * r["fraction"]:.1f} %)' for r in loader) or 'not measured'
   return {'vs_torch_compile': vs_torch, 'end_to_end': end_to_end}
 
 
