@@ -80,8 +80,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
 
   def loss_fn(params):
     variables = alexnet.variables(params, state.batch_stats)
-    if state.batch_stats:  # batch norm: this batch's statistics, the running averages updated
+    if state.batch_stats:  # batch norm: this batch's statistics (over its valid examples),
+      # the running averages updated
       logits, updated = state.apply_fn(variables, batch['image'], train=True,
+                                       example_mask=batch.get('valid'),
                                        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
       batch_stats = updated['batch_stats']
     else:

@@ -70,6 +70,25 @@ def test_resume_is_bit_identical(tmp_path, norm, augment_on):
   assert not np.array_equal(params_k['fc8']['kernel'], fresh['fc8']['kernel'])
 
 
+def test_an_unreadable_image_changes_nothing_in_the_step():
+  """A batch with images marked invalid (files that could not be decoded: blank rows) updates
+  the net as the batch without them does: no weight in the loss, no part in batch norm's
+  statistics."""
+  model = alexnet.AlexNet(**helpers.SMALL, norm='batchnorm_all', dropout=0.0)
+  state = train.create_train_state(model, helpers.sgd(), jax.random.PRNGKey(0), helpers.IMAGE)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-50, 50, (4, helpers.IMAGE, helpers.IMAGE, 3)).astype(np.float32)
+  images[2:] = 0.0  # the blanks unreadable files become
+  labels = np.array([1, 5, 0, 3], np.int32)
+  step = jax.jit(train.train_step)
+  mixed, _ = step(state, {'image': images, 'label': labels,
+                          'valid': np.array([True, True, False, False])})
+  alone, _ = step(state, {'image': images[:2], 'label': labels[:2], 'valid': np.ones(2, bool)})
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+  jax.tree.map(close, mixed.params, alone.params)
+  jax.tree.map(close, mixed.batch_stats, alone.batch_stats)
+
+
 def test_demo_pipeline_end_to_end_writes_metrics_and_summary(tmp_path):
   workdir = str(tmp_path / 'run')
   proc = helpers.launch(workdir, '--config.train.num_steps=4', '--config.train.log_every_steps=2')

@@ -89,7 +89,11 @@ class AlexNet(nn.Module):
     return max(GROUPS, int(round(n * self.width / GROUPS)) * GROUPS)
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, images: jax.Array, *, train: bool,
+               example_mask: jax.Array | None = None) -> jax.Array:
+    """example_mask (B bools): the examples batch norm's training statistics are taken over
+    (the others, images that could not be decoded, are blanks that would pull them to zero);
+    None, or one with no True, takes all of them."""
     act = ACTIVATIONS[self.activation]
     window, stride = POOLS[self.pool]
     pool = functools.partial(pooling.grouped_max_pool, window=window, stride=stride,
@@ -108,9 +112,13 @@ class AlexNet(nn.Module):
       # Weight decay applies to scale and bias as to every other weight: the paper's update
       # decays all weights, biases included (section 5), and one rule keeps optim.py the
       # paper's (fb.resnet.torch, ResNet's batch-norm ImageNet training, decayed them too).
+      mask = None
+      if train and example_mask is not None:
+        keep = jnp.where(jnp.any(example_mask), example_mask, True)
+        mask = keep.reshape((1, -1) + (1,) * (x.ndim - 2))
       return nn.BatchNorm(use_running_average=not train, axis=(0, x.ndim - 1),
                           momentum=BN_MOMENTUM, epsilon=BN_EPSILON, use_fast_variance=False,
-                          dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+                          dtype=self.dtype, param_dtype=jnp.float32, name=name)(x, mask=mask)
 
     def after_conv(x, name):
       # batchnorm_all: conv -> BN -> ReLU in every conv layer, the placement of the batch-norm

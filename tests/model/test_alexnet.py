@@ -415,6 +415,31 @@ def test_batchnorm_all_is_conv_bn_relu_in_every_conv(train):
                                 max_pool_np(helpers.halves(out['conv1_out']), 3, 2))
 
 
+def test_batchnorm_statistics_leave_out_the_masked_examples():
+  """Examples masked out (images that could not be decoded: blanks) take no part in batch
+  norm's training statistics: the running averages and the other examples' logits are those of
+  the batch without them. A mask with no True takes every example."""
+  model = alexnet.AlexNet(**helpers.SMALL, norm='batchnorm_all', dropout=0.0)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': jax.random.PRNGKey(0)}, jnp.zeros((1, helpers.IMAGE, helpers.IMAGE, 3)))
+  x = jax.random.uniform(jax.random.PRNGKey(42), (4, helpers.IMAGE, helpers.IMAGE, 3),
+                         minval=-1, maxval=1)
+  x = x.at[2].set(0.0).at[3].set(5.0)  # a blank, and one far from the others
+  apply = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))
+  logits, stats = apply(variables, x, example_mask=jnp.array([True, True, False, False]))
+  alone_logits, alone_stats = apply(variables, x[:2])
+  np.testing.assert_allclose(logits[:2], alone_logits, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               stats, alone_stats)
+  unmasked_logits, unmasked_stats = apply(variables, x)
+  assert not np.allclose(unmasked_stats['batch_stats']['bn1']['mean'],
+                         alone_stats['batch_stats']['bn1']['mean'], atol=1e-3)
+  none_logits, none_stats = apply(variables, x, example_mask=jnp.zeros(4, bool))
+  np.testing.assert_allclose(none_logits, unmasked_logits, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               none_stats, unmasked_stats)
+
+
 def test_norm_none_is_the_old_lrn_off_bit_for_bit():
   """model.lrn=False (today's no_lrn ablation, old configs) and model.norm=none are one net:
   the same params and the same logits to the bit, in training (dropout) and evaluation."""
