@@ -145,6 +145,19 @@ ADDED_KEYS: dict[str, Any] = {
 }
 
 
+# RUN keys that a finished run's reported results still depend on: how long it trained and what
+# its evaluations measured. The other RUN keys may differ and its results stand (a sweep reuses
+# the run: sweep_plan.stale_keys).
+RESULT_KEYS = frozenset({'train.num_epochs', 'train.num_steps', 'train.eval_every_epochs',
+                         'eval.ten_crop'})
+
+
+def changes_results(key: str, config) -> bool:
+  """Whether a finished run trained with another value of `key` would report other results
+  (a key KEYS does not know is taken to)."""
+  rule = KEYS.get(key)
+  return rule is None or rule.class_for(config) != RUN or key in RESULT_KEYS
+
 def _get(config, key: str):
   node = config
   for part in key.split('.'):
@@ -224,7 +237,7 @@ def compare(saved: dict, config, step: int) -> Changes:
   allowed = allowed_keys(config)
   changes = Changes(step, {}, {}, {})
   for key in sorted(old.keys() & new.keys()):
-    if _same(old[key], new[key]):
+    if same(old[key], new[key]):
       continue
     rule = KEYS.get(key)
     if rule is None:
@@ -247,7 +260,7 @@ def compare(saved: dict, config, step: int) -> Changes:
   return changes
 
 
-def _same(a, b) -> bool:
+def same(a, b) -> bool:
   if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
     return float(a) == float(b)  # 1 and 1.0 read back from JSON alike
   return a == b

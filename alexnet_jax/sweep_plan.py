@@ -20,6 +20,7 @@ from ml_collections.config_flags import config_flags
 from ml_collections.config_flags import config_path
 from ml_collections.config_flags import tuple_parser
 
+from alexnet_jax import config_changes
 from alexnet_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # where launch.py is
@@ -120,32 +121,19 @@ def is_finished(workdir: str) -> bool:
 
 
 def stale_keys(config, workdir: str) -> dict[str, tuple]:
-  """{key: (stored, wanted)} where the run's config.json differs from `config`; keys only one
-  side has (written by another version of the code) are not compared, as on resume. A missing
-  or unreadable config.json is the key '<config.json>'."""
+  """{key: (stored, wanted)} where the run's config.json differs from `config` in a key its
+  results depend on (config_changes.changes_results: not the workers, the logging, where the
+  data lives, nor the other keys a resume passes with a note, save the run's length and what
+  its evaluations measure). Keys only one side has (written by another version of the code)
+  are not compared, as on resume. A missing or unreadable config.json is '<config.json>'."""
   try:
-    stored = _flatten(read_json(os.path.join(workdir, 'config.json')))
+    stored = config_changes.flatten(read_json(os.path.join(workdir, 'config.json')))
   except (OSError, ValueError):
     return {'<config.json>': ('missing', 'present')}
-  wanted = _flatten(json.loads(config.to_json()))
+  wanted = config_changes.flatten(json.loads(config.to_json()))
   return {key: (stored[key], wanted[key]) for key in sorted(stored.keys() & wanted.keys())
-          if not _same(stored[key], wanted[key])}
-
-
-def _same(a, b) -> bool:
-  if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-    return float(a) == float(b)  # 1 and 1.0 read back from JSON alike
-  return a == b
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
+          if not config_changes.same(stored[key], wanted[key])
+          and config_changes.changes_results(key, config)}
 
 
 def _shown(diffs: dict[str, tuple]) -> str:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from alexnet_jax import config_changes
 from alexnet_jax import sweep_plan
 from configs.sweeps import ablations
 from tests import helpers
@@ -143,6 +144,17 @@ def test_resolve_is_what_launch_trains(tiny_run):
                                              'train.num_epochs=3', 'optimizer.lr=1e-3'])
   assert sweep_plan.stale_keys(config, tiny_run) == {
       'model.lrn': (True, False), 'optimizer.lr': (1e-4, 1e-3), 'train.num_epochs': (1, 3)}
+  # Keys a resume passes with a note, other than the run's length and what its evaluations
+  # measure, leave a finished run's results as they are.
+  harmless = ['train.log_every_steps=7', 'input.workers=3', 'dataset.folder=/moved/data',
+              'model.lrn_impl=autodiff']
+  assert all(config_changes.KEYS[item.split('=')[0]].cls == config_changes.RUN
+             for item in harmless)
+  config = sweep_plan.resolve(helpers.TINY, ['train.num_steps=30', *harmless])
+  assert sweep_plan.stale_keys(config, tiny_run) == {}
+  config = sweep_plan.resolve(helpers.TINY, ['train.num_steps=31', 'eval.ten_crop=True'])
+  assert sweep_plan.stale_keys(config, tiny_run) == {'eval.ten_crop': (False, True),
+                                                     'train.num_steps': (30, 31)}
 
 
 def test_stale_finished_runs_are_refused_in_process(tmp_path, monkeypatch):
