@@ -3,7 +3,7 @@ net as one unsharded device (the same losses, first gradients and params after 3
 float32 rounding; with batch norm also the same running statistics, so its statistics are the
 global batch's; with the augmentation on the device, the same augmented images), each device
 holds half of each split parameter and its momentum, and bad meshes and batches are one-line
-errors."""
+errors. Each batch has an unreadable example (valid False)."""
 import contextlib
 import functools
 
@@ -26,8 +26,11 @@ MODEL, IMAGE, BATCH = helpers.SPLIT_MODEL, helpers.SPLIT_IMAGE, helpers.SPLIT_BA
 
 def batches(n=3, num_classes=10):
   rng = np.random.default_rng(0)
+  # One example in each batch is marked unreadable: no weight in the loss, no part in batch
+  # norm's statistics, on every mesh alike.
   return [{'image': rng.standard_normal((BATCH, IMAGE, IMAGE, 3)).astype(np.float32) * 50,
-           'label': rng.integers(0, num_classes, BATCH).astype(np.int32)} for _ in range(n)]
+           'label': rng.integers(0, num_classes, BATCH).astype(np.int32),
+           'valid': np.arange(BATCH) != k % BATCH} for k in range(n)]
 
 
 def loss_and_grads(state, batch):
