@@ -65,7 +65,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # transfer is uint8 R x R), 'auto' = device on GPU/TPU, host on a CPU.
   config.input.augment_on = 'auto'
   config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
-  config.input.prefetch = 2  # batches read ahead per worker process (one thread each).
+  # Read threads per process, each reading and decoding one batch at a time (so also the
+  # batches read ahead). With workers=0 and augment_on='device' they decode side by side in the
+  # main process (simplejpeg lets go of the GIL) and no batch crosses shared memory: see README
+  # "Does the input pipeline keep up?" for what each way costs per image.
+  config.input.prefetch = 2
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 1000

@@ -74,6 +74,19 @@ class TrainAugment(grain.transforms.RandomMap):
     return {'image': image, 'label': record['label'], 'valid': record['valid']}
 
 
+class ReadBatch(grain.transforms.Map):
+  """A batch of record indices -> those records, read from the source directly. Grain's
+  per-record bookkeeping (statistics, metrics) cost about as much CPU as the read, and held the
+  GIL, so that threads decoding side by side in one process scaled worse (the README's
+  input-pipeline section has the figures)."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def map(self, indices):
+    return [self.source[int(i)] for i in indices]
+
+
 class DecodeBatch(grain.transforms.MapWithIndex):
   """For device augmentation: batch k of this process's raw records -> one batch, each image
   decoded (and resized, if the data is not prepared) straight into its row of a uint8
@@ -104,18 +117,18 @@ class DecodeBatch(grain.transforms.MapWithIndex):
 
 
 class BatchFirstIterator(grain.DatasetIterator):
-  """Grain's ElasticIterator with the decoding after batching (DecodeBatch): this process's
-  records are positions global_next_index + shard_index, + shard_count, ... of the endless
-  order, batch_size / shard_count at a time. Its state is the same {'global_next_index': the
-  next global position}, so a checkpoint of either restores into the other, with any worker or
-  process count."""
+  """Grain's ElasticIterator with the reading and decoding after batching (ReadBatch,
+  DecodeBatch): this process's records are positions global_next_index + shard_index,
+  + shard_count, ... of the endless order (`order`: record indices), batch_size / shard_count
+  at a time. Its state is the same {'global_next_index': the next global position}, so a
+  checkpoint of either restores into the other, with any worker or process count."""
 
-  def __init__(self, records: grain.MapDataset, num_records: int, resize_size: int,
+  def __init__(self, source, order: grain.MapDataset, resize_size: int,
                global_batch_size: int, shard_options: grain.sharding.ShardOptions, *,
                read_options: grain.ReadOptions,
                multiprocessing_options: grain.MultiprocessingOptions | None = None):
     super().__init__()
-    self._records, self._num_records, self._resize_size = records, num_records, resize_size
+    self._source, self._order, self._resize_size = source, order, resize_size
     self._global_batch_size, self._shard_options = global_batch_size, shard_options
     self._read_options, self._multiprocessing = read_options, multiprocessing_options
     self._global_next_index = 0
@@ -124,10 +137,11 @@ class BatchFirstIterator(grain.DatasetIterator):
   def _start(self):
     shard = self._shard_options
     first = self._global_next_index + shard.shard_index
-    decode = DecodeBatch(self._resize_size, self._num_records, first, shard.shard_count)
-    batches = (self._records[first::shard.shard_count]
+    decode = DecodeBatch(self._resize_size, len(self._source), first, shard.shard_count)
+    batches = (self._order[first::shard.shard_count]
                .batch(self._global_batch_size // shard.shard_count, drop_remainder=True,
                       batch_fn=list)
+               .map(ReadBatch(self._source))
                .map_with_index(decode)
                .to_iter_dataset(read_options=self._read_options))
     if self._multiprocessing is not None:
@@ -257,9 +271,6 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
                     f'{config.train.batch_size}')
   params = dataset.preprocess
   seed = int(seed) % 2**32  # Grain's seeds are uint32
-  records = (grain.MapDataset.source(source)
-             .shuffle(seed=seed)  # a new permutation every epoch (seed + epoch)
-             .repeat())  # endless: the loop counts steps, not epochs
   multiprocessing = None
   if config.input.workers:
     _ensure_flags_parsed()
@@ -269,12 +280,18 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
   # hold ~10 GB of the demo's batches per process.
   prefetch = max(1, config.input.prefetch)
   read_options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+  # The training order: a new permutation of the records every epoch (Grain's shuffle, seeded
+  # seed + epoch), endless (the loop counts steps, not epochs). The same on both paths: the
+  # permutation is of positions, whatever the dataset holds.
+  shuffled = lambda ds: ds.shuffle(seed=seed).repeat()
   if augment_on_device(config):
-    # uint8 R x R + the position the device's draws come from, decoded a batch at a time.
-    return BatchFirstIterator(records, len(source), params.resize_size,
-                              config.train.batch_size, shard_options,
+    # uint8 R x R + the position the device's draws come from, read and decoded a batch at a
+    # time.
+    return BatchFirstIterator(source, shuffled(grain.MapDataset.range(len(source))),
+                              params.resize_size, config.train.batch_size, shard_options,
                               read_options=read_options, multiprocessing_options=multiprocessing)
-  dataset = (records.map(DecodeResize(params.resize_size))
+  dataset = (shuffled(grain.MapDataset.source(source))
+             .map(DecodeResize(params.resize_size))
              .random_map(TrainAugment(params), seed=seed))  # rng from (seed, position)
   return grain.experimental.ElasticIterator(
       dataset, config.train.batch_size, shard_options, read_options=read_options,

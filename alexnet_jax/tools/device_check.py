@@ -10,8 +10,10 @@ tables, the targets met or not) to --out_dir:
   2. conv_impl for 'auto' on this backend: the fastest conv implementation at the largest
      batch (model/grouped_conv.py's _AUTO_CONV_IMPL is set by hand from this line);
   3. the loader end to end (loader_timing.py): a prepared 256 px copy of the embedded photos
-     (made under --out_dir), with the augmentation on the host and on the device, with one
-     Grain worker per core, against the same step fed a synthetic device-resident batch.
+     (made under --out_dir), with the augmentation on the host and on the device, fed two ways
+     (one Grain worker process per core, and one decoding thread per core in this process,
+     where no batch crosses shared memory), against the same step fed a synthetic
+     device-resident batch.
 
 JAX's GPU memory preallocation is turned off (XLA_PYTHON_CLIENT_PREALLOCATE=false, set before
 JAX starts its backend) so that the torch yardstick can share the device in the same process.
@@ -63,7 +65,10 @@ _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of the timed s
 _STEPS = flags.DEFINE_integer('steps', 10, 'Steps per timed window.')
 _WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
 _LOADER_BATCH = flags.DEFINE_integer('loader_batch', 128, 'Global batch of the loader run.')
-_WORKERS = flags.DEFINE_integer('workers', -1, 'Grain workers for the loader; -1: one per core.')
+_WORKERS = flags.DEFINE_integer('workers', -1, 'Grain worker processes of the first loader '
+                                'feed (2 read threads each); -1: one per core.')
+_THREADS = flags.DEFINE_integer('threads', -1, 'Decoding threads in this process of the second '
+                                'loader feed (no workers); -1: one per core, 0: no such feed.')
 _LOADER_WINDOWS = flags.DEFINE_integer('loader_windows', 3, 'Loader windows.')
 _YARDSTICKS = flags.DEFINE_list('yardsticks', ['plain_jax', 'torch_compile'],
                                 'Yardsticks timed beside ours (torch_compile where PyTorch '
@@ -96,12 +101,11 @@ def fastest_conv_impl(records: list[dict]) -> str:
   return fastest_at_largest_batch(records, 'fast')['conv_impl']
 
 
-def loader_config(variant: str, folder: str, batch: int, dtype: str, workers: int):
+def loader_config(variant: str, folder: str, batch: int, dtype: str):
   config = alexnet_config.get_config(variant)
   config.dataset.name, config.dataset.folder = 'prepared', folder
   config.train.batch_size = batch
   config.model.dtype = dtype
-  config.input.workers = workers
   return config
 
 
@@ -128,11 +132,12 @@ def markdown(report: dict) -> str:
                f'{TARGET_VS_TORCH_COMPILE}x: {target["vs_torch_compile"]}.')
   lines.append(f'Target, loader end to end >= {100 * TARGET_END_TO_END:.0f} % of the '
                f'synthetic step: {target["end_to_end"]}.')
-  lines += ['', '| augment on | workers | loader img/s | host CPU ms / image | img/s per core | '
+  lines += ['', '| augment on | workers | threads | loader img/s | host CPU ms / image | img/s per core | '
             'synthetic step img/s | end to end img/s | end to end / synthetic |',
-            '|---|---|---|---|---|---|---|---|']
+            '|---|---|---|---|---|---|---|---|---|']
   for r in report['loader']:
-    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["loader_img_per_s"]:.0f} | '
+    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["threads"]} | '
+                 f'{r["loader_img_per_s"]:.0f} | '
                  f'{r["host_cpu_ms_per_image"]:.3f} | {r["img_per_s_per_core"]:.0f} | '
                  f'{r["synthetic_img_per_s"]:.0f} | {r["end_to_end_img_per_s"]:.0f} | '
                  f'{100 * r["fraction"]:.1f} % |')
@@ -146,14 +151,16 @@ def targets(step: list[dict], loader: list[dict]) -> dict:
               f'{"met" if ratio >= TARGET_VS_TORCH_COMPILE else "not met"} ({ratio:.2f}x, '
               f'{best["conv_impl"]} / {best["lrn_impl"]})')
   end_to_end = ', '.join(
-      f'{r["augment_on"]} {"met" if r["fraction"] >= TARGET_END_TO_END else "not met"} '
+      f'{r["augment_on"]} ({r["workers"]} workers, {r["threads"]} threads) '
+      f'{"met" if r["fraction"] >= TARGET_END_TO_END else "not met"} '
       f'({100 * r["fraction"]:.1f} %)' for r in loader) or 'not measured'
   return {'vs_torch_compile': vs_torch, 'end_to_end': end_to_end}
 
 
 def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: list[str],
               conv_impls: list[str], lrn_impls: list[str], num_classes: int, steps: int,
-              windows: int, loader_batch: int, workers: int, loader_windows: int,
+              windows: int, loader_batch: int, workers: int, threads: int,
+              loader_windows: int,
               yardsticks=('plain_jax', 'torch_compile'), emit=print) -> dict:
   """Everything above; returns the report that device_check.json holds."""
   t0 = time.perf_counter()
@@ -186,9 +193,13 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
         flush=True)
   prepare.prepare_resized(config.dataset, folder, resize_size=config.input.resize_size,
                           workers=os.cpu_count() or 1, log=lambda *a, **k: None)
-  workers = (os.cpu_count() or 1) if workers < 0 else workers
+  cores = os.cpu_count() or 1
+  feeds = [(cores if workers < 0 else workers, 2)]
+  if threads:
+    feeds.append((0, cores if threads < 0 else threads))
+  feeds = list(dict.fromkeys(feeds))  # --workers=0 --threads=2 is one feed
   loader = loader_timing.run_benchmark(
-      loader_config(variant, folder, loader_batch, dtypes[0], workers), [workers],
+      loader_config(variant, folder, loader_batch, dtypes[0]), feeds,
       augment_on=('host', 'device'), windows=loader_windows, steps=steps, emit=emit)
   report = {'machine': machine, 'step': step, 'conv_impl_auto': conv_impl,
             'not_measured': not_measured, 'loader': loader,
@@ -210,7 +221,7 @@ def main(argv):
       batch_sizes=[int(b) for b in _BATCH_SIZES.value], dtypes=_DTYPES.value,
       conv_impls=_CONV_IMPLS.value, lrn_impls=_LRN_IMPLS.value,
       num_classes=_NUM_CLASSES.value, steps=_STEPS.value, windows=_WINDOWS.value,
-      loader_batch=_LOADER_BATCH.value, workers=_WORKERS.value,
+      loader_batch=_LOADER_BATCH.value, workers=_WORKERS.value, threads=_THREADS.value,
       loader_windows=_LOADER_WINDOWS.value,
       yardsticks=[y for y in _YARDSTICKS.value if y], emit=measure.emit_json_line)
   print(markdown(report))

@@ -88,26 +88,31 @@ def synthetic_batch(config) -> dict:
           'valid': np.ones((b,), bool)}
 
 
-def _train_iterator(config, dataset: dataset_lib.Dataset, workers: int, augment_on: str):
+def _train_iterator(config, dataset: dataset_lib.Dataset, workers: int, threads: int,
+                    augment_on: str):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.input.workers = workers
+    config.input.prefetch = threads  # read threads per process (batches in flight)
     config.input.augment_on = augment_on
   return iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
 
 
 def measure_loader(iterator, *, batch_size: int, batches: int, windows: int) -> dict:
   """img/s of the loader alone, and the host CPU it costs per image (this process and its
-  worker processes, over the timed windows)."""
+  worker processes, over the timed windows; and this process's share)."""
   t0 = time.perf_counter()
   next(iterator)
   startup = time.perf_counter() - t0
-  cpu0 = measure.process_tree_cpu_s()
+  cpu0, main0 = measure.process_tree_cpu_s(), time.process_time()
   rates = time_loader(iterator, batches, windows, batch_size)
-  cpu_ms = 1000 * (measure.process_tree_cpu_s() - cpu0) / (batches * windows * batch_size)
+  images = batches * windows * batch_size
+  cpu_ms = 1000 * (measure.process_tree_cpu_s() - cpu0) / images
   return {'loader_img_per_s': statistics.median(rates), 'loader_windows': rates,
           'host_cpu_ms_per_image': cpu_ms, 'img_per_s_per_core': 1000 / cpu_ms if cpu_ms else
-          float('inf'), 'loader_startup_s': startup}
+          float('inf'), 'loader_startup_s': startup,
+          # of which this process (its read threads; with workers, receiving their batches)
+          'main_process_cpu_ms_per_image': 1000 * (time.process_time() - main0) / images}
 
 
 def measure_end_to_end(runner: StepRunner, iterators: dict, synthetic, *, batch_size: int,
@@ -139,12 +144,13 @@ def cores_needed(cpu_ms_per_image: float, img_per_s: float) -> float:
 
 
 def table(results: list[dict], feed_rate: float) -> str:
-  lines = ['| augment on | workers | loader img/s | host CPU ms / image | img/s per core | '
+  lines = ['| augment on | workers | threads | loader img/s | host CPU ms / image | img/s per core | '
            f'cores to feed {feed_rate:.0f} img/s | cores to feed this step | synthetic step '
            'img/s | end to end img/s | end to end / synthetic | data wait |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results:
-    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["loader_img_per_s"]:.0f} | '
+    lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["threads"]} | '
+                 f'{r["loader_img_per_s"]:.0f} | '
                  f'{r["host_cpu_ms_per_image"]:.3f} | {r["img_per_s_per_core"]:.0f} | '
                  f'{r["cores_to_feed"]:.1f} | {r["cores_to_feed_step"]:.2f} | '
                  f'{r["synthetic_img_per_s"]:.2f} | {r["end_to_end_img_per_s"]:.2f} | '
@@ -152,10 +158,12 @@ def table(results: list[dict], feed_rate: float) -> str:
   return '\n'.join(lines)
 
 
-def run_benchmark(config, workers: list[int], *, augment_on=('host',), loader_batches: int = 8,
-                  steps: int = 2, windows: int = 5, warmup: int = 2,
+def run_benchmark(config, feeds: list[tuple[int, int]], *, augment_on=('host',),
+                  loader_batches: int = 8, steps: int = 2, windows: int = 5, warmup: int = 2,
                   feed_rate: float = 20000.0, emit=print) -> list[dict]:
-  """Every (path, worker count)'s figures (also emitted); each path's step compiles once."""
+  """Every (path, feed)'s figures (also emitted); each path's step compiles once. A feed is
+  (Grain worker processes, read threads in each process): config.input.workers and .prefetch;
+  with 0 workers the threads decode in this process (simplejpeg lets go of the GIL)."""
   for path in augment_on:
     if path not in ('host', 'device'):
       raise UserError(f'--augment_on takes host and/or device, got {path!r}')
@@ -165,20 +173,21 @@ def run_benchmark(config, workers: list[int], *, augment_on=('host',), loader_ba
   iterators, loaders = {}, {}
   try:
     for path in augment_on:
-      for w in workers:
-        key = (path, w)
+      for w, threads in feeds:
+        key = (path, w, threads)
         # Measured alone: an idle Grain iterator still costs CPU (its threads and worker
         # processes poll), which the next loader's CPU per image would count (0.77 against
         # 0.52 ms on the device path behind the host path's, 2026-11-30).
-        loader = _train_iterator(config, dataset, w, path)
+        loader = _train_iterator(config, dataset, w, threads, path)
         try:
           loaders[key] = measure_loader(loader, batch_size=batch_size,
                                         batches=loader_batches, windows=windows)
         finally:
           pipeline.close_iterator(loader)
-        emit({'kind': 'loader', 'augment_on': path, 'workers': w, **loaders[key]})
+        emit({'kind': 'loader', 'augment_on': path, 'workers': w, 'threads': threads,
+              **loaders[key]})
     for key in loaders:  # end to end, side by side in rounds
-      iterators[key] = _train_iterator(config, dataset, key[1], key[0])
+      iterators[key] = _train_iterator(config, dataset, key[1], key[2], key[0])
     t0 = time.perf_counter()
     synthetic = runner.device_batch(synthetic_batch(config))
     runner.run(_repeat(synthetic), 1, synthetic)  # compilation
@@ -197,10 +206,11 @@ def run_benchmark(config, workers: list[int], *, augment_on=('host',), loader_ba
     for it in iterators.values():
       pipeline.close_iterator(it)
   results = []
-  for (path, w), end in ends.items():
-    emit({'kind': 'end_to_end', 'augment_on': path, 'workers': w, **end})
-    cpu_ms = loaders[(path, w)]['host_cpu_ms_per_image']
-    results.append({'augment_on': path, 'workers': w, **loaders[(path, w)], **end,
+  for (path, w, threads), end in ends.items():
+    feed = {'augment_on': path, 'workers': w, 'threads': threads}
+    emit({'kind': 'end_to_end', **feed, **end})
+    cpu_ms = loaders[(path, w, threads)]['host_cpu_ms_per_image']
+    results.append({**feed, **loaders[(path, w, threads)], **end,
                     'cores_to_feed': cores_needed(cpu_ms, feed_rate),
                     'cores_to_feed_step': cores_needed(cpu_ms, end['synthetic_img_per_s'])})
   return results

@@ -7,6 +7,7 @@ the training order, whatever the number of processes."""
 import glob
 import os
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,14 +157,23 @@ def test_loader_sends_uint8_patches_with_their_positions():
   n = dataset.num_train
   it = iter(pipeline.create_train_loader(config, dataset, seed=0))
   steps = n // config.train.batch_size + 2  # crosses into the second epoch
-  positions = []
+  positions, images, labels = [], [], []
   for _ in range(steps):
     batch = next(it)
     assert batch['image'].dtype == np.uint8
     assert batch['image'].shape == (8, config.input.resize_size, config.input.resize_size, 3)
     positions += list(batch['epoch'].astype(np.int64) * n + batch['index'])
+    images += list(batch['image'])
+    labels += list(batch['label'])
   pipeline.close_iterator(it)
   assert positions == list(range(steps * config.train.batch_size))
+  # Position p holds record p of Grain's own shuffled, repeated source (the host path's order),
+  # decoded: the loader reads the records by their shuffled indices, a batch at a time.
+  records = grain.MapDataset.source(dataset.train_source).shuffle(seed=0).repeat()
+  for p in range(0, len(positions), 5):
+    assert labels[p] == records[p]['label'], p
+    np.testing.assert_array_equal(
+        images[p], pp.decode_and_resize(records[p]['image'], config.input.resize_size))
   # the host path's batch of the same position holds the same photo, augmented on the host
   host = config.copy_and_resolve_references()
   host.input.augment_on = 'host'

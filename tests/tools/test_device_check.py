@@ -14,7 +14,7 @@ def test_device_check_writes_every_figure(tmp_path):
   proc = helpers.run_tool(
       'device_check', f'--out_dir={out}', '--config=tiny', '--batch_sizes=4,8',
       '--dtypes=float32', '--conv_impls=halves,im2col', '--lrn_impls=fast', '--num_classes=10',
-      '--steps=1', '--windows=1', '--loader_batch=8', '--workers=0', '--loader_windows=1',
+      '--steps=1', '--windows=1', '--loader_batch=8', '--workers=0', '--threads=2', '--loader_windows=1',
       '--yardsticks=', timeout=600)  # the yardsticks are the full net: test_benchmark's
   assert proc.returncode == 0, proc.stdout + proc.stderr
   report = json.loads((out / 'device_check.json').read_text())
@@ -28,10 +28,12 @@ def test_device_check_writes_every_figure(tmp_path):
   # 'auto' is the fastest conv implementation at the largest batch, by its own records.
   assert report['conv_impl_auto'] == max(('halves', 'im2col'),
                                          key=lambda c: ours[8, c]['img_s'])
-  # The loader on both paths, on the prepared copy it made.
-  assert {r['augment_on'] for r in report['loader']} == {'host', 'device'}
+  # The loader on both paths, fed both ways (worker processes with 2 threads each; threads in
+  # the main process), on the prepared copy it made.
+  assert {(r['augment_on'], r['workers'], r['threads']) for r in report['loader']} == {
+      (path, 0, threads) for path in ('host', 'device') for threads in (2,)}
   for r in report['loader']:
-    assert r['workers'] == 0 and r['host_cpu_ms_per_image'] > 0 and 0 < r['fraction']
+    assert r['host_cpu_ms_per_image'] > 0 and 0 < r['fraction']
   assert os.path.isdir(out / 'prepared-256')
   table = (out / 'device_check.md').read_text()
   assert 'torch_compile: not measured (not asked for (--yardsticks))' in table
@@ -39,4 +41,4 @@ def test_device_check_writes_every_figure(tmp_path):
   assert f'conv_impl for auto on cpu: **{report["conv_impl_auto"]}**' in table
   assert 'ours / torch_compile' in table and 'not measured' in table
   assert report['targets']['vs_torch_compile'] == 'not measured'
-  assert table.count('| host |') == 1 and table.count('| device |') == 1
+  assert table.count('| host | 0 | 2 |') == 1 and table.count('| device | 0 | 2 |') == 1

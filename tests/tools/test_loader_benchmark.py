@@ -9,6 +9,7 @@ import jax
 import pytest
 
 from alexnet_jax.data import dataset as dataset_lib
+from alexnet_jax.data import pipeline
 from alexnet_jax.tools import loader_timing
 from alexnet_jax.tools import measure
 from configs import alexnet as alexnet_config
@@ -26,17 +27,21 @@ def fast_compile():
 def test_loader_benchmark_tiny_both_paths():
   config = alexnet_config.get_config('tiny')
   emitted = []
-  results = loader_timing.run_benchmark(config, [0], augment_on=('host', 'device'),
+  results = loader_timing.run_benchmark(config, [(0, 3)], augment_on=('host', 'device'),
                                         loader_batches=8, steps=1, windows=1, warmup=1,
                                         feed_rate=1000.0, emit=emitted.append)
   assert [e['kind'] for e in emitted] == ['loader', 'loader', 'setup', 'end_to_end',
                                           'end_to_end']
-  assert [(r['augment_on'], r['workers']) for r in results] == [('host', 0), ('device', 0)]
+  assert [(r['augment_on'], r['workers'], r['threads']) for r in results] == [
+      ('host', 0, 3), ('device', 0, 3)]
   for r in results:
     for key in ('loader_img_per_s', 'synthetic_img_per_s', 'end_to_end_img_per_s',
                 'host_cpu_ms_per_image'):
       assert r[key] > 0, key
     assert r['img_per_s_per_core'] == pytest.approx(1000 / r['host_cpu_ms_per_image'])
+    # no workers: this process is the whole tree, up to /proc's 10 ms ticks over 64 images
+    assert r['main_process_cpu_ms_per_image'] == pytest.approx(
+        r['host_cpu_ms_per_image'], abs=0.35)
     assert r['cores_to_feed'] == pytest.approx(r['host_cpu_ms_per_image'])  # 1000 img/s
     assert r['cores_to_feed_step'] == pytest.approx(
         r['synthetic_img_per_s'] * r['host_cpu_ms_per_image'] / 1000)
@@ -44,7 +49,17 @@ def test_loader_benchmark_tiny_both_paths():
     assert r['fraction'] == pytest.approx(r['end_to_end_img_per_s'] / r['synthetic_img_per_s'])
     assert 0 <= r['data_wait_frac'] < 1
   table = loader_timing.table(results, 1000.0)
-  assert table.count('\n') == 3 and '| host | 0 |' in table and '| device | 0 |' in table
+  assert table.count('\n') == 3 and '| host | 0 | 3 |' in table and '| device | 0 | 3 |' in table
+
+
+def test_a_feeds_threads_are_the_loaders_read_threads():
+  """(workers, threads): threads is config.input.prefetch, Grain's read threads per process."""
+  config = alexnet_config.get_config('tiny')
+  dataset = dataset_lib.build(config)
+  for path in ('host', 'device'):
+    iterator = loader_timing._train_iterator(config, dataset, 0, 5, path)  # pylint: disable=protected-access
+    assert iterator._read_options.num_threads == 5, path  # pylint: disable=protected-access
+    pipeline.close_iterator(iterator)
 
 
 def test_process_tree_cpu_counts_a_busy_loop():
