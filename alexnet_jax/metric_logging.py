@@ -1,15 +1,17 @@
-"""Metrics to a JSONL file in the workdir and, where TensorFlow is installed, TensorBoard.
+"""Metrics to a JSONL file in the workdir and TensorBoard event files beside it.
 
-clu's metric writers import TensorFlow for the summary writer; the GPU/TPU machines may not have
-it, so TensorBoard files are written only when it imports, and the JSONL file always.
+The event files are written with TensorBoard's own record writer and protos, which need no
+TensorFlow: clu's SummaryWriter imports TensorFlow, ~3 s at every start of a run (and the
+GPU/TPU machines may not have it). Without the tensorboard package the run writes
+metrics.jsonl only.
 """
 import glob
 import json
 import os
+import socket
 import time
 from typing import Any, Mapping
 
-from alexnet_jax import quiet_import
 
 
 class JsonlWriter:
@@ -23,6 +25,46 @@ class JsonlWriter:
     record.update({k: float(v) for k, v in scalars.items()})
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    del hparams
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class TensorBoardWriter:
+  """Scalars as TensorBoard events (simple_value), one event per step, in an event file of
+  TensorBoard's naming written with its RecordWriter: TensorBoard's dashboard and readers take
+  them as they take tf.summary's. (TensorBoard's EventFileWriter would import TensorFlow where
+  it is installed, for its file system layer.)"""
+
+  def __init__(self, logdir: str):
+    # pylint: disable=g-import-not-at-top  # optional: only where tensorboard is installed
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.summary.writer import record_writer
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    os.makedirs(logdir, exist_ok=True)
+    name = (f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.'
+            f'{os.getpid()}.0')
+    self._file = open(os.path.join(logdir, name), 'ab')
+    self._records = record_writer.RecordWriter(self._file)
+    self._write(self._event(wall_time=time.time(), file_version='brain.Event:2'))
+
+  def _write(self, event) -> None:
+    self._records.write(event.SerializeToString())
+    # On disk now, as metrics.jsonl's line is: a run killed after its next checkpoint must not
+    # lose the steps logged before it (the resume trims the event files to that checkpoint).
+    self._file.flush()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._write(self._event(wall_time=time.time(), step=int(step),
+                            summary=self._summary(value=values)))
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     del hparams
@@ -60,14 +102,8 @@ def create_writer(workdir: str, is_main_process: bool) -> MultiWriter:
     return MultiWriter([])
   writers = [JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))]
   try:
-    # TensorFlow (behind clu's SummaryWriter) is imported here, not at the top: it takes seconds
-    # and is optional; without it the run writes metrics.jsonl only.
-    with quiet_import.native_stderr_silenced():
-      from clu.metric_writers import SummaryWriter  # pylint: disable=g-import-not-at-top
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.config.set_visible_devices([], 'GPU')  # TF must not take the accelerator from JAX.
-    writers.append(SummaryWriter(os.path.join(workdir, 'tensorboard')))
-  except ImportError:
+    writers.append(TensorBoardWriter(os.path.join(workdir, 'tensorboard')))
+  except ImportError:  # no tensorboard package: metrics.jsonl only
     pass
   return MultiWriter(writers)
 
@@ -93,7 +129,7 @@ def drop_after(workdir: str, step: int) -> int:
 
   A run resumes from its last checkpoint and logs the steps after it again; what the killed run
   had logged past that checkpoint would otherwise appear twice (TensorBoard only hides such
-  "orphaned" points at a restart marker, which clu's writer does not write). Returns the
+  "orphaned" points at a restart marker, which this writer does not write). Returns the
   number of records dropped. Files are rewritten whole and renamed over the old ones.
   """
   dropped = 0

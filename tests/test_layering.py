@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = 'alexnet_jax'
 TOOLS = 'alexnet_jax.tools'
 # The only imports allowed inside functions: heavy or optional libraries, loaded where used.
-LAZY_OK = ('matplotlib', 'tensorflow', 'tensorflow_datasets', 'tensorboard', 'clu', 'torch')
+LAZY_OK = ('matplotlib', 'tensorflow', 'tensorflow_datasets', 'tensorboard', 'torch')
 
 
 def module_files() -> dict[str, str]:
