@@ -155,21 +155,35 @@ def _rewrite(path: str, content: bytes) -> None:
   os.replace(tmp, path)
 
 
+def read_event_records(path: str) -> list[bytes]:
+  """An event file's records (serialized Event protos), up to one cut short by a kill, read with
+  TensorBoard's own TF-free record reader (its event loaders import TensorFlow where it is
+  installed)."""
+  # pylint: disable-next=g-import-not-at-top  # optional: only where there are event files
+  from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
+  reader = pywrap_tensorflow.PyRecordReader_New(path)
+  records = []
+  while True:
+    try:
+      reader.GetNext()
+    except (errors.OutOfRangeError, errors.DataLossError):  # the end, or a record cut short
+      return records
+    records.append(reader.record())
+
+
 def _drop_events_after(path: str, step: int) -> int:
-  """Keeps an event file's records up to `step` (TensorBoard's own reader and writer, no TF)."""
+  """Keeps an event file's records up to `step`, and none cut short by a kill (TensorBoard's own
+  reader and writer, no TF)."""
   # pylint: disable=g-import-not-at-top  # tensorboard (optional) only where there are event files
   try:
-    from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer import record_writer
   except ImportError:  # event files copied to a machine without TensorBoard: left as they are
     return 0
-  try:
-    raw = list(event_file_loader.RawEventFileLoader(path).Load())
-  except Exception:  # pylint: disable=broad-except  # a record cut short: keep what reads
-    raw = []
+  raw = read_event_records(path)
   kept = [r for r in raw if event_pb2.Event.FromString(r).step <= step]
-  if len(kept) == len(raw):
+  whole = sum(len(r) + 16 for r in raw) == os.path.getsize(path)  # 16: a record's framing
+  if len(kept) == len(raw) and whole:
     return 0
   tmp = f'{path}.tmp.{os.getpid()}'
   with open(tmp, 'wb') as f:

@@ -132,8 +132,8 @@ def markdown(report: dict) -> str:
                f'{TARGET_VS_TORCH_COMPILE}x: {target["vs_torch_compile"]}.')
   lines.append(f'Target, loader end to end >= {100 * TARGET_END_TO_END:.0f} % of the '
                f'synthetic step: {target["end_to_end"]}.')
-  lines += ['', '| augment on | workers | threads | loader img/s | host CPU ms / image | img/s per core | '
-            'synthetic step img/s | end to end img/s | end to end / synthetic |',
+  lines += ['', '| augment on | workers | threads | loader img/s | host CPU ms / image | '
+            'img/s per core | synthetic step img/s | end to end img/s | end to end / synthetic |',
             '|---|---|---|---|---|---|---|---|---|']
   for r in report['loader']:
     lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["threads"]} | '

@@ -144,9 +144,9 @@ def cores_needed(cpu_ms_per_image: float, img_per_s: float) -> float:
 
 
 def table(results: list[dict], feed_rate: float) -> str:
-  lines = ['| augment on | workers | threads | loader img/s | host CPU ms / image | img/s per core | '
-           f'cores to feed {feed_rate:.0f} img/s | cores to feed this step | synthetic step '
-           'img/s | end to end img/s | end to end / synthetic | data wait |',
+  lines = ['| augment on | workers | threads | loader img/s | host CPU ms / image | '
+           f'img/s per core | cores to feed {feed_rate:.0f} img/s | cores to feed this step | '
+           'synthetic step img/s | end to end img/s | end to end / synthetic | data wait |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results:
     lines.append(f'| {r["augment_on"]} | {r["workers"]} | {r["threads"]} | '

@@ -57,7 +57,8 @@ def test_a_feeds_threads_are_the_loaders_read_threads():
   config = alexnet_config.get_config('tiny')
   dataset = dataset_lib.build(config)
   for path in ('host', 'device'):
-    iterator = loader_timing._train_iterator(config, dataset, 0, 5, path)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    iterator = loader_timing._train_iterator(config, dataset, 0, 5, path)
     assert iterator._read_options.num_threads == 5, path  # pylint: disable=protected-access
     pipeline.close_iterator(iterator)
 
