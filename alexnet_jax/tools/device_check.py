@@ -19,12 +19,17 @@ JAX's GPU memory preallocation is turned off (XLA_PYTHON_CLIENT_PREALLOCATE=fals
 JAX starts its backend) so that the torch yardstick can share the device in the same process.
 Nothing here imports TensorFlow.
 
-On a bare GPU machine JAX may be newer than requirements.txt's pin, and grain, simplejpeg,
-ml_collections and array_record may be missing: carry them as wheels for its Python, e.g.
-  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform \
-      manylinux_2_17_x86_64 -d .whl grain simplejpeg ml_collections array_record
+On a bare GPU machine JAX may be newer than requirements.txt's pin, and grain (which needs
+portpicker), simplejpeg, ml_collections and array_record may be missing: carry them as wheels
+for its Python, e.g.
+  pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+      grain==0.2.18 portpicker simplejpeg==1.9.0 ml_collections==1.1.0 array_record==0.8.6
   # there: pip install --no-index --no-deps --target /tmp/site .whl/*.whl
   PYTHONPATH=/tmp/site python -m alexnet_jax.tools.device_check --out_dir=$OUT
+This was rehearsed on CPU on 2026-11-30: Python 3.12 with jax 0.11.2, flax 0.12.12, numpy
+2.5.2, no TensorFlow, no submitit; the model, sharding, collective, train, loader and device
+check tests passed.
 """
 import os
 
