@@ -13,8 +13,18 @@ import time
 from typing import Any, Mapping
 
 
+class _OpenFile:
+  """A writer's one file, open for the whole run and flushed at every write."""
+  _file: Any
 
-class JsonlWriter:
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class JsonlWriter(_OpenFile):
   """Appends one JSON object per write_scalars call: {"step": ..., "time": ..., **scalars}."""
 
   def __init__(self, path: str):
@@ -26,17 +36,8 @@ class JsonlWriter:
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
 
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    del hparams
 
-  def flush(self) -> None:
-    self._file.flush()
-
-  def close(self) -> None:
-    self._file.close()
-
-
-class TensorBoardWriter:
+class TensorBoardWriter(_OpenFile):
   """Scalars as TensorBoard events (simple_value), one event per step, in an event file of
   TensorBoard's naming written with its RecordWriter: TensorBoard's dashboard and readers take
   them as they take tf.summary's. (TensorBoard's EventFileWriter would import TensorFlow where
@@ -66,15 +67,6 @@ class TensorBoardWriter:
     self._write(self._event(wall_time=time.time(), step=int(step),
                             summary=self._summary(value=values)))
 
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    del hparams
-
-  def flush(self) -> None:
-    self._file.flush()
-
-  def close(self) -> None:
-    self._file.close()
-
 
 class MultiWriter:
   def __init__(self, writers):
@@ -83,10 +75,6 @@ class MultiWriter:
   def write_scalars(self, step, scalars):
     for w in self.writers:
       w.write_scalars(step, scalars)
-
-  def write_hparams(self, hparams):
-    for w in self.writers:
-      w.write_hparams(hparams)
 
   def flush(self):
     for w in self.writers:
