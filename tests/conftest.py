@@ -18,6 +18,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'alexnet_jax_tests_jit_cache'))
+# Cache the small programs too (JAX keeps only those that took 1 s or more to compile): a
+# launched tiny run then starts ~0.5 s sooner (4.4 -> 3.9 s, 2026-11-30).
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import shutil
 
