@@ -158,6 +158,7 @@ def changes_results(key: str, config) -> bool:
   rule = KEYS.get(key)
   return rule is None or rule.class_for(config) != RUN or key in RESULT_KEYS
 
+
 def _get(config, key: str):
   node = config
   for part in key.split('.'):
