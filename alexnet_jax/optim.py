@@ -15,6 +15,7 @@ import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from alexnet_jax.errors import UserError
@@ -36,6 +37,20 @@ def adamw(learning_rate, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(learning_rate, weight_decay=weight_decay)
 
 
+# With a warm-up, one more hyperparameter, warmup: a factor in (0, 1], injected as a schedule
+# of the step, that scales the lr (for paper_sgd before the momentum trace, as a smaller lr
+# would, so the velocity keeps the paper's form). Separate functions, not a default argument:
+# inject_hyperparams injects defaults too, and a run without a warm-up must keep the state's
+# structure of checkpoints written before warm-ups existed.
+def paper_sgd_with_warmup(learning_rate, warmup, momentum: float = 0.9,
+                          weight_decay: float = 5e-4) -> optax.GradientTransformation:
+  return paper_sgd(learning_rate * warmup, momentum, weight_decay)
+
+
+def adamw_with_warmup(learning_rate, warmup, weight_decay: float) -> optax.GradientTransformation:
+  return adamw(learning_rate * warmup, weight_decay)
+
+
 PAPER_BATCH = 128
 
 
@@ -51,7 +66,9 @@ def base_learning_rate(opt_config, global_batch: int = PAPER_BATCH) -> float:
 
 def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int,
                            global_batch: int = PAPER_BATCH):
-  """A float for 'plateau' and 'constant' (the train loop changes it), else a schedule."""
+  """A float for 'plateau' and 'constant' (the train loop changes it), else a schedule. A
+  warm-up is in the cosine schedule itself, and a separate factor under the others
+  (warmup_factor)."""
   name = opt_config.schedule
   lr = base_learning_rate(opt_config, global_batch)
   if name in ('plateau', 'constant'):
@@ -60,14 +77,44 @@ def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int,
     # Divide by 10 every step_epochs epochs.
     every = max(1, int(opt_config.step_epochs * steps_per_epoch))
     return optax.exponential_decay(lr, transition_steps=every, decay_rate=0.1, staircase=True)
-  warmup = int(opt_config.warmup_epochs * steps_per_epoch)
+  warmup = warmup_steps(opt_config, steps_per_epoch)
   return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup,
                                             max(total_steps, warmup + 1))
 
 
+def warmup_steps(opt_config, steps_per_epoch: int) -> int:
+  return int(opt_config.get('warmup_epochs', 0.0) * steps_per_epoch)
+
+
+def warmup_factor(num_steps: int):
+  """The warm-up's factor of the lr at update `count` (0-based): (count + 1) / num_steps, then
+  1; the first update already moves (a factor 0 would waste it)."""
+  return lambda count: jnp.minimum(1.0, (count + 1) / num_steps)
+
+
+def _check_warmup(opt_config, steps_per_epoch: int, total_steps: int) -> int:
+  """The warm-up's length in steps; one error line where it cannot apply."""
+  epochs = opt_config.get('warmup_epochs', 0.0)
+  if epochs < 0:
+    raise UserError(f'config.optimizer.warmup_epochs={epochs} must be >= 0')
+  steps = warmup_steps(opt_config, steps_per_epoch)
+  if epochs > 0 and steps == 0:
+    raise UserError(f'config.optimizer.warmup_epochs={epochs} is less than one step '
+                    f'({steps_per_epoch} steps per epoch); use 0 for no warm-up')
+  if steps >= total_steps > 0:
+    raise UserError(f'config.optimizer.warmup_epochs={epochs} ({steps} steps) is as long as '
+                    f'the run ({total_steps} steps): the lr would never reach its value')
+  return steps
+
+
 def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
                      global_batch: int = PAPER_BATCH) -> optax.GradientTransformation:
-  """The configured optimizer; its learning rate lives in opt_state.hyperparams."""
+  """The configured optimizer; its learning rate lives in opt_state.hyperparams.
+
+  A warm-up under 'plateau', 'constant' or 'step' is an injected factor 'warmup' (a schedule
+  of the step) that multiplies 'learning_rate', which stays the rule's level: the plateau rule
+  changes the level, the warm-up ramps it. Without a warm-up the state has no such entry, so
+  checkpoints written before warm-ups existed keep their structure."""
   if opt_config.lr <= 0:
     raise UserError(f'config.optimizer.lr={opt_config.lr} must be > 0')
   if opt_config.weight_decay < 0:
@@ -75,23 +122,32 @@ def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
   if opt_config.schedule not in SCHEDULES:
     raise UserError(f'config.optimizer.schedule={opt_config.schedule!r}; choose one of '
                     f'{", ".join(SCHEDULES)}')
+  warmup = _check_warmup(opt_config, steps_per_epoch, total_steps)
   schedule = learning_rate_schedule(opt_config, steps_per_epoch, total_steps, global_batch)
-  if opt_config.name == 'sgd':
-    return optax.inject_hyperparams(paper_sgd)(
-        learning_rate=schedule, momentum=opt_config.momentum,
-        weight_decay=opt_config.weight_decay)
-  if opt_config.name == 'adamw':
-    return optax.inject_hyperparams(adamw)(
-        learning_rate=schedule, weight_decay=opt_config.weight_decay)
-  raise UserError(f'config.optimizer.name={opt_config.name!r}; choose one of sgd, adamw')
+  optimizers = {'sgd': (paper_sgd, paper_sgd_with_warmup), 'adamw': (adamw, adamw_with_warmup)}
+  if opt_config.name not in optimizers:
+    raise UserError(f'config.optimizer.name={opt_config.name!r}; choose one of sgd, adamw')
+  optimizer, optimizer_with_warmup = optimizers[opt_config.name]
+  extra = {'momentum': opt_config.momentum} if opt_config.name == 'sgd' else {}
+  if warmup and opt_config.schedule != 'cosine':  # cosine's schedule has its own warm-up
+    optimizer, extra['warmup'] = optimizer_with_warmup, warmup_factor(warmup)
+  return optax.inject_hyperparams(optimizer)(
+      learning_rate=schedule, weight_decay=opt_config.weight_decay, **extra)
 
 
 def current_learning_rate(opt_state) -> float:
+  """The lr the last update used: the level times the warm-up's factor, if any."""
+  hyperparams = opt_state.hyperparams
+  return hyperparams['learning_rate'] * hyperparams.get('warmup', 1.0)
+
+
+def learning_rate_level(opt_state) -> float:
+  """The lr the plateau rule sets (and decays), before any warm-up factor."""
   return opt_state.hyperparams['learning_rate']
 
 
 def with_learning_rate(opt_state, learning_rate: float):
-  """opt_state with its injected learning rate replaced (the plateau rule's decay)."""
+  """opt_state with its injected learning rate level replaced (the plateau rule's decay)."""
   return with_hyperparams(opt_state, {'learning_rate': learning_rate})
 
 
@@ -125,48 +181,95 @@ def resumed_hyperparams(opt_config, changed: set[str],
 
 def transplant(restored, template):
   """A restored opt_state moved into the structure of another schedule's (a number lr and a
-  schedule's lr are different inject_hyperparams states): the step count and the inner state
-  (momentum) come from restored, a schedule's own step count is the restored one."""
+  schedule's lr are different inject_hyperparams states; a warm-up adds a factor): the step
+  count and the inner state (momentum) come from restored, a schedule's own step count is the
+  restored one, and a value both hold (the plateau rule's decayed lr) is the restored one."""
   schedule_states = jax.tree.map(lambda leaf: leaf * 0 + restored.count,
                                  template.hyperparams_states)
+  hyperparams = dict(template.hyperparams)
+  numbers = lambda state: set(state.hyperparams) - set(state.hyperparams_states)
+  for name in numbers(restored) & numbers(template):  # a schedule's value is recomputed
+    hyperparams[name] = hyperparams[name] * 0 + restored.hyperparams[name]
   return template._replace(count=restored.count, inner_state=restored.inner_state,
-                           hyperparams_states=schedule_states)
+                           hyperparams=hyperparams, hyperparams_states=schedule_states)
+
+
+def chance_top1_bound(num_classes: int, count: int, sigmas: float = 3.0) -> float:
+  """The top-1 below which an evaluation of `count` images is at chance: 1/classes plus
+  `sigmas` binomial standard deviations (ImageNet's 50,000 images: 0.1 % + 0.04 %; 240 images
+  of 10 classes: 10 % + 5.8 %)."""
+  p = 1.0 / max(num_classes, 1)
+  return p + sigmas * math.sqrt(p * (1 - p) / max(count, 1))
+
+
+def at_chance(top1: float, num_classes: int, count: int) -> bool:
+  return top1 <= chance_top1_bound(num_classes, count)
+
+
+@dataclasses.dataclass
+class Decision:
+  """What the plateau rule made of one evaluation: the factor for the lr (1 or the rule's)
+  and, for a decay, why in words (the errors it compared)."""
+  factor: float = 1.0
+  reason: str = ''
 
 
 @dataclasses.dataclass
 class PlateauRule:
   """Section 5: 'divide the learning rate by 10 when the validation error rate stopped
-  improving with the current learning rate', three times in all.
+  improving with the current learning rate', three times in all, as a careful person would
+  apply it:
 
-  Host-side state, saved with each checkpoint (to_dict / from_dict).
+  - "stopped improving": the last `patience` evaluations brought no error at least
+    `threshold` (relative) below the best before them (a smaller gain is noise, not progress);
+  - never while the validation top-1 is at chance (the paper's init sits there for thousands of
+    steps; a flat 99.9 % is not a plateau) nor before `min_epochs`;
+  - at most `max_decays` decays; after one, the patience window starts afresh.
+
+  Host-side state, saved with each checkpoint (to_dict / from_dict; a checkpoint written
+  before the window and the chance test existed restores its counters).
   """
   factor: float = 0.1
-  patience: int = 1  # evaluations without improvement that count as "stopped improving"
+  patience: int = 5  # evaluations without a significant new best that make a plateau
+  threshold: float = 0.01  # relative: a new best must be below best * (1 - threshold)
+  min_epochs: float = 0.0
   max_decays: int = 3
   best_error: float = math.inf
+  best_epoch: float = 0.0
   evals_since_best: int = 0
   decays: int = 0
+  window: list = dataclasses.field(default_factory=list)  # the errors since the best
 
-  def update(self, val_error: float) -> float:
-    """Records one validation error; returns the factor to multiply the lr by (1 or factor)."""
-    if val_error < self.best_error:
-      self.best_error = val_error
-      self.evals_since_best = 0
-      return 1.0
+  COUNTERS = ('best_error', 'best_epoch', 'evals_since_best', 'decays', 'window')
+
+  def update(self, val_error: float, epoch: float = math.inf,
+             chance: bool = False) -> Decision:
+    """Records one validation error at `epoch`; chance: the evaluation was at chance."""
+    if chance:  # the rule starts when the run leaves chance
+      return Decision()
+    if val_error < self.best_error * (1.0 - self.threshold):
+      self.best_error, self.best_epoch = val_error, epoch
+      self.evals_since_best, self.window = 0, []
+      return Decision()
     self.evals_since_best += 1
-    if self.evals_since_best >= self.patience and self.decays < self.max_decays:
-      self.decays += 1
-      self.evals_since_best = 0
-      return self.factor
-    return 1.0
+    self.window = (self.window + [val_error])[-self.patience:]
+    if (self.evals_since_best < self.patience or epoch < self.min_epochs
+        or self.decays >= self.max_decays):
+      return Decision()
+    self.decays += 1
+    errors = ', '.join(f'{e:.4f}' for e in self.window)
+    reason = (f'validation error {val_error:.4f} at epoch {epoch:.1f}: no error '
+              f'{100 * self.threshold:g} % below the best {self.best_error:.4f} (epoch '
+              f'{self.best_epoch:.1f}) in the last {self.evals_since_best} evaluations '
+              f'({errors})')
+    self.evals_since_best, self.window = 0, []
+    return Decision(self.factor, reason)
 
   def with_counters_of(self, saved: dict) -> 'PlateauRule':
     """This rule's settings (the config's) with a saved rule's counters: a resume that changes
     the factor, patience or number of decays carries the decays already made on."""
     counters = PlateauRule.from_dict(saved)
-    return dataclasses.replace(self, best_error=counters.best_error,
-                               evals_since_best=counters.evals_since_best,
-                               decays=counters.decays)
+    return dataclasses.replace(self, **{k: getattr(counters, k) for k in self.COUNTERS})
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
@@ -175,6 +278,8 @@ class PlateauRule:
 
   @classmethod
   def from_dict(cls, d: dict) -> 'PlateauRule':
-    d = dict(d)
-    d['best_error'] = math.inf if d['best_error'] is None else d['best_error']
+    """A saved rule; keys of another version are left out, missing ones take their defaults."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    d = {k: v for k, v in d.items() if k in fields}
+    d['best_error'] = math.inf if d.get('best_error') is None else d['best_error']
     return cls(**d)

@@ -15,7 +15,8 @@ from alexnet_jax.errors import UserError
 def opt_config(**overrides):
   c = ml_collections.ConfigDict(dict(
       name='sgd', lr=0.01, momentum=0.9, weight_decay=5e-4, schedule='plateau',
-      plateau_factor=0.1, plateau_patience=1, plateau_max_decays=3, step_epochs=30,
+      plateau_factor=0.1, plateau_patience=5, plateau_threshold=0.01, plateau_min_epochs=10,
+      plateau_max_decays=3, step_epochs=30,
       warmup_epochs=0.0, lr_scaling='none'))
   c.update(overrides)
   return c
@@ -64,15 +65,102 @@ def test_optax_sgd_form_differs_from_the_paper_after_a_decay():
   np.testing.assert_allclose(u2, -0.01 * (0.9 + 1.0), rtol=1e-6)  # optax: -lr (0.9 m + g)
 
 
-def test_plateau_rule_divides_by_ten_at_most_three_times():
-  rule = optim.PlateauRule(factor=0.1, patience=1, max_decays=3)
-  errors = [0.9, 0.8, 0.8, 0.7, 0.75, 0.7, 0.71, 0.72, 0.73, 0.74]
-  factors = [rule.update(e) for e in errors]
-  assert factors == [1, 1, 0.1, 1, 0.1, 0.1, 1, 1, 1, 1]
+def _replay(rule, errors, first_epoch=1, chance_error=None):
+  """The epochs (one evaluation per epoch) at which `rule` decays over the error curve;
+  errors >= chance_error count as at chance."""
+  decays = []
+  for i, error in enumerate(errors):
+    epoch = first_epoch + i
+    chance = chance_error is not None and error >= chance_error
+    if rule.update(error, epoch, chance).factor != 1.0:
+      decays.append(epoch)
+  return decays
+
+
+def paper_rule(**overrides):
+  """The rule with configs/alexnet.py's defaults."""
+  from configs import alexnet as alexnet_config  # pylint: disable=g-import-not-at-top
+  c = alexnet_config.get_config().optimizer
+  settings = dict(factor=c.plateau_factor, patience=c.plateau_patience,
+                  threshold=c.plateau_threshold, min_epochs=c.plateau_min_epochs,
+                  max_decays=c.plateau_max_decays)
+  settings.update(overrides)
+  return optim.PlateauRule(**settings)
+
+
+def test_plateau_rule_makes_no_decay_while_at_chance():
+  # ImageNet's paper init: 99.9 % error for 5 evaluations (past min_epochs), then falling.
+  flat = [0.999, 0.9991, 0.999, 0.9992, 0.999]
+  falling = list(np.linspace(0.95, 0.5, 10))
+  rule = paper_rule(min_epochs=0)
+  chance = 1 - optim.chance_top1_bound(1000, 50000)
+  assert _replay(rule, flat + falling, chance_error=chance) == []
+  assert rule.best_error == pytest.approx(0.5)
+  # The old rule (patience 1, any non-improvement) spent all three decays on the flat part.
+  old = optim.PlateauRule(patience=1, threshold=0.0, min_epochs=0)
+  assert _replay(old, flat + falling) == [2, 3, 4]
+
+
+def test_chance_bound_is_three_binomial_deviations_above_one_over_classes():
+  assert optim.chance_top1_bound(1000, 50000) == pytest.approx(
+      0.001 + 3 * (0.001 * 0.999 / 50000) ** 0.5)
+  assert optim.chance_top1_bound(10, 240) == pytest.approx(0.1 + 3 * (0.09 / 240) ** 0.5)
+  assert optim.at_chance(0.001, 1000, 50000) and not optim.at_chance(0.01, 1000, 50000)
+
+
+def test_plateau_rule_one_decay_for_a_flat_part_between_one_and_two_windows():
+  rule = paper_rule()
+  patience = rule.patience
+  falling = list(np.linspace(0.9, 0.45, 30))  # epochs 1-30
+  flat = [0.45 + 0.001 * (i % 2) for i in range(patience + patience // 2 + 1)]  # < 2 windows
+  again = list(np.linspace(0.40, 0.30, 10))
+  decays = _replay(rule, falling + flat + again)
+  assert decays == [30 + patience]  # exactly one, inside the flat part
+  assert 30 < decays[0] <= 30 + len(flat)
+  assert rule.decays == 1
+
+
+def test_plateau_rule_no_decay_on_a_noisy_curve_that_still_improves():
+  rng = np.random.default_rng(0)
+  epochs = np.arange(1, 61)
+  trend = 0.3 + 0.6 * np.exp(-epochs / 20)  # 0.87 -> 0.34, still falling at epoch 60
+  errors = trend + rng.normal(0, 0.01, epochs.size)
+  assert _replay(paper_rule(), list(errors)) == []
+  # The old rule decayed on the noise: any evaluation that was not a strict new best.
+  assert len(_replay(optim.PlateauRule(patience=1, threshold=0.0), list(errors))) == 3
+
+
+def test_plateau_rule_waits_for_min_epochs_and_stops_at_max_decays():
+  rule = paper_rule(patience=2, min_epochs=10, max_decays=3)
+  errors = [0.5] * 40
+  # The first evaluation is the best; from then on two without a gain make a plateau, but
+  # none decays before epoch 10, and there are three decays in all.
+  assert _replay(rule, errors) == [10, 12, 14]
   assert rule.decays == 3
+
+
+def test_plateau_rule_decay_reason_names_the_errors_it_compared():
+  rule = optim.PlateauRule(patience=2, threshold=0.01)
+  rule.update(0.40, 1)
+  rule.update(0.399, 2)
+  decision = rule.update(0.41, 3)
+  assert decision.factor == 0.1
+  assert decision.reason == ('validation error 0.4100 at epoch 3.0: no error 1 % below the '
+                             'best 0.4000 (epoch 1.0) in the last 2 evaluations '
+                             '(0.3990, 0.4100)')
+
+
+def test_plateau_rule_state_round_trips_and_old_checkpoints_restore():
+  rule = paper_rule()
+  _replay(rule, [0.9, 0.8, 0.8, 0.79, 0.8])
   assert optim.PlateauRule.from_dict(rule.to_dict()) == rule
-  rule = optim.PlateauRule(patience=2)
-  assert [rule.update(e) for e in [0.5, 0.6, 0.6, 0.6]] == [1, 1, 0.1, 1]
+  # meta['plateau'] as checkpoints before the window and the chance test wrote it.
+  old = {'factor': 0.1, 'patience': 1, 'max_decays': 3, 'best_error': 0.42,
+         'evals_since_best': 0, 'decays': 2}
+  resumed = paper_rule().with_counters_of(old)
+  assert (resumed.decays, resumed.best_error, resumed.window) == (2, 0.42, [])
+  assert resumed.patience == paper_rule().patience  # the config's settings
+  assert optim.PlateauRule.from_dict({**old, 'best_error': None}).best_error == float('inf')
 
 
 def test_step_and_cosine_schedules():
@@ -161,3 +249,79 @@ def test_schedule_change_on_resume_keeps_count_and_momentum():
   _, after = new_tx.update({'w': jnp.ones((3,))}, moved, params)
   expected = optax.cosine_decay_schedule(0.01, 100)(5)
   assert float(optim.current_learning_rate(after)) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+@pytest.mark.parametrize('schedule', ['plateau', 'constant', 'step'])
+def test_warmup_ramps_every_schedule(name, schedule):
+  """warmup_epochs=1 at 4 steps per epoch: the lr of updates 0-3 is lr x 1/4, 2/4, 3/4, 1,
+  then the schedule's own (step: /10 after 2 epochs)."""
+  tx = optim.create_optimizer(opt_config(name=name, schedule=schedule, warmup_epochs=1,
+                                         step_epochs=2), steps_per_epoch=4, total_steps=100)
+  w = jnp.zeros(2)
+  state = tx.init(w)
+  seen = []
+  for _ in range(10):
+    _, state = tx.update(jnp.ones(2), state, w)
+    seen.append(float(optim.current_learning_rate(state)))
+  after = [0.01] * 4 + ([0.001, 0.001] if schedule == 'step' else [0.01, 0.01])
+  assert seen == pytest.approx([0.0025, 0.005, 0.0075, 0.01] + after, rel=1e-6)
+
+
+def test_warmup_scales_the_paper_update_before_the_momentum():
+  """Under warm-up the velocity accumulates lr_t-scaled steps, as the paper's v does with a
+  smaller lr: v1 = -f0 lr g, v2 = 0.9 v1 - f1 lr g (float64 by hand)."""
+  tx = optim.create_optimizer(opt_config(weight_decay=0.0, warmup_epochs=1), 4, 100)
+  w = jnp.zeros(1)
+  state = tx.init(w)
+  u1, state = tx.update(jnp.ones(1), state, w)
+  u2, state = tx.update(jnp.ones(1), state, w)
+  np.testing.assert_allclose(u1, -0.25 * 0.01, rtol=1e-6)
+  np.testing.assert_allclose(u2, 0.9 * -0.25 * 0.01 - 0.5 * 0.01, rtol=1e-6)
+
+
+def test_plateau_decay_during_warmup_scales_the_level_and_the_ramp_goes_on():
+  tx = optim.create_optimizer(opt_config(warmup_epochs=1), 4, 100)
+  w = jnp.zeros(1)
+  _, state = tx.update(jnp.ones(1), tx.init(w), w)
+  state = optim.with_learning_rate(state, 0.001)  # a decay of the level
+  _, state = tx.update(jnp.ones(1), state, w)
+  assert float(optim.learning_rate_level(state)) == pytest.approx(0.001)
+  assert float(optim.current_learning_rate(state)) == pytest.approx(0.001 * 2 / 4)
+
+
+def test_warmup_that_cannot_apply_is_one_error():
+  with pytest.raises(UserError, match=r'warmup_epochs=10.0 \(40 steps\) is as long as the run'):
+    optim.create_optimizer(opt_config(warmup_epochs=10), 4, 40)
+  with pytest.raises(UserError, match='less than one step'):
+    optim.create_optimizer(opt_config(warmup_epochs=0.1), 4, 40)
+  with pytest.raises(UserError, match='must be >= 0'):
+    optim.create_optimizer(opt_config(warmup_epochs=-1), 4, 40)
+
+
+def test_no_warmup_keeps_the_optimizer_state_of_older_checkpoints():
+  """warmup_epochs=0 adds nothing to the state: checkpoints written before warm-ups existed
+  restore into the same structure."""
+  params = {'w': jnp.ones((3,))}
+  state = optim.create_optimizer(opt_config(), 10, 100).init(params)
+  assert set(state.hyperparams) == {'learning_rate', 'momentum', 'weight_decay'}
+  old_form = optax.inject_hyperparams(
+      lambda learning_rate, momentum, weight_decay: optax.chain(
+          optax.add_decayed_weights(weight_decay), optax.scale_by_learning_rate(learning_rate),
+          optax.trace(decay=momentum)))(learning_rate=0.01, momentum=0.9, weight_decay=5e-4)
+  assert jax.tree.structure(state) == jax.tree.structure(old_form.init(params))
+
+
+def test_warmup_added_on_resume_keeps_the_decayed_lr():
+  """A plateau run after two decays (lr 1e-4) resumed with a warm-up: the transplanted state
+  keeps the level 1e-4, count and momentum, and gains the warm-up's factor."""
+  params = {'w': jnp.ones((3,))}
+  old_tx = optim.create_optimizer(opt_config(), 10, 100)
+  state = old_tx.init(params)
+  _, state = old_tx.update({'w': jnp.ones((3,))}, state, params)
+  state = optim.with_learning_rate(state, 1e-4)
+  new_tx = optim.create_optimizer(opt_config(warmup_epochs=2), 10, 100)
+  moved = optim.transplant(state, new_tx.init(params))
+  assert jax.tree.structure(moved) == jax.tree.structure(new_tx.init(params))
+  assert float(optim.learning_rate_level(moved)) == pytest.approx(1e-4)
+  assert int(moved.count) == 1
