@@ -32,6 +32,7 @@ from alexnet_jax import sharding
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 
@@ -271,15 +272,48 @@ class _NonFinitePolicy:
         'data; config.train.on_nonfinite=skip skips such steps instead')
 
 
-def _apply_plateau_rule(state: TrainState, plateau: optim.PlateauRule,
-                        val_error: float) -> TrainState:
-  factor = plateau.update(val_error)
-  if factor == 1.0:
-    return state
-  new_lr = float(optim.current_learning_rate(state.opt_state)) * factor
-  _log(f'validation error stopped improving: lr -> {new_lr:.3g} '
-        f'(decay {plateau.decays} of {plateau.max_decays})', flush=True)
-  return state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
+class AtChanceError(RunFailure):
+  """The validation top-1 still at chance after chance_epochs, with on_chance='stop'."""
+
+
+def _apply_plateau_rule(state: TrainState, plateau: optim.PlateauRule, last_eval: dict,
+                        epoch: float, num_classes: int) -> tuple[TrainState, bool]:
+  """The plateau rule on one evaluation; (state with the lr decayed or not, decayed)."""
+  chance = optim.at_chance(last_eval['top1'], num_classes, last_eval['count'])
+  decision = plateau.update(1.0 - last_eval['top1'], epoch, chance)
+  if decision.factor == 1.0:
+    return state, False
+  old_lr = float(optim.learning_rate_level(state.opt_state))
+  new_lr = old_lr * decision.factor
+  _log(f'lr decay {plateau.decays} of {plateau.max_decays}: {decision.reason}; lr {old_lr:.3g} '
+       f'-> {new_lr:.3g}', flush=True)
+  return state.replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr)), True
+
+
+class _ChanceCheck:
+  """After config.train.chance_epochs epochs, a validation top-1 still at chance is said once,
+  in one line; on_chance='stop' then ends the run (its checkpoint saved first)."""
+
+  def __init__(self, train_config, num_classes: int):
+    self.epochs = train_config.get('chance_epochs', 0.0)
+    self.stop = train_config.get('on_chance', 'warn') == 'stop'
+    self.num_classes = num_classes
+    self.said = False
+
+  def check(self, last_eval: dict, epoch: float) -> str:
+    """'' or the line that says the run is still at chance (once)."""
+    if self.said or self.epochs <= 0 or epoch < self.epochs:
+      return ''
+    bound = optim.chance_top1_bound(self.num_classes, last_eval['count'])
+    if last_eval['top1'] > bound:
+      return ''
+    self.said = True
+    then = ('the run stops here (config.train.on_chance=stop)' if self.stop else
+            'training goes on (config.train.on_chance=stop would end it)')
+    return (f'the validation top-1 is still at chance after {epoch:.1f} epochs '
+            f'({last_eval["top1"]:.4f} on {last_eval["count"]} images; chance 1/'
+            f'{self.num_classes} = {1 / self.num_classes:.4f}, +3 sd = {bound:.4f}): check the '
+            f'lr, the init and the data; {then}')
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -385,9 +419,12 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
            run: RunLength, mesh: jax.sharding.Mesh, wall_start: float) -> dict[str, Any]:
   tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps,
                               config.train.batch_size)
-  plateau = optim.PlateauRule(factor=config.optimizer.plateau_factor,
-                              patience=config.optimizer.plateau_patience,
-                              max_decays=config.optimizer.plateau_max_decays)
+  opt = config.optimizer
+  plateau = optim.PlateauRule(  # no decay during a warm-up either
+      factor=opt.plateau_factor, patience=opt.plateau_patience,
+      threshold=opt.get('plateau_threshold', 0.0), max_decays=opt.plateau_max_decays,
+      min_epochs=max(opt.get('plateau_min_epochs', 0.0), opt.get('warmup_epochs', 0.0)))
+  chance_check = _ChanceCheck(config.train, dataset.num_classes)
   train_iter = iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
   eval_loader = pipeline.create_eval_loader(config, dataset, ten_crop=config.eval.ten_crop)
 
@@ -401,6 +438,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   if resumed:
     start_step, state, meta = resumed
     plateau = plateau.with_counters_of(meta['plateau'])  # the config's settings, saved counts
+    chance_check.said = meta.get('chance_said', False)
     last_eval = meta['last_eval']
     skipped = meta.get('nonfinite_steps', 0)
     skipped_images = meta.get('skipped_images', 0)
@@ -434,6 +472,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   step = start_step
   last_saved = start_step or None
   stop = resilience.StopSignals()
+  stop_at_chance = ''
 
   def save_checkpoint():
     nonlocal last_saved
@@ -441,6 +480,8 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
     checkpoints.save(step, state, train_iter,
                      {'plateau': plateau.to_dict(), 'last_eval': last_eval,
                       'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images,
+                      # said and gone on: not again; a stop says it again at the next eval
+                      'chance_said': chance_check.said and not chance_check.stop,
                       'data_identity': dataset.identity},
                      config.to_dict())
     last_saved = step
@@ -478,14 +519,33 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
         _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
              f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
              f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
-        writer.write_scalars(step, {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')})
+        epoch = step / run.steps_per_epoch
+        scalars = {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')}
+        scalars['eval/at_chance'] = float(optim.at_chance(last_eval['top1'],
+                                                          dataset.num_classes,
+                                                          last_eval['count']))
         if config.optimizer.schedule == 'plateau':
-          state = _apply_plateau_rule(state, plateau, 1.0 - last_eval['top1'])
+          state, decayed = _apply_plateau_rule(state, plateau, last_eval, epoch,
+                                               dataset.num_classes)
+          scalars.update({'eval/lr_decayed': float(decayed),
+                          'eval/lr_decays': plateau.decays,
+                          'eval/evals_since_best': plateau.evals_since_best,
+                          'eval/lr_level': float(optim.learning_rate_level(state.opt_state))})
+        writer.write_scalars(step, scalars)
+        chance_line = chance_check.check(last_eval, epoch)
+        if chance_line and chance_check.stop:
+          stop_at_chance = chance_line  # raised after the checkpoint below
+        elif chance_line:
+          _log(f'warning: {chance_line}', flush=True)
       if jax.process_count() > 1 and run.due(step, run.log_every):
         stop.agree()  # every process stops at the same step, or none does
-      if run.due(step, run.checkpoint_every) or (stop.received and last_saved != step):
+      if (run.due(step, run.checkpoint_every) or
+          ((stop.received or stop_at_chance) and last_saved != step)):
         save_checkpoint()
       progress.exclude(time.perf_counter() - t0)
+      if stop_at_chance:
+        raise AtChanceError(f'{stop_at_chance}; checkpoint saved at step {step} (resuming '
+                            'with config.train.on_chance=warn goes on past it)')
       if stop.received and step < run.total_steps:
         break
 
