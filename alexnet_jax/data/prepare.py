@@ -80,13 +80,14 @@ def reencode(data: bytes, size: int, quality: int) -> bytes:
   """Encoded image -> JPEG of its central size x size patch (ValueError if undecodable).
 
   The pixels are what training computes from the source (preprocessing.decode_and_resize:
-  decode, shorter side to `size`, the central patch), then one JPEG encode at `quality`; a JPEG
-  already size x size is kept byte for byte (no second generation of JPEG loss).
+  decode, at reduced scale where the JPEG is much larger than `size`, shorter side to `size`,
+  the central patch), then one JPEG encode at `quality`; a JPEG already size x size is kept
+  byte for byte (no second generation of JPEG loss).
   """
-  img = pp.decode_image(data)
-  patch = pp.decode_and_resize(img, size)
-  if img.shape[:2] == (size, size) and bytes(data[:3]) == b'\xff\xd8\xff':
+  img, reduction = pp.decode_image_reduced(data, size)
+  if reduction == 1 and img.shape[:2] == (size, size) and bytes(data[:3]) == b'\xff\xd8\xff':
     return bytes(data)
+  patch = pp.decode_and_resize(img, size)
   out = io.BytesIO()
   Image.fromarray(np.ascontiguousarray(patch)).save(out, 'JPEG', quality=quality)
   return out.getvalue()

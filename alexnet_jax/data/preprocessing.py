@@ -58,15 +58,64 @@ class PreprocessParams:
 _FAST_JPEG_COLORSPACES = ('YCbCr', 'Gray')
 
 
-def decode_image(data: bytes) -> np.ndarray:
+# libjpeg's scaled IDCT: a JPEG decodes at 1/2, 1/4 or 1/8 of its size for a fraction of the
+# work (the SIMD-accelerated scales, and the ones Pillow's draft mode uses).
+_JPEG_REDUCTIONS = (8, 4, 2)
+# A reduced decode keeps at least twice the target on the shorter side, so that the resize after
+# it still averages over 2+ pixels (Pillow's reducing_gap=2, Image.thumbnail's default): a third
+# of the pixel difference to a full decode that the bare target gives (docs/input_pipeline.md).
+REDUCING_GAP = 2
+# ... and at least this many pixels: below ~512 px a JPEG decodes in a millisecond or less at
+# full scale, so there is little to gain, and small photos keep their exact full decode (the
+# embedded 128 px ones at any target among them).
+REDUCED_DECODE_MIN_SIDE = 256
+
+
+def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
 
   JPEGs go through simplejpeg: the same libjpeg-turbo as PIL and the same pixels, without PIL's
   per-image overhead (measured in the README, "Does the input pipeline keep up?"). Other
-  formats, CMYK JPEGs and any file it rejects go through PIL.
+  formats, CMYK JPEGs and any file it rejects go through PIL, at full size.
+
+  min_size > 0: a JPEG much larger than that decodes at reduced scale (see jpeg_reduction), so
+  the result's shorter side is >= min_size but may be less than the file's.
   """
-  fast = _decode_jpeg_fast(data)
-  return fast if fast is not None else _decode_with_pil(data)
+  return decode_image_reduced(data, min_size)[0]
+
+
+def decode_image_reduced(data: bytes, min_size: int) -> tuple[np.ndarray, int]:
+  """decode_image(data, min_size) and the reduction it was decoded at (1, 2, 4 or 8)."""
+  size = _fast_jpeg_size(data)
+  if size is not None:
+    reduction = _reduction(size, min_size)
+    fast = _decode_jpeg_fast(data, size=size, reduction=reduction)
+    if fast is not None:
+      return fast, reduction
+  return _decode_with_pil(data), 1  # whatever simplejpeg does not take: the full decode.
+
+
+def jpeg_reduction(data: bytes, min_size: int) -> int:
+  """The largest of 8, 4, 2 (else 1) by which decode_image(data, min_size) scales this JPEG down
+  as it decodes: its shorter side // reduction stays >= REDUCING_GAP * min_size and >=
+  REDUCED_DECODE_MIN_SIDE (Pillow's draft rule, with that size).
+
+  libjpeg computes the reduced image from the low-frequency DCT coefficients of each 8 x 8
+  block, a low-pass filter ahead of the resize's own; after resize_shorter_side to min_size the
+  pixels differ from a full decode's by under half a level on average (measured in
+  docs/input_pipeline.md, "JPEGs decoded at reduced scale"). 1 for min_size <= 0 and for
+  anything decode_image gives to PIL (not a JPEG, CMYK, a header simplejpeg rejects), which
+  decodes at full size.
+  """
+  size = _fast_jpeg_size(data)
+  return 1 if size is None else _reduction(size, min_size)
+
+
+def _reduction(size: tuple[int, int], min_size: int) -> int:
+  if min_size <= 0:
+    return 1
+  keep = max(REDUCING_GAP * min_size, REDUCED_DECODE_MIN_SIDE)
+  return next((r for r in _JPEG_REDUCTIONS if min(size) >= r * keep), 1)
 
 
 def _fast_jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -81,12 +130,22 @@ def _fast_jpeg_size(data: bytes) -> tuple[int, int] | None:
   return (height, width) if colorspace in _FAST_JPEG_COLORSPACES else None
 
 
-def _decode_jpeg_fast(data: bytes, buffer: np.ndarray | None = None) -> np.ndarray | None:
-  """simplejpeg's RGB decode (into `buffer`, where given), or None where PIL should decide."""
-  if _fast_jpeg_size(data) is None:
+def _decode_jpeg_fast(data: bytes, buffer: np.ndarray | None = None, *,
+                      size: tuple[int, int] | None = None,
+                      reduction: int = 1) -> np.ndarray | None:
+  """simplejpeg's RGB decode (into `buffer`, where given; at 1/reduction of the size, known from
+  the header as `size` where given), or None where PIL should decide."""
+  size = size or _fast_jpeg_size(data)
+  if size is None:
     return None
+  # simplejpeg takes the smallest libjpeg scale whose output is at least min_height x
+  # min_width: the size at exactly 1/reduction (rounded up, as libjpeg does) selects it.
+  min_height, min_width = (0, 0)
+  if reduction > 1:
+    min_height, min_width = -(-size[0] // reduction), -(-size[1] // reduction)
   try:
-    return simplejpeg.decode_jpeg(data, colorspace='RGB', buffer=buffer)
+    return simplejpeg.decode_jpeg(data, colorspace='RGB', buffer=buffer, min_height=min_height,
+                                  min_width=min_width)
   except ValueError:  # strict about recoverable errors that PIL tolerates; PIL raises the others.
     return None
 
@@ -216,7 +275,7 @@ def ten_crops(img: np.ndarray, size: int) -> np.ndarray:
 def decode_and_resize(image, resize_size: int) -> np.ndarray:
   """Encoded bytes or a decoded uint8 array -> the central resize x resize uint8 patch (sec. 2)."""
   if isinstance(image, (bytes, bytearray, memoryview)):
-    img = decode_image(bytes(image))
+    img = decode_image(bytes(image), min_size=resize_size)
   else:
     img = as_rgb(image)
   return center_crop(resize_shorter_side(img, resize_size), resize_size)

@@ -126,6 +126,33 @@ def test_a_prepared_patch_is_decoded_into_the_batch_as_it_is_decoded_alone(prepa
     np.testing.assert_array_equal(row, pp.decode_and_resize(data, 100))
 
 
+def test_a_large_jpeg_is_copied_from_its_reduced_decode(monkeypatch):
+  """The copy's writer decodes a JPEG much larger than 256 at reduced scale, as training does: a
+  spy on simplejpeg sees 1/2 of a 1152 x 1408 mosaic of the embedded photos, and the stored JPEG
+  is decode_and_resize's patch encoded at quality 95, byte for byte."""
+  photos = sorted(glob.glob(os.path.join(helpers.DATA, 'train', '*', '*')))[::7]
+  tiles = [pp.center_crop(pp.decode_image(open(p, 'rb').read()), 128) for p in photos[:99]]
+  big = np.stack(tiles).reshape(9, 11, 128, 128, 3).transpose(0, 2, 1, 3, 4)
+  data = jpeg_bytes(big.reshape(1152, 1408, 3), quality=90)
+  shapes = []
+  decode_jpeg = pp.simplejpeg.decode_jpeg
+
+  def spy(*args, **kwargs):
+    out = decode_jpeg(*args, **kwargs)
+    shapes.append(out.shape[:2])
+    return out
+  monkeypatch.setattr(pp.simplejpeg, 'decode_jpeg', spy)
+  copy = prepare.reencode(data, 256, 95)
+  assert shapes == [(576, 704)]
+  assert copy == jpeg_bytes(pp.decode_and_resize(data, 256), quality=95)
+
+
+def jpeg_bytes(img, quality):
+  buf = io.BytesIO()
+  Image.fromarray(img).save(buf, 'JPEG', quality=quality)
+  return buf.getvalue()
+
+
 def test_no_resize_at_train_time(prepared, monkeypatch):
   out, _, _ = prepared
   record = sources.PreparedSource(out, 'train')[0]

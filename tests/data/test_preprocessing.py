@@ -5,7 +5,10 @@ fast JPEG path (simplejpeg), PIL's decode of the same bytes: real photos within 
 abs diff < 0.5 level, max <= 8 levels; measured 0 and 0 with simplejpeg 1.9.0 and Pillow 13.0.0,
 both wrap libjpeg-turbo but builds may round the IDCT / upsampling differently), and whatever
 simplejpeg does not handle exactly like PIL (CMYK, PNG, a JPEG it rejects as corrupt) exactly as
-PIL decodes it."""
+PIL decodes it. JPEGs much larger than the target, decoded at reduced scale: the scale from the
+rule worked by hand, the decoded size seen by a spy on simplejpeg, and the net's 128 px patch
+against PIL's full decode resized the same way, within a tolerance (mean abs diff < 1.5 levels,
+max <= 24), on a large mosaic of the embedded photos."""
 import glob
 import io
 import os
@@ -381,3 +384,98 @@ def test_truncated_jpeg_still_raises_value_error():
   data = open(VAL_JPEGS[0], 'rb').read()
   with pytest.raises(ValueError, match='cannot decode image'):
     pp.decode_image(data[:len(data) // 2])
+
+
+# --- JPEGs much larger than the target decode at reduced scale (libjpeg's DCT scaling) ---
+
+
+class DecoderSpy:
+  """Stands in for the simplejpeg module and records the shape of every image it decodes."""
+
+  def __init__(self, module):
+    self._module, self.shapes = module, []
+
+  def __getattr__(self, name):
+    return getattr(self._module, name)
+
+  def decode_jpeg(self, *args, **kwargs):
+    out = self._module.decode_jpeg(*args, **kwargs)
+    self.shapes.append(out.shape[:2])
+    return out
+
+
+@pytest.fixture
+def decoder_spy(monkeypatch):
+  spy = DecoderSpy(pp.simplejpeg)
+  monkeypatch.setattr(pp, 'simplejpeg', spy)
+  return spy
+
+
+def mosaic(rows: int, cols: int) -> np.ndarray:
+  """A rows*128 x cols*128 photo made of the embedded photos' central 128 x 128 patches, at their
+  own resolution: real photo detail in every pixel, and sharp seams."""
+  paths = JPEGS[::3]
+  tiles = [pp.center_crop(pil_rgb(open(paths[k % len(paths)], 'rb').read()), 128)
+           for k in range(rows * cols)]
+  grid = np.stack(tiles).reshape(rows, cols, 128, 128, 3).transpose(0, 2, 1, 3, 4)
+  return grid.reshape(rows * 128, cols * 128, 3)
+
+
+@pytest.mark.parametrize('min_size,shape,reduction', [
+    # keep = max(2 * min_size, 256) pixels on the shorter side: reduction = the largest of 8, 4,
+    # 2 with shorter // reduction >= keep, by hand.
+    (64, (511, 900), 1), (64, (512, 900), 2), (64, (1100, 1023), 2), (64, (1025, 1537), 4),
+    (64, (2049, 2050), 8), (200, (799, 900), 1), (200, (1599, 1700), 2), (200, (1600, 1700), 4),
+    (256, (2047, 3000), 2), (0, (1025, 1100), 1),
+])
+def test_reduction_rule_and_decoded_size(min_size, shape, reduction, decoder_spy):
+  data = encode(Image.new('RGB', shape[::-1], (90, 140, 200)), quality=90)
+  assert pp.jpeg_reduction(data, min_size) == reduction
+  img, used = pp.decode_image_reduced(data, min_size)
+  # libjpeg rounds a reduced size up; simplejpeg took that scale and no other.
+  expected = (-(-shape[0] // reduction), -(-shape[1] // reduction))
+  assert used == reduction and img.shape == expected + (3,) == decoder_spy.shapes[-1] + (3,)
+  assert np.abs(img.astype(np.int16) - (90, 140, 200)).max() <= 2  # a flat colour stays flat
+  np.testing.assert_array_equal(pp.decode_image(data, min_size), img)
+  assert pp.decode_image(data).shape == shape + (3,)  # no min_size: full size
+
+
+@pytest.mark.parametrize('rows,cols,reduction', [(5, 6, 2), (9, 11, 4), (17, 22, 8)])
+def test_reduced_decode_is_within_tolerance_of_the_full_decode(rows, cols, reduction,
+                                                               decoder_spy):
+  """What the net sees (shorter side to 128, central patch) from a reduced decode against a full
+  decode then the same resize: mean abs diff < 1.5 levels, max <= 24 (the tolerance in
+  docs/input_pipeline.md; measured 0.58 / 0.78 / 1.15 and 6 / 8 / 10 here)."""
+  data = encode(Image.fromarray(mosaic(rows, cols)), quality=90)
+  full = pp.center_crop(pp.resize_shorter_side(pil_rgb(data), 128), 128)
+  out = pp.decode_and_resize(data, 128)
+  h, w = rows * 128, cols * 128
+  assert decoder_spy.shapes == [(-(-h // reduction), -(-w // reduction))]  # the reduced path
+  assert out.shape == full.shape == (128, 128, 3)
+  diff = np.abs(out.astype(np.int16) - full)
+  assert 0 < diff.mean() < 1.5 and diff.max() <= 24, (diff.mean(), diff.max())
+  row = np.zeros((128, 128, 3), np.uint8)
+  pp.decode_and_resize_into(data, row)  # the device path's decode, into the batch
+  np.testing.assert_array_equal(row, out)
+
+
+@pytest.mark.parametrize('case', ['cmyk_jpeg', 'png', 'junk_before_marker', 'no_simplejpeg'])
+def test_reduced_decode_falls_back_to_the_full_decode(case, monkeypatch):
+  """Whatever simplejpeg does not decode goes to PIL at full size, as before: 600 px photos that
+  a 64 px target would otherwise decode at 1/2."""
+  data = encode(photo(5, (600, 640, 3)), quality=90)
+  assert pp.jpeg_reduction(data, 64) == 2
+  if case == 'cmyk_jpeg':
+    data = encode(photo(5, (600, 640, 3)).convert('CMYK'), quality=90)
+  elif case == 'png':
+    data = encode(photo(5, (600, 640, 3)), 'PNG')
+  elif case == 'junk_before_marker':  # its header reads; simplejpeg (strict) rejects the rest
+    i = data.find(b'\xff\xdb')
+    data = data[:i] + b'\x00\x00\x00' + data[i:]
+  else:
+    monkeypatch.setattr(pp, 'simplejpeg', None)
+  img, reduction = pp.decode_image_reduced(data, 64)
+  assert reduction == 1
+  np.testing.assert_array_equal(img, pil_rgb(data))
+  np.testing.assert_array_equal(
+      pp.decode_and_resize(data, 64), pp.center_crop(pp.resize_shorter_side(img, 64), 64))
