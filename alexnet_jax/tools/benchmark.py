@@ -6,6 +6,7 @@ r"""Speed of the whole training step, against the yardsticks in the same process
       --meshes=1x1,1x2                                               # the paper's split, CPU
   python -m alexnet_jax.tools.benchmark --yardsticks=plain_jax,torch_eager,torch_compile
   python -m alexnet_jax.tools.benchmark --mode=lrn                # LRN forward+backward only
+  python -m alexnet_jax.tools.benchmark --nonfinite_guard=on,off --yardsticks=  # guard's cost
 
 For every batch size x dtype x LRN on/off it times our SGD step (train.jit_train_step: the
 paper's update, 1000 classes, synthetic device-resident data) for each mesh, LRN implementation
@@ -57,6 +58,9 @@ _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['auto'], 'Grouped conv implementa
                                 '(grouped_conv.CONV_IMPLS).')
 _POOL_IMPLS = flags.DEFINE_list('pool_impls', ['fast'], 'Max-pool implementations '
                                 '(pooling.IMPLS).')
+_NONFINITE_GUARD = flags.DEFINE_list(
+    'nonfinite_guard', ['on'], 'Our step with (on) and/or without (off) the guard that keeps '
+    "a non-finite update out of the state; 'on,off' times what it costs.")
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input crop size.')
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
@@ -93,7 +97,8 @@ def main(argv):
                  (_POOL_IMPLS.value, pooling.IMPLS, 'pool_impls'),
                  (_LRN_IMPLS.value, lrn_lib.IMPLS, 'lrn_impls'),
                  (_CONV_IMPLS.value, alexnet.CONV_IMPLS, 'conv_impls'),
-                 (_LRN.value, ('on', 'off'), 'lrn'))
+                 (_LRN.value, ('on', 'off'), 'lrn'),
+                 (_NONFINITE_GUARD.value, ('on', 'off'), 'nonfinite_guard'))
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   if _MODE.value == 'lrn':
     step_timing.run_lrn_benchmark(batch_sizes=batch_sizes, dtypes=_DTYPES.value,
@@ -107,7 +112,8 @@ def main(argv):
       conv_impls=_CONV_IMPLS.value, pool_impls=_POOL_IMPLS.value,
       yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
       num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
-      windows=_WINDOWS.value, peak_tflops=_PEAK_TFLOPS.value, emit=emit)
+      windows=_WINDOWS.value, peak_tflops=_PEAK_TFLOPS.value,
+      nonfinite_guards=tuple(v == 'on' for v in _NONFINITE_GUARD.value), emit=emit)
   step_timing.print_step_table(records)
 
 

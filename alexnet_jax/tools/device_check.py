@@ -8,7 +8,8 @@ tables, the targets met or not) to --out_dir:
      conv implementations and the LRN implementations, against the plain-JAX yardstick and,
      where PyTorch imports and sees the device, torch.compile, all timed interleaved;
   2. conv_impl for 'auto' on this backend: the fastest conv implementation at the largest
-     batch (model/grouped_conv.py's _AUTO_CONV_IMPL is set by hand from this line);
+     batch (model/grouped_conv.py's _AUTO_CONV_IMPL is set by hand from this line), and what
+     the non-finite guard costs there: that step with and without it, timed interleaved;
   3. the loader end to end (loader_timing.py): a prepared 256 px copy of the embedded photos
      (made under --out_dir), with the augmentation on the host and on the device, fed two ways
      (one Grain worker process per core, and one decoding thread per core in this process,
@@ -106,6 +107,15 @@ def fastest_conv_impl(records: list[dict]) -> str:
   return fastest_at_largest_batch(records, 'fast')['conv_impl']
 
 
+def nonfinite_guard_cost(records: list[dict]) -> dict:
+  """The guard's cost from one interleaved pair: step ms with and without it, and on / off."""
+  by_guard = {r['nonfinite_guard']: r for r in records}
+  on, off = by_guard[True]['step_ms'], by_guard[False]['step_ms']
+  return {'batch': by_guard[True]['batch'], 'dtype': by_guard[True]['dtype'],
+          'conv_impl': by_guard[True]['conv_impl'], 'step_ms_with': on, 'step_ms_without': off,
+          'with_over_without': on / off}
+
+
 def loader_config(variant: str, folder: str, batch: int, dtype: str):
   config = alexnet_config.get_config(variant)
   config.dataset.name, config.dataset.folder = 'prepared', folder
@@ -132,6 +142,10 @@ def markdown(report: dict) -> str:
     lines.append(f'\n{name}: not measured ({why}).')
   lines.append(f'\nconv_impl for auto on {machine["platform"]}: **{report["conv_impl_auto"]}** '
                '(the fastest at the largest batch).')
+  guard = report['nonfinite_guard']
+  lines.append(f'\nThe non-finite guard at batch {guard["batch"]} {guard["dtype"]} '
+               f'({guard["conv_impl"]}): {guard["step_ms_with"]:.2f} ms with it, '
+               f'{guard["step_ms_without"]:.2f} ms without, {guard["with_over_without"]:.3f}x.')
   target = report['targets']
   lines.append(f'\nTarget, ours / torch.compile at the largest batch >= '
                f'{TARGET_VS_TORCH_COMPILE}x: {target["vs_torch_compile"]}.')
@@ -192,7 +206,13 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
   for r in step:  # the compiled programs are not JSON
     r.pop('compiled', None)
   conv_impl = fastest_conv_impl(step)
-  print(f'[2/3] conv_impl for auto on {device.platform}: {conv_impl}', flush=True)
+  print(f'[2/3] conv_impl for auto on {device.platform}: {conv_impl}; the non-finite guard\'s '
+        'cost', flush=True)
+  guard = nonfinite_guard_cost(step_timing.run_step_benchmark(
+      config, batch_sizes=batch_sizes[-1:], dtypes=dtypes[:1], lrn_values=[True],
+      meshes=[(1, 1)], lrn_impls=['fast'], conv_impls=[conv_impl], pool_impls=['fast'],
+      yardsticks=[], image_size=config.input.image_size, num_classes=num_classes, warmup=2,
+      steps=steps, windows=windows, nonfinite_guards=(True, False), emit=emit))
   folder = os.path.join(out_dir, 'prepared-256')
   print(f'[3/3] the loader: prepared copy in {folder}, host and device augmentation',
         flush=True)
@@ -207,6 +227,7 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
       loader_config(variant, folder, loader_batch, dtypes[0]), feeds,
       augment_on=('host', 'device'), windows=loader_windows, steps=steps, emit=emit)
   report = {'machine': machine, 'step': step, 'conv_impl_auto': conv_impl,
+            'nonfinite_guard': guard,
             'not_measured': not_measured, 'loader': loader,
             'targets': targets(step, loader), 'wall_s': time.perf_counter() - t0}
   with open(os.path.join(out_dir, 'device_check.json'), 'w') as f:

@@ -4,6 +4,7 @@ one record per setting with MFU, memory and ours / each yardstick; and the LRN a
 """
 import functools
 import importlib.util
+import itertools
 import os
 import time
 
@@ -31,9 +32,10 @@ def _synthetic_batches(batch: int, image_size: int, num_classes: int, dtype, n: 
 
 
 def bench_ours(config, batch: int, mesh_shape: tuple[int, int], image_size: int,
-               num_classes: int) -> tuple[measure.StepTimer, float]:
+               num_classes: int,
+               nonfinite_guard: bool = True) -> tuple[measure.StepTimer, float]:
   """train.jit_train_step of config (model and optimizer) on a (data, model) mesh, with a
-  constant lr; (timer, model FLOPs per step)."""
+  constant lr, with or without its non-finite guard; (timer, model FLOPs per step)."""
   data, model_axis = mesh_shape
   needed = data * model_axis
   if jax.device_count() < needed:
@@ -50,7 +52,8 @@ def bench_ours(config, batch: int, mesh_shape: tuple[int, int], image_size: int,
     state = train.create_train_state(model, tx, jax.random.PRNGKey(0), image_size, mesh)
     batches = [(sharding.global_batch({'image': x, 'label': y}, mesh),) for x, y in
                _synthetic_batches(batch, image_size, num_classes, jnp.float32)]
-    timer = measure.StepTimer(train.jit_train_step(state, mesh), (state,), batches)
+    step = train.jit_train_step(state, mesh, nonfinite_guard=nonfinite_guard)
+    timer = measure.StepTimer(step, (state,), batches)
   return timer, measure.model_flops_per_image(model, image_size) * batch
 
 
@@ -134,8 +137,11 @@ def run_step_benchmark(config, *, batch_sizes: list[int], dtypes: list[str],
                        lrn_impls: list[str], conv_impls: list[str], pool_impls: list[str],
                        yardsticks: list[str], image_size: int, num_classes: int,
                        warmup: int, steps: int, windows: int, peak_tflops: float = 0.0,
+                       nonfinite_guards: tuple[bool, ...] = (True,),
                        emit=print) -> list[dict]:
-  """One record per (setting, implementation), yardsticks first, each with its ratios."""
+  """One record per (setting, implementation), yardsticks first, each with its ratios;
+  nonfinite_guards: our step with and/or without the guard that keeps a non-finite update out
+  of the state (train.train_step), timed interleaved: what the guard costs."""
   for name in yardsticks:
     if name in ('torch_eager', 'torch_compile') and not pytorch.available():
       raise UserError(f'--yardsticks={name} needs PyTorch: pip install -r '
@@ -151,22 +157,25 @@ def run_step_benchmark(config, *, batch_sizes: list[int], dtypes: list[str],
         for mesh in meshes:
           for lrn_impl in (lrn_impls if lrn else lrn_impls[:1]):
             for conv_impl in conv_impls:
-              for pool_impl in pool_impls:
+              for pool_impl, guard in itertools.product(pool_impls, nonfinite_guards):
                 ours = ml_collections.ConfigDict(config.to_dict())
                 ours.model.update(num_classes=num_classes, dtype=dtype, lrn=lrn,
                                   lrn_impl=lrn_impl, conv_impl=conv_impl, pool_impl=pool_impl)
-                timer, model_flops = bench_ours(ours, batch, mesh, image_size, num_classes)
+                timer, model_flops = bench_ours(ours, batch, mesh, image_size, num_classes,
+                                                nonfinite_guard=guard)
                 timers.append(timer)
                 flops.append(model_flops)
                 settings.append(dict(impl='ours', **setting, mesh=f'{mesh[0]}x{mesh[1]}',
                                      devices=mesh[0] * mesh[1], lrn_impl=lrn_impl,
-                                     conv_impl=conv_impl, pool_impl=pool_impl))
+                                     conv_impl=conv_impl, pool_impl=pool_impl,
+                                     nonfinite_guard=guard))
         for name in yardsticks:
           timers.append(bench_yardstick(name, batch, dtype, lrn, image_size, num_classes))
           flops.append(flops[0])
           settings.append(dict(impl=f'yardstick:{os.path.basename(name)}', **setting,
                                mesh='1x1', devices=1, lrn_impl='reduce_window',
-                               conv_impl='feature_group', pool_impl='xla'))
+                               conv_impl='feature_group', pool_impl='xla',
+                               nonfinite_guard=False))
         results = measure.time_interleaved(timers, warmup=warmup, steps=steps, windows=windows)
         del timers  # frees the states before the next setting
         group = [_record(r, f, peak_tflops, **s) for r, f, s in zip(results, flops, settings)]
@@ -190,8 +199,8 @@ def print_step_table(records: list[dict]) -> None:
   print(f'\n{time.strftime("%Y-%m-%d")} | {r0["platform"]} ({r0["device_kind"]}), '
         f'{os.cpu_count()} host cores | peak {r0["peak_tflops_per_device"]:.3g} TFLOP/s per '
         f'device ({r0["peak_source"]})')
-  header = ('| impl | batch | dtype | LRN | mesh | LRN impl | conv impl | pool impl | img/s | '
-            'step ms | compile s | MFU | device MB | host RSS MB |' +
+  header = ('| impl | batch | dtype | LRN | mesh | LRN impl | conv impl | pool impl | guard | '
+            'img/s | step ms | compile s | MFU | device MB | host RSS MB |' +
             ''.join(f' ours / {n} |' for n in names))
   print(header)
   print('|' + '---|' * (header.count('|') - 1))
@@ -199,7 +208,8 @@ def print_step_table(records: list[dict]) -> None:
     ratios = ''.join(f' {r["ratio_vs"][n]:.2f}x |' if 'ratio_vs' in r else ' |' for n in names)
     print(f'| {r["impl"]} | {r["batch"]} | {r["dtype"]} | {"on" if r["lrn"] else "off"} | '
           f'{r["mesh"]} | {r["lrn_impl"] if r["lrn"] else "-"} | '
-          f'{r["conv_impl"]} | {r["pool_impl"]} | {r["img_s"]:.1f} | {r["step_ms"]:.0f} | '
+          f'{r["conv_impl"]} | {r["pool_impl"]} | {"on" if r["nonfinite_guard"] else "off"} | '
+          f'{r["img_s"]:.1f} | {r["step_ms"]:.0f} | '
           f'{r["compile_s"]:.1f} | {100 * r["mfu"]:.1f}% | {r["device_memory_mb"]:.0f} | '
           f'{r["host_rss_peak_mb"]:.0f} |{ratios}')
 

@@ -40,6 +40,11 @@ def test_device_check_writes_every_figure(tmp_path):
   assert 'torch_compile: not measured (not asked for (--yardsticks))' in table
   assert 'plain_jax: not measured (not asked for (--yardsticks))' in table
   assert f'conv_impl for auto on cpu: **{report["conv_impl_auto"]}**' in table
+  # The guard's cost: the fastest conv implementation at the largest batch, with and without.
+  guard = report['nonfinite_guard']
+  assert (guard['batch'], guard['conv_impl']) == (8, report['conv_impl_auto'])
+  assert guard['with_over_without'] == guard['step_ms_with'] / guard['step_ms_without']
+  assert f'The non-finite guard at batch 8 float32 ({report["conv_impl_auto"]})' in table
   assert 'ours / torch_compile' in table and 'not measured' in table
   assert report['targets']['vs_torch_compile'] == 'not measured'
   assert table.count('| host | 0 | 2 |') == 1 and table.count('| device | 0 | 2 |') == 1
