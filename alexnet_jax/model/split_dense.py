@@ -36,6 +36,7 @@ class SplitDense(nn.Module):
   kernel_init: Callable[..., jax.Array]
   bias_init: Callable[..., jax.Array]
   dtype: Any = jnp.float32
+  precision: Any = None  # jax.lax.Precision of the matmul; None: the backend's default
 
   @nn.compact
   def __call__(self, x: jax.Array, input_scale: jax.Array | None = None) -> jax.Array:
@@ -52,7 +53,8 @@ class SplitDense(nn.Module):
         x = x.reshape(x.shape[0], -1)
       if input_scale:
         x = x * input_scale[0]
-      return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+      return (jnp.matmul(x.astype(self.dtype), kernel.astype(self.dtype), precision=self.precision)
+              + bias.astype(self.dtype))
 
     run = sharding.split_units(layer, self.input_role, f'{self.name}/kernel', kernel.shape,
                                n_extra=0 if input_scale is None else 1)

@@ -227,16 +227,53 @@ def test_dropout_placement_torchvision_zeroes_fc6_and_fc7_inputs():
   np.testing.assert_array_equal(calls['fc7_in_dropout'], sown['fc6_out'])
 
 
+def _dot_generals(jaxpr):
+  """Every dot_general in a jaxpr, nested ones (jnp's own jitted functions) included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      yield eqn
+    for value in eqn.params.values():
+      inner = getattr(value, 'jaxpr', value)
+      if hasattr(inner, 'eqns'):
+        yield from _dot_generals(inner)
+
+
 def test_num_classes_and_bfloat16():
+  """model.dtype=bfloat16 with the float32 net's params: params stay float32, conv3 and fc7
+  compute in bf16, and the logits are within bf16's error of the float32 net's. fc8 takes
+  fc7's output cast up and returns float32 equal to the float64 product of that same input to
+  float32 rounding (1e-6), over 100x closer than the same layer computed in bf16 by hand; its
+  matmul has float32 operands and asks for HIGHEST precision (float32 on TPUs and GPUs too)."""
   params, x, logits32, _ = helpers.run_small()
   model16 = alexnet.AlexNet(**helpers.SMALL, dtype=jnp.bfloat16)
   dtypes = lambda tree: jax.tree.map(lambda p: p.dtype, tree)
   assert dtypes(helpers.init_params(model16, helpers.IMAGE)) == dtypes(params)  # stay float32
-  logits16, state = model16.apply({'params': params}, x, train=False, mutable=['intermediates'])
+  apply16 = functools.partial(model16.apply, train=False, capture_intermediates=True,
+                              mutable=['intermediates'])
+  logits16, state = jax.jit(apply16)({'params': params}, x)
+  inter = state['intermediates']
   assert logits16.shape == (2, 7) and logits16.dtype == jnp.float32
-  assert state['intermediates']['conv3_out'][0].dtype == jnp.bfloat16
+  assert inter['conv3_out'][0].dtype == jnp.bfloat16
   scale = np.abs(np.asarray(logits32)).max()
   assert np.abs(np.asarray(logits16) - np.asarray(logits32)).max() < 0.05 * scale
+  # fc8 in float32.
+  fc7_out, fc8_out = inter['fc7']['__call__'][0], inter['fc8']['__call__'][0]
+  assert fc7_out.dtype == jnp.bfloat16 and fc8_out.dtype == jnp.float32
+  np.testing.assert_array_equal(logits16, fc8_out)  # the logits are fc8's output itself
+  fc8_in = np.maximum(np.asarray(fc7_out, np.float64), 0)  # fc7's ReLU; eval drops nothing
+  truth = dense64(params, 'fc8', fc8_in)
+  by_hand_bf16 = np.asarray(
+      jnp.asarray(fc8_in, jnp.bfloat16) @ jnp.asarray(params['fc8']['kernel'], jnp.bfloat16)
+      + jnp.asarray(params['fc8']['bias'], jnp.bfloat16), np.float64)
+  scale = np.abs(truth).max()
+  error = np.abs(np.asarray(fc8_out, np.float64) - truth).max() / scale
+  error_bf16 = np.abs(by_hand_bf16 - truth).max() / scale
+  assert error < 1e-6 and error < error_bf16 / 100, (error, error_bf16)
+  fc8_dots = [eqn for eqn in _dot_generals(jax.make_jaxpr(apply16)({'params': params}, x).jaxpr)
+              if eqn.outvars[0].aval.shape == (2, helpers.SMALL['num_classes'])]
+  assert len(fc8_dots) == 1
+  assert [v.aval.dtype for v in fc8_dots[0].invars] == [jnp.float32] * 2
+  assert fc8_dots[0].params['precision'] == (jax.lax.Precision.HIGHEST,) * 2
 
 
 def test_from_config_maps_every_switch():
