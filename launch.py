@@ -91,6 +91,10 @@ def main(argv):
       return
     if flags.FLAGS['parallel'].present or _SUBMIT.value:
       raise UserError('--parallel and --submit are for sweep configs (configs/sweeps/*.py)')
+    from alexnet_jax import config_validation  # pylint: disable=g-import-not-at-top
+    # Types and ranges before jax.distributed starts: a bad value fails every host at once,
+    # without waiting for the others to connect (train checks the mesh and batches later).
+    config_validation.validate(_CONFIG.value)
     from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
     multihost.initialize(_CONFIG.value.distributed)
