@@ -10,6 +10,10 @@ ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual dir (--manual_
 <data_dir>/downloads/manual) and run the command above (hours; ~150 GB of disk while it runs).
 Other TFDS datasets (e.g. imagenette) are downloaded by TFDS, which needs internet.
 array_record is required: tfds.data_source gives Grain random access only in that format.
+After a kill, a rerun prepares the dataset again from the start: TFDS writes into
+<data_dir>/<name>/incomplete.XXXXXX_<version>/, renames it when every split is written and does
+not resume one left behind (the command names such a folder: delete it, it holds as much as was
+written). What TFDS downloaded is kept; imagenet2012 reads its two archives where they are.
 
 A prepared copy (--out_dir): every image re-encoded as a JPEG of its central resize x resize
 patch after the shorter side is scaled to --resize_size (256: the paper's down-sampling of
@@ -24,11 +28,17 @@ then train with --config.dataset.name=prepared --config.dataset.folder=DIR. DIR 
 split, <split>.array_record-NNNNN-of-NNNNN files (one record per image: the label as a
 little-endian int32, then the JPEG bytes) and metadata.json (class names, counts, size, source,
 the undecodable source images that were skipped).
+
+A copy resumes after a kill: run the same command again. Each shard is written under a temporary
+name, renamed when complete and recorded in DIR/progress.json; a rerun with the same flags and
+source (the same splits, classes and image counts) keeps every recorded shard whose file still
+has its size and record count, says so, and writes the others. metadata.json is written last:
+a directory without it is an unfinished copy, which training refuses.
 """
 import dataclasses
+import glob
 import io
 import json
-import math
 import multiprocessing
 import os
 import time
@@ -55,6 +65,13 @@ def prepare(name: str, data_dir: str = '', manual_dir: str = '') -> str:
   if builder.is_prepared():
     print(f'{name} is already prepared in {builder.data_dir}')
     return os.fspath(builder.data_dir)
+  # TFDS generates into <name>/incomplete.XXXXXX_<version>/ and renames it when every split is
+  # written; a kill leaves that folder behind, and a rerun starts afresh in a new one.
+  stale = sorted(glob.glob(os.path.join(os.fspath(builder.data_path.parent), 'incomplete.*')))
+  if stale:
+    print(f'note: {" and ".join(stale)} left by an unfinished earlier preparation: TFDS does not '
+          f'resume it but prepares {name} again from the start; delete it to free its space',
+          flush=True)
   if builder.name == 'imagenet2012':
     manual = sources.imagenet_manual_dir(dataset_config)
     missing = [f for f in sources.IMAGENET_FILES
@@ -94,18 +111,15 @@ def reencode(data: bytes, size: int, quality: int) -> bytes:
 
 
 def _reencode_item(item):
-  """(label, bytes, size, quality) -> (label, jpeg or None, error message); runs in the pool."""
-  label, data, size, quality = item
+  """(label, bytes, size, quality, read error) -> (label, jpeg or None, why it is None); runs in
+  the pool."""
+  label, data, size, quality, read_error = item
+  if read_error:
+    return label, None, read_error
   try:
     return label, reencode(data, size, quality), ''
   except ValueError as e:
     return label, None, str(e)
-
-
-def _describe(source, split: str, index: int) -> str:
-  """Where a source record comes from, for the skipped-images report."""
-  paths = getattr(source, 'paths', None)
-  return paths[index] if paths is not None else f'{split}[{index}]'
 
 
 def _default_splits(dataset_config) -> list[str]:
@@ -137,12 +151,13 @@ def _short_name(dataset_config) -> str:
 class _Progress:
   """A line every `every` seconds on long work: images done, img/s, skipped."""
 
-  def __init__(self, split: str, total: int, log, every: float = 10.0):
+  def __init__(self, split: str, total: int, log, done: int = 0, every: float = 10.0):
     self.split, self.total, self.log, self.every = split, total, log, every
     self.start = self.last = time.perf_counter()
+    self.first = done  # images an earlier run wrote: not in this run's rate
 
   def rate(self, done: int) -> float:
-    return done / max(time.perf_counter() - self.start, 1e-9)
+    return (done - self.first) / max(time.perf_counter() - self.start, 1e-9)
 
   def update(self, done: int, skipped: int):
     if time.perf_counter() - self.last >= self.every:
@@ -157,37 +172,147 @@ class _SplitResult:
   num_records: int
   source_records: int
   skipped: list[str]
+  encoded: int  # source images this run read (not those of the shards an earlier run wrote)
   seconds: float
 
 
-def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality: int, pool,
-                 records_per_shard: int, log) -> _SplitResult:
-  n = len(source)
-  names = sources.prepared_shard_names(split, max(1, math.ceil(n / records_per_shard)))
-  records = (source[i] for i in range(n))
-  items = ((r['label'], r['image'], resize_size, quality) for r in records)
+# --- Resuming after a kill: each shard is written under a temporary name and renamed when it is
+# complete, then recorded in PROGRESS with its record count, size and skipped images. A rerun
+# with the same settings keeps every recorded shard whose file still matches and writes the
+# others; metadata.json, written last, still marks the finished copy. ---
+
+PROGRESS = 'progress.json'
+_PARTIAL = '.partial'
+
+
+class _Journal:
+  """PROGRESS: the settings of the copy under way and the shards it has completed."""
+
+  def __init__(self, out_dir: str, settings: dict):
+    self.path = os.path.join(out_dir, PROGRESS)
+    self.settings, self.shards = settings, {}
+
+  def load(self) -> bool:
+    """Reads an earlier run's journal (True); a missing or unreadable one starts afresh. One
+    written with other settings is a UserError: its shards hold another copy."""
+    try:
+      with open(self.path) as f:
+        saved = json.load(f)
+      settings, shards = saved['settings'], saved['shards']
+    except (OSError, ValueError, KeyError, TypeError):
+      return False
+    if settings != self.settings:
+      changed = sorted(k for k in set(settings) | set(self.settings)
+                       if settings.get(k) != self.settings.get(k))
+      raise UserError(
+          f'{os.path.dirname(self.path)!r} holds an unfinished copy made with other settings or '
+          f'another source ({", ".join(changed)} differ): rerun with the same flags to finish '
+          'it, or choose another --out_dir or delete it')
+    self.shards = shards
+    return True
+
+  def is_complete(self, out_dir: str, name: str) -> bool:
+    """Whether shard `name` is recorded, and its file has the recorded size and records."""
+    entry = self.shards.get(name)
+    path = os.path.join(out_dir, name)
+    if entry is None or not os.path.isfile(path) or os.path.getsize(path) != entry['bytes']:
+      return False
+    try:
+      reader = array_record_module.ArrayRecordReader(path)
+      try:
+        return reader.num_records() == entry['records']
+      finally:
+        reader.close()
+    except Exception:  # pylint: disable=broad-except  (array_record raises several types)
+      return False
+
+  def record(self, name: str, entry: dict):
+    self.shards[name] = entry
+    self.save()
+
+  def save(self):
+    _write_atomically(self.path, {'settings': self.settings, 'shards': self.shards})
+
+  def remove(self):
+    try:
+      os.remove(self.path)
+    except FileNotFoundError:
+      pass
+
+
+def _write_atomically(path: str, obj) -> None:
+  """JSON to path via a temporary file, synced and renamed: the old file or the new, whole."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _write_shard(source, indices: range, path: str, *, resize_size: int, quality: int, pool,
+                 progress: _Progress, skipped_before: int, log) -> dict:
+  """Re-encodes source[indices] into the shard `path` (through path + '.partial', renamed once
+  complete and synced); its journal entry."""
+  records = (source[i] for i in indices)
+  items = ((r['label'], r['image'], resize_size, quality, r.get('error', ''),
+            r.get('source', '')) for r in records)
+  wheres = []  # where each record comes from, for the skipped-images report (main process)
+
+  def tagged():
+    for *item, where in items:
+      wheres.append(where)
+      yield tuple(item)
   # imap keeps the source order: the copy is deterministic whatever the number of workers.
-  results = (pool.imap(_reencode_item, items, chunksize=16) if pool
-             else map(_reencode_item, items))
-  progress = _Progress(split, n, log)
-  writer, written, skipped = None, 0, []
-  for i, (label, jpeg, error) in enumerate(results):
-    if i % records_per_shard == 0:
-      if writer is not None:
-        writer.close()
-      writer = array_record_module.ArrayRecordWriter(
-          os.path.join(out_dir, names[i // records_per_shard]), 'group_size:1')
-    if jpeg is None:
-      skipped.append(_describe(source, split, i))
-      log(f'skipped undecodable image {skipped[-1]}: {error}', flush=True)
-    else:
-      writer.write(sources.encode_prepared_record(label, jpeg))
-      written += 1
-    progress.update(i + 1, len(skipped))
-  if writer is not None:
+  results = (pool.imap(_reencode_item, tagged(), chunksize=16) if pool
+             else map(_reencode_item, tagged()))
+  tmp = path + _PARTIAL
+  writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
+  written, skipped = 0, []
+  try:
+    for k, (index, (label, jpeg, error)) in enumerate(zip(indices, results)):
+      if jpeg is None:
+        skipped.append(wheres[k] or f'{progress.split}[{index}]')
+        what = 'unreadable' if error.startswith('cannot read') else 'undecodable'
+        log(f'skipped {what} image {skipped[-1]}: {error}', flush=True)
+      else:
+        writer.write(sources.encode_prepared_record(label, jpeg))
+        written += 1
+      progress.update(index + 1, skipped_before + len(skipped))
+  finally:
     writer.close()
-  return _SplitResult(files=names, num_records=written, source_records=n, skipped=skipped,
-                      seconds=time.perf_counter() - progress.start)
+  with open(tmp, 'rb') as f:
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return {'records': written, 'bytes': os.path.getsize(path), 'skipped': skipped}
+
+
+def _write_split(source, split: str, out_dir: str, *, resize_size: int, quality: int, pool,
+                 records_per_shard: int, journal: _Journal, log) -> _SplitResult:
+  n = len(source)
+  starts = range(0, n, records_per_shard)
+  names = sources.prepared_shard_names(split, len(starts))
+  kept = [name for name in names if journal.is_complete(out_dir, name)]
+  if kept:
+    log(f'{split}: kept {len(kept)} of its {len(names)} shards, complete from an earlier run '
+        f'({", ".join(kept) if len(kept) <= 3 else f"{kept[0]} ... {kept[-1]}"}); writing the '
+        f'other {len(names) - len(kept)}', flush=True)
+  done = sum(min(records_per_shard, n - start) for name, start in zip(names, starts)
+             if name in kept)
+  progress = _Progress(split, n, log, done=done)
+  skipped = sum(len(journal.shards[name]['skipped']) for name in kept)
+  for name, start in zip(names, starts):
+    if name in kept:
+      continue
+    entry = _write_shard(source, range(start, min(start + records_per_shard, n)),
+                         os.path.join(out_dir, name), resize_size=resize_size, quality=quality,
+                         pool=pool, progress=progress, skipped_before=skipped, log=log)
+    journal.record(name, entry)
+    skipped += len(entry['skipped'])
+  return _SplitResult(files=names, num_records=sum(journal.shards[k]['records'] for k in names),
+                      source_records=n,
+                      skipped=[s for k in names for s in journal.shards[k]['skipped']],
+                      encoded=n - done, seconds=time.perf_counter() - progress.start)
 
 
 def _check_existing(out_dir: str, wanted: dict, log) -> dict | None:
@@ -208,8 +333,9 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
                     records_per_shard: int = 10000, log=print) -> dict:
   """Writes the prepared copy of config.dataset-like `dataset_config` to out_dir; its metadata.
 
-  Undecodable source images are skipped, printed and counted, not fatal. workers > 0
-  re-encodes in that many processes (the output is the same).
+  Undecodable (or unreadable) source images are skipped, printed and counted, not fatal.
+  workers > 0 re-encodes in that many processes (the output is the same). An unfinished copy
+  in out_dir with the same settings is resumed: its complete shards are kept (module doc).
   """
   if resize_size <= 0 or not 1 <= quality <= 100 or records_per_shard <= 0:
     raise UserError(f'bad --resize_size={resize_size}, --quality={quality} or '
@@ -223,6 +349,7 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
             'jpeg_quality': quality, 'split_names': sorted(splits), 'stored': 'central patch'}
   existing = _check_existing(out_dir, wanted, log)
   if existing is not None:
+    _Journal(out_dir, {}).remove()  # left if a kill came between metadata.json and its removal
     return existing
   split_sources = {split: sources.make_source(dataset_config, split) for split in splits}
   class_names = sources.class_names_of(split_sources[splits[0]])
@@ -233,6 +360,15 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:
     raise UserError(f'cannot create --out_dir {out_dir!r}: {e.strerror}') from None
+  # What a rerun must find unchanged to keep the shards this run completes.
+  journal = _Journal(out_dir, {
+      **wanted, 'records_per_shard': records_per_shard, 'class_names': class_names,
+      'source_records': {split: len(source) for split, source in split_sources.items()}})
+  if journal.load():
+    log(f'{out_dir}: resuming an unfinished copy ({len(journal.shards)} shards recorded as '
+        f'complete in {PROGRESS})', flush=True)
+  else:
+    journal.save()
 
   pool = multiprocessing.get_context('spawn').Pool(workers) if workers > 0 else None
   try:
@@ -242,11 +378,12 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
           f'{resize_size} x {resize_size} patch into {out_dir} ({max(workers, 1)} process(es))',
           flush=True)
       r = _write_split(split_sources[split], split, out_dir, resize_size=resize_size,
-                       quality=quality, pool=pool, records_per_shard=records_per_shard, log=log)
+                       quality=quality, pool=pool, records_per_shard=records_per_shard,
+                       journal=journal, log=log)
       results[split] = r
       size_mb = sum(os.path.getsize(os.path.join(out_dir, f)) for f in r.files) / 1e6
       log(f'{split}: {r.num_records} images written, {len(r.skipped)} skipped, '
-          f'{r.source_records / max(r.seconds, 1e-9):.0f} img/s, {size_mb:.1f} MB', flush=True)
+          f'{r.encoded / max(r.seconds, 1e-9):.0f} img/s, {size_mb:.1f} MB', flush=True)
   finally:
     if pool is not None:
       pool.close()
@@ -268,6 +405,7 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   with open(tmp, 'w') as f:
     json.dump(meta, f, indent=2)
   os.replace(tmp, os.path.join(out_dir, sources.PREPARED_METADATA))
+  journal.remove()  # the copy is finished: metadata.json says so, and lists its shards
   log(f'prepared {meta["dataset"]} in {out_dir}: train with --config.dataset.name=prepared '
       f'--config.dataset.folder={out_dir}', flush=True)
   return meta

@@ -9,6 +9,12 @@ ILSVRC2012_img_val.tar in its manual dir; others are downloaded by TFDS, which n
 With --out_dir every image is re-encoded as a JPEG of its central --resize_size square after
 the shorter side is scaled to that size (the paper's down-sampling, section 2); train on it
 with --config.dataset.name=prepared --config.dataset.folder=DIR. See alexnet_jax/data/prepare.py.
+
+After a kill, run the same command again. With --out_dir it resumes: the shards written
+completely are kept (DIR/progress.json records them) and the others written; metadata.json,
+written last, marks the finished copy. The TFDS step does not resume: TFDS prepares the dataset
+again from the start, in a new <data_dir>/<name>/incomplete.* folder (the command names the one
+the kill left: delete it); what TFDS downloaded is kept.
 """
 import os
 
@@ -29,7 +35,7 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', '', "imagenet2012 archives; '' =
                                   '<data_dir>/downloads/manual.')
 _OUT_DIR = flags.DEFINE_string('out_dir', '', 'Write a prepared copy here (the central '
                                '--resize_size square, array_record) instead of preparing the '
-                               'TFDS dataset.')
+                               'TFDS dataset; rerun after a kill to resume it.')
 _FOLDER = flags.DEFINE_string('folder', '', '--dataset=folder: the root of '
                               '<split>/<class>/<images>.')
 _SPLITS = flags.DEFINE_list('splits', [], "Splits to copy; '' = all of the source's.")

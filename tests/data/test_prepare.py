@@ -165,6 +165,49 @@ def test_no_resize_at_train_time(prepared, monkeypatch):
                                 pp.center_crop(decoded, 256))
 
 
+class Killed(BaseException):
+  """Stops prepare_resized the way a kill would: nothing after it runs (no except, no metadata)."""
+
+
+def test_a_resume_checks_the_shards_it_keeps_and_its_settings(source, prepared, tmp_path,
+                                                              monkeypatch):
+  """The val split (6 images) in shards of 2, stopped during the third shard. A recorded shard
+  whose file was cut short is written again, the intact one is kept; a rerun with another
+  --quality is refused while the copy is unfinished; the finished copy equals the copy made in
+  one go (the `prepared` fixture)."""
+  out = str(tmp_path / 'copy')
+  reencode, calls = prepare.reencode, []
+
+  def stop_at_fifth(*args):
+    calls.append(1)
+    if len(calls) == 5:
+      raise Killed()
+    return reencode(*args)
+  monkeypatch.setattr(prepare, 'reencode', stop_at_fifth)
+  with pytest.raises(Killed):
+    prepare.prepare_resized(folder_config(source), out, splits=['val'], records_per_shard=2,
+                            log=lambda *a, **k: None)
+  monkeypatch.setattr(prepare, 'reencode', reencode)
+  names = sources.prepared_shard_names('val', 3)
+  assert sorted(os.listdir(out)) == sorted(names[:2] + [names[2] + '.partial', prepare.PROGRESS])
+  with open(os.path.join(out, names[1]), 'r+b') as f:
+    f.truncate(os.path.getsize(os.path.join(out, names[1])) - 100)
+  helpers.one_line_error(
+      lambda: prepare.prepare_resized(folder_config(source), out, splits=['val'], quality=80,
+                                      records_per_shard=2, log=lambda *a, **k: None),
+      'unfinished copy made with other settings')
+  lines = []
+  meta = prepare.prepare_resized(folder_config(source), out, splits=['val'], records_per_shard=2,
+                                 log=lambda *a, **k: lines.append(' '.join(map(str, a))))
+  assert any(f'val: kept 1 of its 3 shards, complete from an earlier run ({names[0]})' in line
+             for line in lines), lines
+  assert sorted(os.listdir(out)) == sorted(names + ['metadata.json'])
+  ours = sources.PreparedSource(out, 'val')
+  theirs = sources.PreparedSource(prepared[0], 'val')
+  assert meta['splits']['val']['num_records'] == len(ours) == len(theirs) == 6
+  assert [ours[i] for i in range(6)] == [theirs[i] for i in range(6)]
+
+
 def prepared_config(out, **input_overrides):
   config = alexnet_config.get_config('tiny')
   config.dataset.update(name='prepared', folder=out)
@@ -258,10 +301,16 @@ def test_errors(prepared, tmp_path):
 # --- imagenet2012 through TFDS ---
 
 
-def test_prepare_imagenet_without_archives(tmp_path):
+def test_prepare_imagenet_without_archives(tmp_path, capsys):
+  """imagenet2012 without its archives is one error; a folder that a killed preparation left
+  (TFDS's incomplete.*) is named in a note, since TFDS starts again from zero beside it."""
+  stale = tmp_path / 'imagenet2012' / 'incomplete.AB12CD_5.1.0'
+  os.makedirs(stale)
   with pytest.raises(UserError,
                      match='missing ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar'):
     prepare.prepare('imagenet2012', data_dir=str(tmp_path))
+  notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith('note:')]
+  assert len(notes) == 1 and str(stale) in notes[0] and 'again from the start' in notes[0]
 
 
 # Imports TensorFlow (the imagenet2012 builder uses tf.io.gfile): ~8 s.
