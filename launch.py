@@ -110,5 +110,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  huge_pages.reexec_with_huge_pages()  # malloc's huge pages: a faster CPU step
+  huge_pages.reexec_with_huge_pages()  # malloc's huge pages: a faster step, CPU hosts only
   app.run(main, flags_parser=parse_flags)

@@ -1,5 +1,6 @@
-"""What every command shares: the libraries' logs kept quiet, bad input as one line, and
-malloc's transparent huge pages (huge_pages.py).
+"""What every command shares: the libraries' logs kept quiet, bad input as one line, and, on
+a CPU host outside SLURM, MPI and jax.distributed launchers, malloc's transparent huge pages
+(huge_pages.py).
 
 Orbax logs every file it reads at INFO and TFDS probes data dirs at WARNING; a command prints
 its own progress and results, and `--verbosity=0` brings the libraries' logs back. A UserError
@@ -17,8 +18,9 @@ from alexnet_jax.tools import huge_pages
 
 
 def run(main) -> None:
-  """app.run(main) with the conventions above, in a process with malloc's huge pages
-  (huge_pages.py: the command re-executes itself once to get them)."""
+  """app.run(main) with the conventions above, in a process with malloc's huge pages where
+  they were measured to help (huge_pages.py: on a CPU host the command re-executes itself once
+  to get them; on a GPU or TPU host, or under a launcher, it runs as started)."""
   huge_pages.reexec_with_huge_pages()
 
   def wrapped(argv):

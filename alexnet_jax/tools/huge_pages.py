@@ -1,4 +1,5 @@
-"""Transparent huge pages for the commands' malloc, by re-executing the command once.
+"""Transparent huge pages for the commands' malloc, by re-executing the command once, on CPU
+hosts only.
 
 XLA:CPU writes every step's activations and gradients into freshly allocated buffers, and
 with 4 KiB pages each step faults them in anew: 234,000 page faults and 0.6 s of system
@@ -9,16 +10,57 @@ the kernel gives them only on request (`/sys/kernel/mm/transparent_hugepage/enab
 (`python -m alexnet_jax.tools.benchmark` prints the step's speed; the README has the table).
 
 A tunable is read when a process starts, so a command that lacks it runs itself again, in the
-same process (os.execve keeps the PID, signals and exit status), with it set. Nothing is
-re-executed where it cannot help: not Linux, glibc before 2.35, huge pages already always on or
-never, GLIBC_TUNABLES already choosing malloc.hugetlb, or ALEXNET_JAX_HUGE_PAGES=0.
+same process (os.execve keeps the PID, signals and exit status), with it set.
+
+The rule (skip_reason), decided without importing JAX (slow, and it must not start before the
+process is replaced), in this order; the first that applies means no re-exec:
+
+  1. the user's choice: ALEXNET_JAX_HUGE_PAGES=0, or GLIBC_TUNABLES already naming
+     malloc.hugetlb;
+  2. a launcher that started this process as one rank of several: SLURM (SLURM_JOB_ID,
+     SLURM_PROCID), MPI (OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK) or jax.distributed's own
+     variables (JAX_COORDINATOR_ADDRESS, JAX_COORDINATOR_PORT). Such launchers track,
+     signal and wire up (PMI sockets, inherited descriptors) the process they started; a
+     re-exec there was never tried, and the gain was measured on one CPU process only. (Ranks
+     started by hand with launch.py's --config.distributed.* flags are plain processes, on
+     CPU re-executed like any other);
+  3. an accelerator host, where JAX would not run on the CPU (the gain is XLA:CPU's; GPU and
+     TPU steps were not measured with it): JAX_PLATFORMS naming anything but cpu; or, where
+     JAX_PLATFORMS is unset, the devices JAX itself probes for: NVIDIA (/dev/nvidia0,
+     /dev/nvidiactl, /dev/dxg), AMD (/dev/kfd), TPU (/dev/accel*, a Google TPU PCI device in
+     /sys/bus/pci/devices, or the TPU VM's variables TPU_ACCELERATOR_TYPE, TPU_WORKER_ID,
+     TPU_WORKER_HOSTNAMES, TPU_NAME). JAX_PLATFORMS=cpu on such a host is a CPU run and gets
+     the re-exec. An installed CUDA plugin or libtpu without a device is not an accelerator
+     host: JAX falls back to the CPU there;
+  4. where it cannot help: not Linux, glibc before 2.35, or huge pages not given on request
+     (always on, or never).
 """
+import glob
 import os
 import re
 import sys
 
 TUNABLE = 'glibc.malloc.hugetlb=1'
-_THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled'
+_THP_SETTING = 'sys/kernel/mm/transparent_hugepage/enabled'  # under the root, '/'
+
+# The variables each launcher sets in the processes it starts (rule 2).
+LAUNCHERS = {
+    'SLURM': ('SLURM_JOB_ID', 'SLURM_PROCID'),
+    'MPI': ('OMPI_COMM_WORLD_RANK', 'PMI_RANK', 'PMIX_RANK'),
+    'jax.distributed': ('JAX_COORDINATOR_ADDRESS', 'JAX_COORDINATOR_PORT'),
+}
+# Rule 3: device files (under the root) and variables that mean an accelerator JAX would use.
+# The NVIDIA and AMD files are those jax._src.hardware_utils checks.
+_DEVICE_FILES = {
+    'gpu': ('dev/nvidia0', 'dev/nvidiactl', 'dev/dxg', 'dev/kfd'),
+    'tpu': ('dev/accel[0-9]*',),
+}
+_TPU_VARIABLES = ('TPU_ACCELERATOR_TYPE', 'TPU_WORKER_ID', 'TPU_WORKER_HOSTNAMES', 'TPU_NAME')
+# Google's PCI vendor id and its TPU chips' device ids (v3 to TPU7x), as JAX lists them; other
+# Google devices (gVNIC, 0x0042) are not accelerators.
+_GOOGLE_PCI_VENDOR = '0x1ae0'
+_TPU_PCI_DEVICES = ('0x0027', '0x0056', '0x005e', '0x0062', '0x0063', '0x006f', '0x0076')
+_JAX_PLATFORM_KINDS = {'cuda': 'gpu', 'rocm': 'gpu', 'gpu': 'gpu', 'tpu': 'tpu'}
 
 
 def _glibc_version() -> tuple[int, int] | None:
@@ -29,20 +71,72 @@ def _glibc_version() -> tuple[int, int] | None:
   return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def wanted(environ=None) -> bool:
-  """Whether this process should re-run itself with TUNABLE."""
+def _read(path: str) -> str:
+  try:
+    with open(path) as f:
+      return f.read().strip()
+  except OSError:
+    return ''
+
+
+def launcher(environ) -> str | None:
+  """'SLURM', 'MPI' or 'jax.distributed' with the variable that shows it, or None."""
+  for name, variables in LAUNCHERS.items():
+    for variable in variables:
+      if environ.get(variable):
+        return f'{name} ({variable})'
+  return None
+
+
+def accelerator(environ, root: str = '/') -> str | None:
+  """The accelerator JAX would run on here ('gpu ...', 'tpu ...', with what shows it), or None
+  for the CPU. root: where the device files are looked for ('/'; a test's fake host)."""
+  platforms = [p.strip() for p in environ.get('JAX_PLATFORMS', '').split(',') if p.strip()]
+  if platforms:
+    others = [p for p in platforms if p != 'cpu']
+    if not others:
+      return None
+    return f'{_JAX_PLATFORM_KINDS.get(others[0], others[0])} (JAX_PLATFORMS={",".join(platforms)})'
+  for kind, patterns in _DEVICE_FILES.items():
+    for pattern in patterns:
+      found = sorted(glob.glob(os.path.join(root, pattern)))
+      if found:
+        return f'{kind} ({os.path.join("/", os.path.relpath(found[0], root))})'
+  for variable in _TPU_VARIABLES:
+    if environ.get(variable):
+      return f'tpu ({variable})'
+  for vendor in sorted(glob.glob(os.path.join(root, 'sys/bus/pci/devices/*/vendor'))):
+    if (_read(vendor) == _GOOGLE_PCI_VENDOR and
+        _read(os.path.join(os.path.dirname(vendor), 'device')) in _TPU_PCI_DEVICES):
+      return f'tpu (PCI {os.path.basename(os.path.dirname(vendor))})'
+  return None
+
+
+def skip_reason(environ=None, root: str = '/') -> str | None:
+  """Why this process should not re-run itself with TUNABLE (the module docstring's rule), or
+  None where it should. environ: os.environ by default; root: the filesystem the host's devices
+  and kernel settings are read from ('/'), both so that a test can simulate each host."""
   environ = os.environ if environ is None else environ
   if environ.get('ALEXNET_JAX_HUGE_PAGES', '1') == '0':
-    return False
+    return 'user: ALEXNET_JAX_HUGE_PAGES=0'
   if 'glibc.malloc.hugetlb' in environ.get('GLIBC_TUNABLES', ''):
-    return False
+    return 'user: GLIBC_TUNABLES sets glibc.malloc.hugetlb'
+  started_by = launcher(environ)
+  if started_by:
+    return f'launcher: {started_by}'
+  device = accelerator(environ, root)
+  if device:
+    return f'accelerator: {device}'
   if not sys.platform.startswith('linux') or (_glibc_version() or (0, 0)) < (2, 35):
-    return False
-  try:
-    with open(_THP_SETTING) as f:
-      return '[madvise]' in f.read()
-  except OSError:
-    return False
+    return 'system: not Linux with glibc >= 2.35'
+  if '[madvise]' not in _read(os.path.join(root, _THP_SETTING)):
+    return 'system: transparent huge pages are not given on request (madvise)'
+  return None
+
+
+def wanted(environ=None, root: str = '/') -> bool:
+  """Whether this process should re-run itself with TUNABLE."""
+  return skip_reason(environ, root) is None
 
 
 def reexec_with_huge_pages() -> None:
