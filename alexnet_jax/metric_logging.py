@@ -4,37 +4,87 @@ The event files are written with TensorBoard's own record writer and protos, whi
 TensorFlow: clu's SummaryWriter imports TensorFlow, ~3 s at every start of a run (and the
 GPU/TPU machines may not have it). Without the tensorboard package the run writes
 metrics.jsonl only.
+
+Every file written here fails the same way: a write that raises OSError (a full disk, a file
+too large, an I/O error) is one RunFailure naming the file, never a traceback. The run's small
+files (config.json, summary.json: write_file) and the rewrites at a resume are written whole or
+not at all (a temporary file renamed over the old one). A checkpoint is never written here, so
+the last one stays as it was.
 """
+import contextlib
 import glob
+import io
 import json
 import os
 import socket
 import time
 from typing import Any, Mapping
 
+from alexnet_jax.errors import RunFailure
+
+
+def _write_failed(path: str, error: OSError) -> RunFailure:
+  return RunFailure(
+      f'could not write {path} ({error.strerror or error}); the checkpoints written so far are '
+      'intact. Free disk space (or fix the path) and run the same command again to resume from '
+      'the last one')
+
+
+def write_file(path: str, content: str | bytes) -> None:
+  """path holds content, whole, or (a RunFailure: a full disk...) is as it was before."""
+  tmp = f'{path}.tmp.{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(content.encode() if isinstance(content, str) else content)
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise _write_failed(path, e) from None
+
 
 class _OpenFile:
   """A writer's one file, open for the whole run and flushed at every write."""
   _file: Any
+  _path: str
+
+  def _open(self, path: str, mode: str, **kwargs) -> None:
+    self._path = path
+    try:
+      self._file = open(path, mode, **kwargs)
+    except OSError as e:
+      raise _write_failed(path, e) from None
+
+  def _written(self, write) -> None:
+    """write() then flush; where either fails, the file is closed with what it could not write
+    dropped (else closing it again at exit prints a second error) and a RunFailure raised."""
+    try:
+      write()
+      self._file.flush()
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        self._file.close()  # the flush inside fails again; the file is closed all the same
+      raise _write_failed(self._path, e) from None
 
   def flush(self) -> None:
-    self._file.flush()
+    self._written(lambda: None)
 
   def close(self) -> None:
-    self._file.close()
+    if not self._file.closed:
+      self._written(lambda: None)
+      self._file.close()
 
 
 class JsonlWriter(_OpenFile):
   """Appends one JSON object per write_scalars call: {"step": ..., "time": ..., **scalars}."""
 
   def __init__(self, path: str):
-    self._file = open(path, 'a', encoding='utf-8')
+    self._open(path, 'a', encoding='utf-8')
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {'step': int(step), 'time': time.time()}
     record.update({k: float(v) for k, v in scalars.items()})
-    self._file.write(json.dumps(record) + '\n')
-    self._file.flush()
+    self._written(lambda: self._file.write(json.dumps(record) + '\n'))
 
 
 class TensorBoardWriter(_OpenFile):
@@ -49,18 +99,20 @@ class TensorBoardWriter(_OpenFile):
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.summary.writer import record_writer
     self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-    os.makedirs(logdir, exist_ok=True)
+    try:
+      os.makedirs(logdir, exist_ok=True)
+    except OSError as e:
+      raise _write_failed(logdir, e) from None
     name = (f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.'
             f'{os.getpid()}.0')
-    self._file = open(os.path.join(logdir, name), 'ab')
+    self._open(os.path.join(logdir, name), 'ab')
     self._records = record_writer.RecordWriter(self._file)
     self._write(self._event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _write(self, event) -> None:
-    self._records.write(event.SerializeToString())
-    # On disk now, as metrics.jsonl's line is: a run killed after its next checkpoint must not
-    # lose the steps logged before it (the resume trims the event files to that checkpoint).
-    self._file.flush()
+    # On disk now (flushed), as metrics.jsonl's line is: a run killed after its next checkpoint
+    # must not lose the steps logged before it (the resume trims the event files to it).
+    self._written(lambda: self._records.write(event.SerializeToString()))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
@@ -129,18 +181,13 @@ def drop_after(workdir: str, step: int) -> int:
     kept = [r for r in records if r.get('step', 0) <= step]
     if len(kept) < len(lines):  # records past `step`, or a line cut short by a kill
       dropped += len(records) - len(kept)
-      _rewrite(path, ''.join(json.dumps(r) + '\n' for r in kept).encode())
+      write_file(path, ''.join(json.dumps(r) + '\n' for r in kept))
   for events in sorted(glob.glob(os.path.join(workdir, 'tensorboard', '**', '*tfevents*'),
                               recursive=True)):
     dropped += _drop_events_after(events, step)
   return dropped
 
 
-def _rewrite(path: str, content: bytes) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(content)
-  os.replace(tmp, path)
 
 
 def read_event_records(path: str) -> list[bytes]:
@@ -173,10 +220,9 @@ def _drop_events_after(path: str, step: int) -> int:
   whole = sum(len(r) + 16 for r in raw) == os.path.getsize(path)  # 16: a record's framing
   if len(kept) == len(raw) and whole:
     return 0
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    writer = record_writer.RecordWriter(f)
-    for record in kept:
-      writer.write(record)
-  os.replace(tmp, path)
+  framed = io.BytesIO()
+  writer = record_writer.RecordWriter(framed)
+  for record in kept:
+    writer.write(record)
+  write_file(path, framed.getvalue())
   return len(raw) - len(kept)

@@ -2,12 +2,13 @@
 127.0.0.1, 2 CPU devices each) against the same steps in one process on 4 devices with the global
 batch built from the two processes' data shards side by side (augmentation on the host and on
 the device), their one checkpoint resumed by a
-single process, and cluster detection from the environment variables of SLURM, Open MPI and TPU
-pods."""
+single process, a restore that fails on one of two processes agreed by both, and cluster
+detection from the environment variables of SLURM, Open MPI and TPU pods."""
 import json
 import os
 import socket
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -120,6 +121,101 @@ def test_two_processes_match_one(tmp_path, augment_on):
   assert f'at step {STEPS}' in out.stdout and 'could not be restored' not in out.stdout
   assert 'distributed.num_processes 2 -> -1' in out.stdout  # a class (a) note
   assert f'step {STEPS + 1}/{STEPS + 1}' in out.stdout
+
+
+# Two processes (jax.distributed, one CPU device each) save two checkpoints of a state sharded
+# over both, then restore while process 1 alone fails to read: first the latest checkpoint's
+# arrays read from a copy cut short (damage that only one process's shards show), then, on the
+# one left, an I/O error. Each process prints what it got, as JSON.
+RESTORE_SCRIPT = r"""
+import errno, json, os, shutil, sys
+import jax, numpy as np, optax
+pid, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(f'127.0.0.1:{port}', num_processes=2, process_id=pid)
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+from alexnet_jax import checkpointing, train
+from alexnet_jax.errors import RunFailure
+from tests.test_resilience import FakeDataIterator, truncate_array_files
+
+mesh = jax.make_mesh((2,), ('data',))
+def global_array(value, spec):
+  return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda i: value[i])
+def state(value):  # rows 0-31 on process 0, 32-63 on process 1
+  w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) + 1000 * value
+  s = train.TrainState.create(apply_fn=None, params={'w': global_array(w, P('data'))},
+                              tx=optax.sgd(0.1), rng=global_array(np.zeros(2, np.uint32), P()))
+  return s.replace(step=global_array(np.array(value, np.int32), P()))
+
+checkpoints = checkpointing.Checkpoints(workdir, keep=5)
+for step in (1, 2):
+  checkpoints.save(step, state(step), FakeDataIterator(step), {'at': step}, {'model': {}})
+checkpoints.manager.wait_until_finished()
+damaged = os.path.join(workdir, 'damaged', '2')
+if pid == 0:
+  shutil.copytree(os.path.join(workdir, 'checkpoints', '2'), damaged)
+  truncate_array_files(damaged)
+multihost_utils.sync_global_devices('damaged copy made')
+
+fault = {}
+read = checkpointing._read_items
+def process_1_reads_badly(step_dir, **items):
+  if pid == 1 and 'state' in items:
+    if fault.get('eio'):
+      raise OSError(errno.EIO, 'Input/output error')
+    if step_dir.endswith(os.sep + '2'):
+      step_dir = damaged
+  return read(step_dir, **items)
+checkpointing._read_items = process_1_reads_badly
+
+def restore():
+  restored = checkpoints.restore_latest(lambda step, config: state(0), FakeDataIterator(),
+                                        lambda step: 0)
+  shard = restored.state.params['w'].addressable_shards[0].data
+  return {'step': restored.step, 'w': float(np.asarray(shard).min()),
+          'steps': list(checkpoints.manager.all_steps())}
+out = {'damaged': restore()}
+fault['eio'] = True
+try:
+  out['eio'] = restore()
+except RunFailure as e:
+  out['eio'] = 'RunFailure: ' + str(e)
+out['left'] = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_restore_with_one_process_failing_is_agreed_by_both(tmp_path):
+  """Damage only process 1 sees: both move the checkpoint aside and restore the one before it.
+  An I/O error on process 1 alone: both stop with one RunFailure line, nothing moved. Neither
+  waits on the other (Orbax's restore barrier would hold a reader 300 s)."""
+  port = free_port()
+  procs = [subprocess.Popen([sys.executable, '-c', RESTORE_SCRIPT, str(pid), str(port),
+                             str(tmp_path)], cwd=helpers.ROOT, env=helpers.cpu_env(1),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for pid in range(2)]
+  try:
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  results = []
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  for pid, result in enumerate(results):
+    # Step 2 moved aside (by process 0), step 1 restored: each process's rows of step 1's w.
+    assert result['damaged'] == {'step': 1, 'w': 1000.0 + 32 * 64 * pid, 'steps': [1]}
+    assert result['left'] == ['1']  # the I/O error moved nothing
+  assert os.listdir(tmp_path / 'checkpoints.unreadable') == ['2']
+  assert results[1]['eio'].startswith('RunFailure: could not read the checkpoint at step 1 in ')
+  assert 'OSError: [Errno 5] Input/output error' in results[1]['eio']
+  assert results[0]['eio'].startswith('RunFailure: process(es) 1 could not read the checkpoint '
+                                      'at step 1')
+  assert 'nothing was moved' in results[0]['eio'] and 'nothing was moved' in results[1]['eio']
+  assert 'cannot be read on process 1 (ValueError: OUT_OF_RANGE' in outputs[1]
+  assert 'cannot be read by another process' in outputs[0]
 
 
 def test_cluster_detection():

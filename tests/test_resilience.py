@@ -15,8 +15,12 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+from alexnet_jax import checkpointing
+from alexnet_jax import train
+from alexnet_jax.errors import RunFailure
 from tests import helpers
 
 STEPS = 10
@@ -408,6 +412,65 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
+  # The run's other files, each on a full disk (their writes fail with ENOSPC): the statistics
+  # cache (computed at this start), config.json (at each start), metrics.jsonl (the first step
+  # logged) and summary.json (at the end). One error line each; the checkpoints, and the files
+  # written before, as they were.
+  before = {name: open(os.path.join(workdir, name)).read()
+            for name in ('config.json', 'metrics.jsonl', 'summary.json')}
+  for name, overrides in [
+      ('dataset_stats.npz', ('--config.input.stats_file=', '--config.input.stats_images=8')),
+      ('config.json', ()), ('metrics.jsonl', (f'--config.train.num_steps={STEPS + 1}',)),
+      ('summary.json', ())]:
+    cmd = [sys.executable, '-c', FULL_DISK_LAUNCH, *command(workdir, *overrides)[2:]]
+    full = subprocess.run(cmd, cwd=helpers.ROOT, capture_output=True, text=True,
+                          env=dict(helpers.cpu_env(), FULL_DISK_FILE=name), timeout=600)
+    assert full.returncode == 3, (name, full.stdout + full.stderr)
+    errors = full.stderr.strip().splitlines()
+    assert len(errors) == 1, (name, full.stderr)
+    assert errors[0].startswith(f'error: could not write {os.path.join(workdir, "")}'), errors
+    assert name in errors[0] and '(No space left on device)' in errors[0], errors
+    assert helpers.checkpoint_steps(workdir)[-1] == STEPS
+    assert not [f for f in os.listdir(workdir) if '.tmp.' in f or f == 'dataset_stats.npz']
+    if name == 'metrics.jsonl':  # failed after a step, before a checkpoint of it
+      assert 'first step' in full.stdout and f'at step {STEPS}' in full.stdout
+  for name, content in before.items():
+    assert open(os.path.join(workdir, name)).read() == content, name
+  step, state = helpers.restore_state(workdir)
+  assert step == STEPS
+  assert_same_state(state, straight[1])
+
+
+# launch.py with a full disk for one file (FULL_DISK_FILE, its name, or the temporary file
+# written in its place): each write to it fails with ENOSPC, as write(2) does on a full disk.
+FULL_DISK_LAUNCH = r"""
+import builtins, errno, os, sys
+full, real_open = os.environ['FULL_DISK_FILE'], builtins.open
+
+class FullFile:
+  def __init__(self, file):
+    self._file = file
+  def write(self, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  def __getattr__(self, name):
+    return getattr(self._file, name)
+  def __enter__(self):
+    return self
+  def __exit__(self, *exc):
+    self._file.close()
+
+def open_(file, mode='r', *args, **kwargs):
+  opened = real_open(file, mode, *args, **kwargs)
+  if os.path.basename(str(file)).startswith(full) and set(mode) & set('wax'):
+    return FullFile(opened)
+  return opened
+
+builtins.open = open_
+sys.argv[0] = 'launch.py'
+import launch
+from absl import app
+app.run(launch.main, flags_parser=launch.parse_flags)
+"""
 
 
 def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, straight):
@@ -428,6 +491,169 @@ def test_corrupt_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_pa
   step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
+
+
+class FakeDataIterator:
+  """The data iterator a checkpoint stores: only its position (Grain's handler takes any object
+  with get_state/set_state)."""
+
+  def __init__(self, position=0):
+    self.state = {'global_next_index': position}
+
+  def get_state(self):
+    return json.dumps(self.state).encode()
+
+  def set_state(self, state):
+    self.state = state
+
+
+def small_state(value):
+  """A small TrainState whose 'w' is all `value` (which checkpoint was restored shows in it),
+  with 16 KiB of noise that Orbax stores in a file of its own (small arrays it keeps inline)."""
+  noise = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+  state = train.TrainState.create(apply_fn=None, params={'w': np.full((4, 6), value, np.float32),
+                                                         'noise': noise},
+                                  tx=optax.sgd(0.1), rng=jax.random.PRNGKey(0))
+  return state.replace(step=jax.numpy.asarray(value, jax.numpy.int32))  # an array, as the loop's
+
+
+def saved_checkpoints(workdir, steps=(1, 2)):
+  """<workdir>/checkpoints holding small_state(step) at each step; the Checkpoints, closed."""
+  checkpoints = checkpointing.Checkpoints(workdir, keep=5)
+  for step in steps:
+    checkpoints.save(step, small_state(step), FakeDataIterator(step * 8), {'at': step},
+                     {'model': {'width': 1}})
+  checkpoints.close()
+  return os.path.join(workdir, 'checkpoints')
+
+
+def restore_latest(workdir):
+  checkpoints = checkpointing.Checkpoints(workdir, keep=5)
+  try:
+    return checkpoints.restore_latest(lambda step, config: small_state(0), FakeDataIterator(),
+                                      fallback_position=lambda step: 0)
+  finally:
+    checkpoints.close()
+
+
+def state_files(directory):
+  return sorted(os.path.join(root, name) for root, _, names in os.walk(directory)
+                for name in names if os.sep + 'd' + os.sep in os.path.join(root, name))
+
+
+def truncate_array_files(step_dir):
+  for path in state_files(os.path.join(step_dir, 'state')):
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+
+def garble_array_files(step_dir):  # the first bytes: where the compressed stream starts
+  for path in state_files(os.path.join(step_dir, 'state', 'ocdbt.process_0')):
+    with open(path, 'r+b') as f:
+      f.write(b'\xde\xad\xbe\xef' * 4)
+
+
+def write_file(path, content):
+  with open(path, 'wb') as f:
+    f.write(content)
+
+
+DAMAGE = {  # what a disk, a copy or a kill can do to a checkpoint's files -> what tells
+    'array files cut short': (truncate_array_files, 'is not valid for value of size'),
+    'array files that do not decode': (garble_array_files, 'ZSTD_decompressStream() failed'),
+    'array files missing': (lambda d: [os.remove(p) for p in state_files(d)], 'NOT_FOUND'),
+    'state metadata garbled': (lambda d: write_file(os.path.join(d, 'state', '_METADATA'),
+                                                    b'{"tree_metadata": {'), 'JSONDecodeError'),
+    'meta JSON garbled': (lambda d: write_file(os.path.join(d, 'meta', 'metadata'), b'{"at":'),
+                          'JSONDecodeError'),
+    'config JSON not text': (lambda d: write_file(os.path.join(d, 'config', 'metadata'),
+                                                  b'\x00\xff{'), 'UnicodeDecodeError'),
+    'meta JSON missing': (lambda d: os.remove(os.path.join(d, 'meta', 'metadata')),
+                          'FileNotFoundError'),
+}
+
+
+@pytest.mark.parametrize('damage', DAMAGE, ids=list(DAMAGE))
+def test_damaged_checkpoint_is_moved_aside_and_the_one_before_restored(tmp_path, capsys,
+                                                                       damage):
+  directory = saved_checkpoints(str(tmp_path))
+  damage_files, reason = DAMAGE[damage]
+  damage_files(os.path.join(directory, '2'))
+  restored = restore_latest(str(tmp_path))
+  assert restored.step == 1 and restored.meta == {'at': 1}
+  np.testing.assert_array_equal(restored.state.params['w'], np.full((4, 6), 1.0))  # step 1's
+  assert restored.data_note == '' and FakeDataIterator(8).state == {'global_next_index': 8}
+  assert sorted(os.listdir(directory)) == ['1']
+  assert os.listdir(tmp_path / 'checkpoints.unreadable') == ['2']  # kept, aside
+  warnings = [l for l in capsys.readouterr().out.splitlines() if l.startswith('warning:')]
+  assert len(warnings) == 1 and warnings[0].startswith(
+      'warning: the checkpoint at step 2 cannot be read (')
+  assert reason in warnings[0]
+
+
+def orbax_wrapped(cause):
+  """cause as Orbax re-raises what reading an array raised (serialization.py)."""
+  try:
+    try:
+      raise cause
+    except BaseException as e:  # pylint: disable=broad-except
+      # pylint: disable-next=broad-exception-raised
+      raise Exception('Encountered error while reading array index: (slice(0, 4, 1),). See '
+                      'full TensorStore details: <bound method spec of TensorStore({})>.') from e
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+
+
+NOT_DAMAGE = {  # errors while restoring that say nothing about the files -> their words
+    'EIO': (OSError(5, 'Input/output error'), 'OSError: [Errno 5] Input/output error'),
+    'host out of memory': (MemoryError(), 'MemoryError'),
+    'sharding': (ValueError('One of device_put args was given the sharding of NamedSharding(mesh='
+                            "Mesh('data': 3), spec=PartitionSpec('data',)), which implies that the "
+                            'global size of its dimension 0 should be divisible by 3, but it is '
+                            'equal to 4'), 'should be divisible by 3'),
+    'EIO seen by tensorstore': (
+        ValueError('UNAVAILABLE: Error reading "w/0" in OCDBT database: Error reading local file '
+                   '"/x/d/1a2b" [OS error 5: EIO Input/output error]'), 'OS error 5'),
+    'device out of memory, wrapped as Orbax wraps': (  # RuntimeError: what XlaRuntimeError is
+        orbax_wrapped(RuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 1073741824 '
+                                   'bytes')), 'RESOURCE_EXHAUSTED: Out of memory allocating'),
+    'host out of memory, wrapped as Orbax wraps': (orbax_wrapped(MemoryError()), 'MemoryError'),
+}
+
+
+@pytest.mark.parametrize('kind', NOT_DAMAGE, ids=list(NOT_DAMAGE))
+def test_restore_error_that_is_not_damage_is_one_line_and_moves_nothing(tmp_path, monkeypatch,
+                                                                        kind):
+  directory = saved_checkpoints(str(tmp_path))
+  error, words = NOT_DAMAGE[kind]
+  read = checkpointing._read_items  # pylint: disable=protected-access
+
+  def failing(step_dir, **items):
+    if 'state' in items:
+      raise error
+    return read(step_dir, **items)
+
+  monkeypatch.setattr(checkpointing, '_read_items', failing)
+  with pytest.raises(RunFailure) as raised:
+    restore_latest(str(tmp_path))
+  message = str(raised.value)
+  assert '\n' not in message and message.startswith(
+      f'could not read the checkpoint at step 2 in {directory} (')
+  assert words in message and 'nothing was moved' in message
+  assert sorted(os.listdir(directory)) == ['1', '2']
+  assert not os.path.exists(tmp_path / 'checkpoints.unreadable')
+
+
+@pytest.mark.parametrize('workdir', ['gs://bucket/runs/a', 's3://bucket/run'])
+def test_workdir_that_is_not_a_local_path_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, workdir):
+  """Refused, not written through a bucket (docs/reliability.md says why): one line, and no
+  local directory named 'gs:' left where the run started."""
+  monkeypatch.chdir(tmp_path)
+  message = helpers.one_line_error(lambda: train.train_and_evaluate(helpers.tiny_config(), workdir),
+                                   match='is not a local path')
+  assert message.startswith(f'workdir {workdir!r} is not a local path')
+  assert os.listdir(tmp_path) == []
 
 
 def test_checkpoint_of_another_model_is_a_one_line_error_not_moved(tmp_path):

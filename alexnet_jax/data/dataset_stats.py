@@ -20,6 +20,7 @@ then (all in the 0..255 pixel scale):
   eigvec      (3, 3)     the matching unit eigenvectors as columns.
 """
 import concurrent.futures
+import contextlib
 import os
 import time
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from PIL import Image
 
 from alexnet_jax.data import sources
 from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 
 _KEYS = ('mean_image', 'mean', 'std', 'cov', 'eigval', 'eigvec')
@@ -66,15 +68,29 @@ def sample_stats(source, resize_size: int, sample_size: int, **kwargs) -> dict:
   return stats
 
 
-def _decode(source, resize_size: int, index: int) -> np.ndarray:
-  return pp.decode_and_resize(source[int(index)]['image'], resize_size)
+def _decode(source, resize_size: int, index: int) -> tuple[np.ndarray | None, str]:
+  """(the image at its central resize_size patch, ''), or (None, why) for a file that cannot
+  be read (the source's 'error': gone, EIO, a permission) or decoded (empty, truncated, not an
+  image), as training's pipeline skips them (pipeline._skip_unreadable)."""
+  record = source[int(index)]
+  try:
+    if record.get('error'):
+      raise ValueError(record['error'])
+    return pp.decode_and_resize(record['image'], resize_size), ''
+  except ValueError as e:
+    return None, f'{record.get("source", f"record {int(index)}")}: {e}'
 
 
 def compute_stats(source, resize_size: int, *, indices=None, log_every: int = 100, log=print,
-                  threads: int = 0) -> dict:
+                  threads: int = 0, warn=print) -> dict:
   """Statistics over records {'image': bytes or uint8 array, ...} of a data source: all of
   them, or those at `indices`. Images are decoded in `threads` threads (0: one per core, at
-  most 8); the sums run in index order, so the result does not depend on them."""
+  most 8); the sums run in index order, so the result does not depend on them.
+
+  A file that cannot be read or decoded is left out of the sums and counted (one `warn` line at
+  the end names how many and one of them; 'skipped_images' in the result): one bad file among
+  millions must not stop a run before it starts. None readable is a UserError.
+  """
   if indices is None:
     indices = np.arange(len(source))
   n = len(indices)
@@ -84,20 +100,30 @@ def compute_stats(source, resize_size: int, *, indices=None, log_every: int = 10
   sum_outer = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T
   start = time.time()
   threads = threads or min(8, os.cpu_count() or 1)
+  used, skipped, example = 0, 0, ''
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # decoding releases the GIL
-    count = 0
     for first in range(0, n, 256):  # in chunks: decoded images never pile up far ahead
       chunk = indices[first:first + 256]
-      for img in pool.map(lambda i: _decode(source, resize_size, i), chunk):
-        img = img.astype(np.float64)
-        sum_image += img
-        pixels = img.reshape(-1, 3)
-        sum_outer += pixels.T @ pixels
-        count += 1
+      for img, why in pool.map(lambda i: _decode(source, resize_size, i), chunk):
+        if img is None:
+          skipped, example = skipped + 1, example or why
+        else:
+          img = img.astype(np.float64)
+          sum_image += img
+          pixels = img.reshape(-1, 3)
+          sum_outer += pixels.T @ pixels
+          used += 1
+        count = used + skipped
         if log and (count % log_every == 0 or count == n):
           log(f'{count}/{n} images ({count / (time.time() - start):.0f} img/s)')
-  num_pixels = n * resize_size * resize_size
-  mean_image = sum_image / n
+  if not used:
+    raise UserError(f'none of the {n} images sampled for the statistics could be read or '
+                    f'decoded (e.g. {example})')
+  if skipped and warn:
+    warn(f'warning: {skipped} of the {n} images sampled for the statistics could not be read '
+         f'or decoded and were left out of them (e.g. {example})')
+  num_pixels = used * resize_size * resize_size
+  mean_image = sum_image / used
   mean = mean_image.reshape(-1, 3).mean(axis=0)
   cov = sum_outer / num_pixels - np.outer(mean, mean)  # population covariance
   eigval, eigvec = np.linalg.eigh(cov)
@@ -109,18 +135,27 @@ def compute_stats(source, resize_size: int, *, indices=None, log_every: int = 10
       'cov': cov,
       'eigval': (eigval[order] / 255.0).astype(np.float32),
       'eigvec': eigvec[:, order].astype(np.float32),
-      'num_images': np.int64(n),
+      'num_images': np.int64(used),  # those in the sums
+      'skipped_images': np.int64(skipped),
       'resize_size': np.int64(resize_size),
   }
 
 
 def save_stats(path: str, stats: dict):
-  """Writes the .npz atomically (a temporary file renamed): a reader never sees half of it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  """Writes the .npz atomically (a temporary file renamed): a reader never sees half of it. A
+  write that fails (a full disk) leaves nothing behind and is one RunFailure naming the file."""
   tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:  # np.savez on a file object keeps the exact name.
-    np.savez(f, **stats)
-  os.replace(tmp, path)
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, 'wb') as f:  # np.savez on a file object keeps the exact name.
+      np.savez(f, **stats)
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise RunFailure(f'could not write {path} ({e.strerror or e}), the training set\'s '
+                     'statistics. Free disk space (or fix the path) and run the same command '
+                     'again') from None
 
 
 def _resize_mean_image(mean_image: np.ndarray, size: int) -> np.ndarray:
@@ -201,7 +236,9 @@ def _computed_stats(input_config, train_source, cache_dir: str | None, log) -> d
         f'{len(source)} images (seeded sample, once{"; cached in " + path if path else ""})',
         flush=True)
   progress = (lambda line: log(f'  stats: {line}', flush=True)) if log else None
-  stats = sample_stats(source, resize, wanted, log=progress, log_every=max(100, n // 10))
+  warn = (lambda line: log(line, flush=True)) if log else print
+  stats = sample_stats(source, resize, wanted, log=progress, log_every=max(100, n // 10),
+                       warn=warn)
   if path:
     save_stats(path, stats)
   return stats

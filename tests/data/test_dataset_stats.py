@@ -1,7 +1,10 @@
 """alexnet_jax/data/dataset_stats.py: the mean image, channel mean and std, covariance and its
 eigenvectors (PCA lighting) against numpy on the same images stacked by hand, the .npz round trip
-and resize of the mean image, the committed demo statistics, and the training set's seeded sample
-computed once and cached in the workdir."""
+and resize of the mean image, the committed demo statistics, the training set's seeded sample
+computed once and cached in the workdir, unreadable images in it skipped and counted, and a full
+disk while caching it."""
+import errno
+import glob
 import os
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from alexnet_jax.data import dataset_stats
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data import sources
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 from tests import helpers
 
@@ -100,3 +104,68 @@ def test_training_set_stats_are_a_seeded_sample_computed_once_and_cached(tmp_pat
   again = dataset_stats.training_set_stats(config.input, helpers.train_source(config),
                                            str(tmp_path), log=None)
   np.testing.assert_array_equal(again['mean_image'], stats['mean_image'])
+
+
+def test_unreadable_images_in_the_sample_are_skipped_and_counted(tmp_path, capsys):
+  """An empty and a truncated JPEG among the sampled images: left out of the sums and counted in
+  one warning line; the statistics are those of the readable images (numpy over exactly them)."""
+  folder = helpers.copy_images(tmp_path / 'data', helpers.SMALL_CLASSES, {'train': 3, 'val': 1})
+  good = sorted(glob.glob(os.path.join(folder, 'train', '*', '*.jpg')))
+  with open(good[0], 'rb') as f:
+    photo = f.read()
+  bad = {os.path.join(folder, 'train', 'hat', 'empty.jpg'): b'',
+         os.path.join(folder, 'train', 'shoes', 'truncated.jpg'): photo[:len(photo) // 3]}
+  for path, content in bad.items():
+    with open(path, 'wb') as f:
+      f.write(content)
+  config = helpers.plain_config(folder, stats_file='', stats_images=0)  # all 8 files
+  stats = dataset_stats.training_set_stats(config.input, helpers.train_source(config),
+                                           str(tmp_path / 'run'), log=None)
+  imgs = helpers.decoded_squares(good, 24).astype(np.float64)
+  np.testing.assert_allclose(stats['mean_image'], imgs.mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(stats['mean'], imgs.reshape(-1, 3).mean(axis=0), rtol=1e-6)
+  assert int(stats['num_images']) == 6 and int(stats['skipped_images']) == 2
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      'warning: 2 of the 8 images sampled for the statistics could not be read or decoded')
+  assert any(f'(e.g. {path}: ' in lines[0] for path in bad)
+  assert os.path.isfile(tmp_path / 'run' / dataset_stats.CACHE_NAME)  # cached as usual
+  # Nothing readable: one line, not statistics of nothing.
+  source = sources.ImageFolderSource(folder, 'train')
+  unreadable = [i for i, p in enumerate(source.paths) if p in bad]
+  helpers.one_line_error(lambda: dataset_stats.compute_stats(source, 24, indices=unreadable,
+                                                             log=None),
+                         match='none of the 2 images sampled for the statistics could be read')
+
+
+def test_full_disk_while_caching_the_statistics_is_one_line_and_leaves_no_file(tmp_path,
+                                                                               small_folder,
+                                                                               monkeypatch):
+  real_open = open
+
+  class FullFile:  # what a file on a full disk does: the write fails with ENOSPC
+    def __init__(self, file):
+      self.file = file
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+      return getattr(self.file, name)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.file.close()
+
+  monkeypatch.setattr(dataset_stats, 'open', lambda *a, **k: FullFile(real_open(*a, **k)),
+                      raising=False)
+  config = helpers.plain_config(small_folder, stats_file='', stats_images=2)
+  with pytest.raises(RunFailure) as raised:
+    dataset_stats.training_set_stats(config.input, helpers.train_source(config), str(tmp_path),
+                                     log=None)
+  path = os.path.join(tmp_path, dataset_stats.CACHE_NAME)
+  assert str(raised.value).startswith(f'could not write {path} (No space left on device)')
+  assert '\n' not in str(raised.value)
+  assert os.listdir(tmp_path) == []  # neither the cache nor its temporary file
