@@ -65,9 +65,9 @@ _JPEG_REDUCTIONS = (8, 4, 2)
 # it still averages over 2+ pixels (Pillow's reducing_gap=2, Image.thumbnail's default): a third
 # of the pixel difference to a full decode that the bare target gives (docs/input_pipeline.md).
 REDUCING_GAP = 2
-# ... and at least this many pixels: below ~512 px a JPEG decodes in a millisecond or less at
-# full scale, so there is little to gain, and small photos keep their exact full decode (the
-# embedded 128 px ones at any target among them).
+# ... and at least this many pixels: a JPEG under 512 px decodes hardly faster at 1/2 than in
+# full (docs/input_pipeline.md), so small photos keep their exact full decode at any target (the
+# embedded 128 px ones among them).
 REDUCED_DECODE_MIN_SIDE = 256
 
 
