@@ -4,6 +4,7 @@ the same workdir, changed settings on resume, non-finite steps, a full disk, a c
 checkpoint, unreadable images, bad input. The truth is an uninterrupted run of the same config:
 every interrupted one must end with the same checkpoint bit for bit (or a resumed lr change with
 the losses of the checkpoint restored and stepped by hand), and each refusal is one error line."""
+import errno
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import optax
 import pytest
 
 from alexnet_jax import checkpointing
+from alexnet_jax import metric_logging
 from alexnet_jax import train
 from alexnet_jax.errors import RunFailure
 from tests import helpers
@@ -412,26 +414,26 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
-  # The run's other files, each on a full disk (their writes fail with ENOSPC): the statistics
-  # cache (computed at this start), config.json (at each start), metrics.jsonl (the first step
-  # logged) and summary.json (at the end). One error line each; the checkpoints, and the files
-  # written before, as they were.
+  # A full disk for the run's own files (their writes fail with ENOSPC): metrics.jsonl at the
+  # first step logged after the resume, summary.json at the end of a run that finished (both
+  # through launch.py; config.json is written as summary.json is, and the statistics cache is
+  # test_full_disk_while_caching_the_statistics_is_one_line_and_leaves_no_file's). One error
+  # line each; the checkpoints, and the files as they were before, intact.
   before = {name: open(os.path.join(workdir, name)).read()
             for name in ('config.json', 'metrics.jsonl', 'summary.json')}
-  for name, overrides in [
-      ('dataset_stats.npz', ('--config.input.stats_file=', '--config.input.stats_images=8')),
-      ('config.json', ()), ('metrics.jsonl', (f'--config.train.num_steps={STEPS + 1}',)),
-      ('summary.json', ())]:
+  for name, overrides in [('metrics.jsonl', (f'--config.train.num_steps={STEPS + 1}',)),
+                          ('summary.json', ())]:
     cmd = [sys.executable, '-c', FULL_DISK_LAUNCH, *command(workdir, *overrides)[2:]]
     full = subprocess.run(cmd, cwd=helpers.ROOT, capture_output=True, text=True,
                           env=dict(helpers.cpu_env(), FULL_DISK_FILE=name), timeout=600)
     assert full.returncode == 3, (name, full.stdout + full.stderr)
     errors = full.stderr.strip().splitlines()
     assert len(errors) == 1, (name, full.stderr)
-    assert errors[0].startswith(f'error: could not write {os.path.join(workdir, "")}'), errors
-    assert name in errors[0] and '(No space left on device)' in errors[0], errors
+    assert errors[0].startswith(f'error: could not write {os.path.join(workdir, name)} (No '
+                                'space left on device); the checkpoints written so far are '
+                                'intact'), errors
     assert helpers.checkpoint_steps(workdir)[-1] == STEPS
-    assert not [f for f in os.listdir(workdir) if '.tmp.' in f or f == 'dataset_stats.npz']
+    assert not [f for f in os.listdir(workdir) if '.tmp.' in f]
     if name == 'metrics.jsonl':  # failed after a step, before a checkpoint of it
       assert 'first step' in full.stdout and f'at step {STEPS}' in full.stdout
   for name, content in before.items():
@@ -439,6 +441,37 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   step, state = helpers.restore_state(workdir)
   assert step == STEPS
   assert_same_state(state, straight[1])
+
+
+def test_a_file_of_the_run_on_a_full_disk_is_one_line_and_keeps_its_old_content(tmp_path,
+                                                                                monkeypatch):
+  """metric_logging.write_file, which writes config.json and summary.json: a write that fails
+  leaves the old file whole and no temporary file, and is one RunFailure naming the file."""
+  path = str(tmp_path / 'config.json')
+  metric_logging.write_file(path, '{"old": 1}')
+  real_open = open
+
+  class FullFile:  # the file opens; its bytes do not fit
+    def __init__(self, file):
+      self.file = file
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.file.close()
+
+  monkeypatch.setattr(metric_logging, 'open', lambda *a, **k: FullFile(real_open(*a, **k)),
+                      raising=False)
+  with pytest.raises(RunFailure) as raised:
+    metric_logging.write_file(path, '{"new": 2}')
+  assert str(raised.value).startswith(f'could not write {path} (No space left on device); the '
+                                      'checkpoints written so far are intact')
+  assert '\n' not in str(raised.value)
+  assert os.listdir(tmp_path) == ['config.json'] and open(path).read() == '{"old": 1}'
 
 
 # launch.py with a full disk for one file (FULL_DISK_FILE, its name, or the temporary file
