@@ -5,6 +5,7 @@ checkpoint, unreadable images, bad input. The truth is an uninterrupted run of t
 every interrupted one must end with the same checkpoint bit for bit (or a resumed lr change with
 the losses of the checkpoint restored and stepped by hand), and each refusal is one error line."""
 import errno
+import glob
 import json
 import os
 import random
@@ -443,35 +444,50 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   assert_same_state(state, straight[1])
 
 
-def test_a_file_of_the_run_on_a_full_disk_is_one_line_and_keeps_its_old_content(tmp_path,
-                                                                                monkeypatch):
-  """metric_logging.write_file, which writes config.json and summary.json: a write that fails
-  leaves the old file whole and no temporary file, and is one RunFailure naming the file."""
+class FullFile:
+  """A file on a full disk: it opens, its writes fail with ENOSPC."""
+
+  def __init__(self, file):
+    self.file = file
+
+  def write(self, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  def __getattr__(self, name):
+    return getattr(self.file, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.file.close()
+
+
+def test_the_runs_files_on_a_full_disk_are_one_line_each_and_keep_their_content(tmp_path,
+                                                                               monkeypatch):
+  """metric_logging's writers on a full disk: write_file (config.json, summary.json) leaves the
+  old file whole and no temporary file; metrics.jsonl's and the event file's writers fail at
+  their write. Each is one RunFailure naming the file."""
   path = str(tmp_path / 'config.json')
   metric_logging.write_file(path, '{"old": 1}')
   real_open = open
-
-  class FullFile:  # the file opens; its bytes do not fit
-    def __init__(self, file):
-      self.file = file
-
-    def write(self, data):
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self.file.close()
-
   monkeypatch.setattr(metric_logging, 'open', lambda *a, **k: FullFile(real_open(*a, **k)),
                       raising=False)
   with pytest.raises(RunFailure) as raised:
     metric_logging.write_file(path, '{"new": 2}')
-  assert str(raised.value).startswith(f'could not write {path} (No space left on device); the '
-                                      'checkpoints written so far are intact')
-  assert '\n' not in str(raised.value)
   assert os.listdir(tmp_path) == ['config.json'] and open(path).read() == '{"old": 1}'
+  metrics = metric_logging.JsonlWriter(str(tmp_path / 'metrics.jsonl'))
+  failures = [raised.value]
+  for write in (lambda: metrics.write_scalars(1, {'train/loss': 2.0}),
+                lambda: metric_logging.TensorBoardWriter(str(tmp_path / 'tb'))):  # its 1st event
+    with pytest.raises(RunFailure) as raised:
+      write()
+    failures.append(raised.value)
+  events = glob.glob(str(tmp_path / 'tb' / 'events.out.tfevents.*'))
+  assert len(events) == 1 and len(failures) == 3
+  for message, name in zip(map(str, failures), [path, str(tmp_path / 'metrics.jsonl'), *events]):
+    assert message.startswith(f'could not write {name} (No space left on device); the '
+                              'checkpoints written so far are intact') and '\n' not in message
 
 
 # launch.py with a full disk for one file (FULL_DISK_FILE, its name, or the temporary file
