@@ -61,19 +61,24 @@ class Dataset:
             'class_names': list(self.class_names), 'statistics': digest.hexdigest()[:16]}
 
 
-def build(config, *, stats_dir: str | None = None, log=print, open_train: bool = True) -> Dataset:
+def build(config, *, stats_dir: str | None = None, log=print, open_train: bool = True,
+          run_dir: str | None = None) -> Dataset:
   """The dataset of config.dataset with config.input's preprocessing.
 
   stats_dir: where computed statistics are cached (the run's workdir); None computes them on
   each call (tests and tools on small data). open_train=False (evaluating a run) opens the
   training split only if its statistics must be computed: listing ImageNet's training folder
-  takes long, and evaluation reads the eval split alone. Raises UserError (one line) for
-  missing data, mismatched classes or bad input settings.
+  takes long, and evaluation reads the eval split alone. run_dir (a training run's workdir):
+  an image folder is listed once, at the run's first start, into the run's file index, which
+  every later start and every process reads (sources.open_folder). Raises UserError (one
+  line) for missing data, mismatched classes or bad input settings.
   """
+  index_options = _file_index_options(log) if run_dir else {}
   # The training split first: a missing dataset is reported by the split training reads.
-  train = (sources.make_source(config.dataset, config.dataset.train_split) if open_train
-           else None)
-  evals = sources.make_source(config.dataset, config.dataset.eval_split)
+  train = (sources.make_source(config.dataset, config.dataset.train_split, run_dir,
+                               **index_options) if open_train else None)
+  evals = sources.make_source(config.dataset, config.dataset.eval_split, run_dir,
+                              **index_options)
   names = sources.class_names_of(evals)
   if train is not None and sources.class_names_of(train) != names:
     raise UserError(f'the {config.dataset.train_split!r} and {config.dataset.eval_split!r} '
@@ -89,6 +94,16 @@ def build(config, *, stats_dir: str | None = None, log=print, open_train: bool =
   return Dataset(name=config.dataset.name, class_names=tuple(names),
                  preprocess=preprocess_params(config.input, stats), train_source=train,
                  eval_source=evals)
+
+
+def _file_index_options(log) -> dict:
+  """Process 0 writes a run's file index; with several processes, all wait for it."""
+  import jax  # pylint: disable=g-import-not-at-top  (only runs need it; the tools may not)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  barrier = None
+  if jax.process_count() > 1:
+    barrier = lambda: multihost_utils.sync_global_devices('alexnet_jax file index')
+  return {'writer': jax.process_index() == 0, 'barrier': barrier, 'log': log}
 
 
 def of_run(workdir: str, config) -> Dataset:

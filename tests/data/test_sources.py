@@ -1,10 +1,14 @@
 """alexnet_jax/data/sources.py: the image-folder source on the embedded clothing10 photos (labels
-from the class folder names, bytes equal to the files), its one-line errors, and a TFDS source on
-a real array_record dataset built from those photos in a temporary data_dir (each record's bytes
-and label equal to the JPEG it was built from, and the images the loaders make from it identified
-with the same files preprocessed one by one)."""
+from the class folder names, bytes equal to the files), its one-line errors, a run's file index
+(equal to the listing, pickled as its path, read by later starts and other processes, files
+deleted or added since noted and read as errors), and a TFDS source on a real array_record
+dataset built from those photos in a temporary data_dir (each record's bytes and label equal to
+the JPEG it was built from, and the images the loaders make from it identified with the same
+files preprocessed one by one)."""
 import glob
 import os
+import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -48,6 +52,70 @@ def test_folder_source_errors(tmp_path):
   os.makedirs(tmp_path / 'train' / 'cat')
   (tmp_path / 'train' / 'cat' / 'notes.txt').write_text('x')
   assert 'no image files' in one_line_error(tmp_path)
+
+
+# --- the run's file index (sources.open_folder) ---
+
+
+def test_file_index_is_the_listing_and_workers_get_its_path(tmp_path, small_folder, monkeypatch):
+  """A run's first start lists the folder into <workdir>/file_index/<split>; every later start
+  reads it without listing; a saved index pickles (into each Grain worker) as its path."""
+  listed = sources.ImageFolderSource(small_folder, 'train')
+  run = str(tmp_path / 'run')
+  indexed = sources.open_folder(small_folder, 'train', run)
+  index_dir = os.path.join(run, 'file_index', 'train')
+  assert indexed.index.directory == index_dir
+  assert os.listdir(os.path.join(run, 'file_index')) == ['train']  # no temporary folder left
+  expected = [(p, helpers.SMALL_CLASSES.index(os.path.basename(os.path.dirname(p))))
+              for name in helpers.SMALL_CLASSES
+              for p in sorted(glob.glob(os.path.join(small_folder, 'train', name, '*')))]
+  assert [(indexed.path(i), indexed[i]['label']) for i in range(len(indexed))] == expected
+  assert listed.paths == indexed.paths and listed.labels == indexed.labels
+  assert all(indexed[i]['image'] == open(p, 'rb').read() for i, (p, _) in enumerate(expected))
+  assert repr(indexed) == repr(listed)  # Grain's checkpoints compare it
+  pickled = pickle.dumps(indexed)
+  assert len(pickled) < 600 and b'.jpg' not in pickled  # the index's path, not its names
+  assert pickle.loads(pickled)[5] == indexed[5]
+  assert len(pickle.dumps(listed)) > len(pickled)  # an in-memory index travels whole
+  # A later start reads the index and lists nothing.
+  monkeypatch.setattr(sources.FileIndex, 'from_listing', lambda *a: pytest.fail('listed'))
+  lines = []
+  again = sources.open_folder(small_folder, 'train', run, log=lambda *a, **k: lines.append(a))
+  assert again.paths == listed.paths and lines == []  # the folder did not change: no note
+
+
+def test_a_resume_reads_its_own_index_after_the_folder_changed(tmp_path):
+  """Files deleted after the index was built are still records (read as errors, which the
+  loaders skip and count), files and classes added are not seen, and one note says so."""
+  folder = helpers.copy_images(tmp_path / 'data', helpers.SMALL_CLASSES, {'train': 6})
+  run = str(tmp_path / 'run')
+  first = sources.open_folder(folder, 'train', run)
+  gone = [first.path(1), first.path(7)]  # one of each class
+  for path in gone:
+    os.remove(path)
+  shutil.copy(first.path(0), os.path.join(folder, 'train', 'shoes', 'new.jpg'))
+  os.makedirs(os.path.join(folder, 'train', 'socks'))
+  lines = []
+  source = sources.open_folder(folder, 'train', run, log=lambda line, **_: lines.append(line))
+  assert len(source) == 12 and source.class_names == list(helpers.SMALL_CLASSES)
+  assert len(lines) == 1 and lines[0].startswith('note: ')
+  assert ('2 of its 12 files are gone' in lines[0] and
+          '1 file(s) and 1 class folder(s) added are not seen' in lines[0])
+  assert source[1] == {'image': b'', 'label': 0, 'source': gone[0],
+                       'error': 'cannot read it: No such file or directory'}
+  assert source[7]['error'] and source[7]['label'] == 1
+  assert source[0]['image'] == open(first.path(0), 'rb').read() and 'error' not in source[0]
+
+
+def test_other_processes_read_the_index_process_0_wrote(tmp_path, small_folder):
+  """With several processes only process 0 lists and writes; the others wait (the barrier)
+  and read its index, or stop with one line when the workdir is not shared."""
+  run = str(tmp_path / 'run')
+  write = lambda: sources.open_folder(small_folder, 'val', run)  # process 0, at the barrier
+  source = sources.open_folder(small_folder, 'val', run, writer=False, barrier=write)
+  assert source.index.directory == os.path.join(run, 'file_index', 'val') and len(source) == 6
+  assert 'shared --workdir' in helpers.one_line_error(
+      lambda: sources.open_folder(small_folder, 'train', run, writer=False, barrier=lambda: 0))
 
 
 def test_relative_folder_resolves_from_repo_root(monkeypatch, tmp_path):
