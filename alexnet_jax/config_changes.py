@@ -81,6 +81,8 @@ KEYS: dict[str, Rule] = {
                              'draws from here on differ from an uninterrupted run\'s'),
     'input.workers': Rule(RUN, 'the batches do not depend on it (Grain\'s elastic iterator)'),
     'input.prefetch': Rule(RUN, 'buffering only'),
+    'input.max_unreadable_frac': Rule(RUN, 'when a run with unreadable images stops; the '
+                                      'images it skips get no weight either way'),
     'model.num_classes': Rule(EXPERIMENT, 'fc8\'s shape', fixed=True),
     'model.lrn': Rule(EXPERIMENT, _MODEL),
     'model.norm': Rule(EXPERIMENT, _MODEL + ' (to or from batch norm the checkpoint\'s arrays '

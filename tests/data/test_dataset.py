@@ -1,7 +1,13 @@
 """alexnet_jax/data/dataset.py: the Dataset built once per run from the config (sizes, class
 names from the folder layout, the num_classes check) and the preprocessing it hands the loaders
 (input.mean=pixel or channel, lighting_eigen), against the class folders and numpy's mean of the
-same images decoded by hand."""
+same images decoded by hand; a training run lists its folders once, and a resume after files
+were deleted reads its own file index, skips and counts them, and stops past
+input.max_unreadable_frac."""
+import glob
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -11,6 +17,7 @@ from alexnet_jax.data import dataset_stats
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data import sources
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 from tests import helpers
 
@@ -73,3 +80,40 @@ def test_a_training_run_lists_each_split_once(tmp_path, monkeypatch):
   assert summary['final_step'] == 2 and summary['eval']['count'] == 240
   assert sorted(opened) == ['train', 'val']
   assert len(stats_calls) == 1  # the statistics: computed (or read) once
+
+
+def test_a_resume_after_files_were_deleted_skips_and_counts_them(tmp_path, monkeypatch, capsys):
+  """Two training files deleted between two runs of one workdir: the second run resumes (the
+  data check compares the run's own index, which still lists them; no folder is listed
+  again), says so in one note line, skips both (one epoch reads each once), counts them in
+  summary.json and the metrics, and finishes. A third run, stopping past
+  input.max_unreadable_frac, is one RunFailure line. (The :tiny net and batches of the test
+  above: the same compiled programs.)"""
+  folder = helpers.copy_images(tmp_path / 'data', helpers.CLASSES, {'train': 4, 'val': 1})
+  workdir = str(tmp_path / 'run')
+  config = helpers.tiny_config(folder=folder)
+  config.train.update(num_steps=5, checkpoint_every_steps=5)  # 40 images, batch 8: 1 epoch
+  assert train.train_and_evaluate(config, workdir)['skipped_images'] == 0
+  files = sorted(glob.glob(os.path.join(folder, 'train', '*', '*')))
+  for path in (files[0], files[-1]):
+    os.remove(path)
+  opened = helpers.record_folder_openings(monkeypatch)
+  capsys.readouterr()
+  config.train.num_steps = 10
+  summary = train.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert opened == []  # the run's index, not a new listing
+  assert 'resumed from' in out and summary['final_step'] == 10
+  notes = [line for line in out.splitlines() if 'changed since this run listed it' in line]
+  assert len(notes) == 1 and '2 of its 40 files are gone' in notes[0]
+  assert summary['skipped_images'] == 2 and summary['eval']['count'] == 10
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['skipped_images'] == 2
+  assert helpers.train_records(workdir)[10]['train/skipped_images'] == 2
+  monkeypatch.setattr(pipeline.UnreadableImages, 'MIN_WINDOW', 8)  # every step is a window
+  config.train.num_steps = 15
+  config.input.max_unreadable_frac = 0.1  # one of a step's 8 images is 12.5 %
+  with pytest.raises(RunFailure, match='could not be read .* > config.input.max_unreadable_frac='
+                     '0.1') as e:
+    train.train_and_evaluate(config, workdir)
+  assert '\n' not in str(e.value)

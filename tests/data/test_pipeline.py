@@ -1,20 +1,28 @@
 """alexnet_jax/data/pipeline.py: the Grain train and eval loaders on the embedded clothing10
 photos: shapes, determinism, epochs, shards, worker processes, iterator state and resume,
-padding, the 10-crop, and no TensorFlow on the folder path. Truths: every image of a batch is
+padding, the 10-crop, eval workers started once per run, files that cannot be read, the worker
+and thread counts chosen from the machine, the unreadable-image limit, and no TensorFlow on the
+folder path. Truths: every image of a batch is
 identified by exact equality with its file preprocessed on its own (tests/helpers.py), labels
 come from the class folder names."""
 import glob
+import multiprocessing
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from alexnet_jax import evaluation
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import dataset_stats
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import preprocessing as pp
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 from tests import helpers
 
@@ -173,6 +181,124 @@ def test_eval_ten_crop(small_folder):
   np.testing.assert_array_equal(batches[0]['image'][0],
                                 np.stack(crops + [c[:, ::-1] for c in crops]))
   assert not batches[1]['image'][2:].any()
+
+
+def test_eval_workers_start_once_and_every_pass_is_the_same(small_folder, monkeypatch):
+  """evaluation.evaluate twice on one loader with 2 worker processes: the workers start at
+  the first pass only (Process.start counted), both passes give the batches of 0 workers, in
+  order (before, each worker batched its own records and dropped their remainder), and the
+  results are identical."""
+  starts = []
+  real_start = multiprocessing.process.BaseProcess.start
+  monkeypatch.setattr(multiprocessing.process.BaseProcess, 'start',
+                      lambda self: (starts.append(self), real_start(self))[1])
+  config = helpers.plain_config(small_folder)
+  config.eval.batch_size = 2  # 6 val images: 3 batches, split 2 + 1 over the workers
+  reference = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config))))
+  assert len(reference) == 3 and not starts
+  config.input.workers = 2
+  loader = pipeline.create_eval_loader(config, dataset_lib.build(config))
+  mesh = helpers.mesh_of(1, 1)
+  seen = []
+
+  def step(state, batch):  # what evaluate sums, from the batches themselves
+    seen.append(jax.device_get(batch))
+    image_sums = batch['image'].sum(axis=(1, 2, 3))
+    return {'loss': jnp.sum(image_sums * batch['mask']), 'top1': jnp.sum(batch['label']),
+            'top5': jnp.sum(batch['mask']), 'count': jnp.sum(batch['mask'])}
+
+  first = evaluation.evaluate(None, loader, step, mesh)
+  workers = sorted(p.pid for p in starts)
+  assert len(workers) == 2 and first['count'] == 6
+  assert_batches_equal(seen, [{k: v for k, v in b.items() if k != 'skipped'}
+                              for b in reference])
+  seen.clear()
+  assert evaluation.evaluate(None, loader, step, mesh) == first
+  assert sorted(p.pid for p in starts) == workers  # no new process
+  assert all(p.is_alive() for p in starts)
+  assert_batches_equal(seen, [{k: v for k, v in b.items() if k != 'skipped'}
+                              for b in reference])
+  next(iter(loader))  # a pass left unfinished: the next one starts at the beginning again
+  assert evaluation.evaluate(None, loader, step, mesh) == first and len(starts) == 2
+  pipeline.close_iterator(loader)
+  assert not any(p.is_alive() for p in starts)
+
+
+def test_loader_size_from_the_machine(monkeypatch):
+  """input.workers / prefetch = -1: on a CPU backend 0 workers and 2 threads (the step needs
+  the cores); on a GPU every core of this process's share but one decodes, at most 8 threads
+  a process. Explicit values stay. Each case worked out by hand."""
+  def size(workers=-1, threads=-1, platform='gpu', cores=16, processes=1):
+    inp = ml_collections.ConfigDict({'workers': workers, 'prefetch': threads})
+    s = pipeline.loader_size(inp, platform, (cores, processes))
+    return s.workers, s.threads
+
+  assert size(platform='cpu', cores=64) == (0, 2)
+  assert size(platform='cpu', workers=3) == (3, 2)
+  assert size(cores=2) == (0, 1)  # 1 decoding core
+  assert size(cores=9) == (0, 8)  # 8: one process's threads
+  assert size(cores=16) == (2, 8)  # 15 cores: 2 workers x 8 threads
+  assert size(cores=96, platform='tpu') == (12, 8)  # 95: 12 x 8
+  assert size(cores=16, workers=3) == (3, 5)  # 15 / 3
+  assert size(cores=16, threads=4) == (4, 4)  # ceil(15 / 4) workers
+  assert size(cores=16, workers=1, threads=2) == (1, 2)
+  line = pipeline.loader_size(ml_collections.ConfigDict({'workers': -1, 'prefetch': -1}),
+                              'gpu', (16, 4)).describe()
+  assert line == ('input: 2 worker process(es), 8 read thread(s) per process (input.workers '
+                  'and input.prefetch auto: 16 core(s) for this process of 4 on this host, gpu '
+                  'backend)')
+  # Several processes on a host share its cores, unless each is bound to its own already.
+  monkeypatch.setattr(os, 'cpu_count', lambda: 64)
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(64)))
+  assert pipeline.host_cores({}) == (64, 1)
+  assert pipeline.host_cores({'LOCAL_WORLD_SIZE': '8'}) == (8, 8)
+  assert pipeline.host_cores({'SLURM_NTASKS_PER_NODE': '4(x2)'}) == (16, 4)
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(8)))
+  assert pipeline.host_cores({'LOCAL_WORLD_SIZE': '8'}) == (8, 8)
+
+
+def test_unreadable_images_stop_a_run_past_the_fraction():
+  """Training windows of at least MIN_WINDOW images and evaluation passes: at or below the
+  fraction nothing happens, past it one RunFailure line."""
+  policy = pipeline.UnreadableImages(0.01)
+  valid = np.ones(500, bool)
+  valid[:5] = False  # 1 %
+  policy.add(valid)
+  policy.check(step=1)  # 500 images: too few to judge
+  policy.add(valid)
+  policy.check(step=2)  # 10 of 1000: 1 %, not past it
+  assert policy.read == 0  # a new window
+  valid[5] = False
+  policy.add(valid)
+  policy.add(valid)
+  with pytest.raises(RunFailure, match=r'^12 of the last 1000 training images \(step 3\) could '
+                     r'not be read \(1.2% > config.input.max_unreadable_frac=0.01'):
+    policy.check(step=3)
+  policy.check_eval({'count': 990, 'skipped_images': 10}, step=4)
+  with pytest.raises(RunFailure, match='11 of the 1000 validation images') as e:
+    policy.check_eval({'count': 989, 'skipped_images': 11}, step=4)
+  assert '\n' not in str(e.value)
+  pipeline.UnreadableImages(1.0).check_eval({'count': 0, 'skipped_images': 50}, step=1)
+
+
+def test_an_unreadable_file_is_skipped_and_counted_on_every_path(tmp_path):
+  """A file deleted after the index was built: its row is blank and invalid in training
+  batches (host and device augmentation) and counted as skipped in evaluation."""
+  folder = helpers.copy_images(tmp_path / 'data', helpers.SMALL_CLASSES, {'train': 2, 'val': 2})
+  config = helpers.plain_config(folder)
+  dataset = dataset_lib.build(config, run_dir=str(tmp_path / 'run'))
+  os.remove(dataset.train_source.path(2))
+  os.remove(dataset.eval_source.path(0))
+  for augment_on in ('host', 'device'):
+    config.input.augment_on = augment_on
+    batch = next(iter(pipeline.create_train_loader(config, dataset, seed=0)))  # all 4 images
+    assert (~batch['valid']).sum() == 1
+    blank = batch['image'][~batch['valid']][0]  # host: the zero image, its mean subtracted
+    np.testing.assert_array_equal(blank, 0 if augment_on == 'device' else
+                                  np.broadcast_to(-helpers.CHANNEL_MEAN, blank.shape))
+  batch = next(iter(pipeline.create_eval_loader(config, dataset)))
+  assert batch['skipped'].tolist() == [True, False, False, False]
+  assert batch['mask'].tolist() == [False, True, True, True]
 
 
 # --- imports ---
