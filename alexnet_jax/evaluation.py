@@ -12,6 +12,7 @@ from typing import Any
 from flax import struct
 from flax.training import train_state
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -34,14 +35,24 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where fewer than k classes score higher than the label.
+  """1.0 where the label is among the k best-scored classes, 0.0 elsewhere and wherever a logit
+  is not finite.
+
+  The classes are ranked as jnp.argmax and a stable descending sort rank them: by score, and
+  on a tie the lower class index first. So a class ranks above the label if its score is
+  higher, or equal with a lower index; the label is in the top k if fewer than k classes do.
+  Counting ties as correct would score constant logits (a dead net) top-1 = 1.0; comparisons
+  with NaN are all false, so NaN logits would score 1.0 too. The learning-rate rule reads this
+  number.
 
   Written as a count rather than lax.top_k: it is elementwise per example, so a batch split
   over devices stays split (XLA gathers the whole batch for a top_k).
   """
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  higher = jnp.sum(logits > label_logit, axis=-1)
-  return (higher < k).astype(jnp.float32)
+  lower_index = jnp.arange(logits.shape[-1]) < labels[:, None]
+  ahead = (logits > label_logit) | ((logits == label_logit) & lower_index)
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return ((jnp.sum(ahead, axis=-1) < k) & finite).astype(jnp.float32)
 
 
 def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -56,9 +67,14 @@ def eval_step(state, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   if images.ndim == 5:
     b, n = images.shape[:2]
     logits = state.apply_fn(variables, images.reshape((b * n,) + images.shape[2:]), train=False)
-    probs = jax.nn.softmax(logits.reshape(b, n, -1), axis=-1).mean(axis=1)
-    scores = jnp.log(probs)
-    loss = -jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+    logits = logits.reshape(b, n, -1).astype(jnp.float32)  # the softmax in float32
+    probs = jax.nn.softmax(logits, axis=-1).mean(axis=1)
+    loss = -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0])
+    # Ranked by the mean probability itself (its log turns a probability that underflowed to 0
+    # into -inf); an image with a non-finite logit in any crop is wrong, as topk_correct counts
+    # one crop.
+    finite = jnp.all(jnp.isfinite(logits), axis=(1, 2))
+    scores = jnp.where(finite[:, None], probs, jnp.nan)
   else:
     scores = state.apply_fn(variables, images, train=False)
     loss = cross_entropy_loss(scores, labels)
@@ -109,17 +125,20 @@ def _inference_state(config, variables) -> InferenceState:
 def evaluate(state, eval_loader, jitted_eval_step,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
   """One pass of eval_loader: mean loss, top-1 and top-5 over its real images, their count and
-  how many could not be read."""
+  how many could not be read (all processes').
+
+  eval_loader is a pipeline.EvalLoader, made once per run: each evaluation is a pass of the
+  same iterator, so its Grain worker processes start at the first evaluation only (the caller
+  closes it at the end).
+  """
   totals = None
   skipped = 0
-  batches = iter(eval_loader)
-  try:
-    for batch in batches:
-      skipped += int(np.sum(batch.pop('skipped', 0)))  # unreadable images, already masked
-      sums = jitted_eval_step(state, sharding.global_batch(batch, mesh))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  finally:
-    pipeline.close_iterator(batches)  # frees the workers' shared memory now
+  for batch in iter(eval_loader):
+    skipped += int(np.sum(batch.pop('skipped', 0)))  # unreadable images, already masked
+    sums = jitted_eval_step(state, sharding.global_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if jax.process_count() > 1:  # each process counted its own rows
+    skipped = int(np.sum(multihost_utils.process_allgather(np.int64(skipped))))
   totals = jax.device_get(totals)
   count = max(float(totals['count']), 1.0)
   return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,

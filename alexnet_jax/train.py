@@ -25,6 +25,7 @@ import optax
 from alexnet_jax import checkpointing
 from alexnet_jax import compiler_options
 from alexnet_jax import config_changes
+from alexnet_jax import config_validation
 from alexnet_jax import evaluation
 from alexnet_jax import metric_logging
 from alexnet_jax import optim
@@ -154,6 +155,13 @@ def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
 
 
 def _check_workdir(workdir: str) -> None:
+  """A local (or mounted) directory this process can write. A URL (gs://, s3://) is refused
+  before anything is written: the run's lock (fcntl), metrics, config and statistics are written
+  with local file calls (docs/reliability.md), which would create a directory named 'gs:'."""
+  if '://' in workdir:
+    raise UserError(f'workdir {workdir!r} is not a local path: this version writes its lock, '
+                    'metrics and config with local file calls, not through a bucket. Use a '
+                    'directory on a local disk or on a file system mounted on every host')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test.{os.getpid()}')  # one per process
@@ -328,6 +336,8 @@ class _ChanceCheck:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains config's model in workdir, resuming from its latest checkpoint; returns a summary."""
   wall_start = time.perf_counter()
+  # Every key's type and range, the mesh and the batches: one line, before the workdir exists.
+  config_validation.validate(config, jax.devices(), jax.process_count())
   _check_workdir(workdir)
   resilience.check_on_nonfinite(config.train.on_nonfinite)
   with contextlib.ExitStack() as stack:
@@ -335,12 +345,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       stack.enter_context(resilience.WorkdirLock(workdir))
     mesh = sharding.create_mesh(config.mesh)
     sharding.check_batch(config.train.batch_size, mesh)
-    sharding.check_batch(config.eval.batch_size * jax.process_count(), mesh,
-                         'config.eval.batch_size x processes')
+    sharding.check_batch(config.eval.batch_size, mesh, 'config.eval.batch_size')  # global
     model = alexnet.from_config(config.model)  # a bad switch is an error before the data pass
     config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
     # The data once: sources, class names, the statistics (the run's own cached file).
-    dataset = dataset_lib.build(config, stats_dir=workdir, log=_log)
+    dataset = dataset_lib.build(config, stats_dir=workdir, log=_log, run_dir=workdir)
     run = RunLength.from_config(config.train, dataset.num_train)
     with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
       return _train(config, workdir, dataset, model, run, mesh, wall_start)
@@ -436,6 +445,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   chance_check = _ChanceCheck(config.train, dataset.num_classes)
   train_iter = iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
   eval_loader = pipeline.create_eval_loader(config, dataset, ten_crop=config.eval.ten_crop)
+  unreadable = pipeline.UnreadableImages(config.input.max_unreadable_frac)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
                              config.input.image_size, mesh)
@@ -466,10 +476,10 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
         f'{config.train.batch_size // mesh.shape["data"]} per data shard | base lr '
         f'{optim.base_learning_rate(config.optimizer, config.train.batch_size):g} '
         f'(lr_scaling={config.optimizer.lr_scaling})', flush=True)
+  _log(pipeline.loader_size(config.input).describe(), flush=True)
 
   if jax.process_index() == 0:  # what the eval/predict/figure tools rebuild the model from
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2))
+    metric_logging.write_file(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
     dataset_lib.save_class_names(dataset, workdir)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
   augmentation = device_preprocessing.of_run(config, dataset.preprocess)
@@ -502,6 +512,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
       batch = next(train_iter)
       progress.data_wait += time.perf_counter() - t0
       skipped_images += int(np.sum(~batch['valid']))  # this process's unreadable images
+      unreadable.add(batch['valid'])
       state, metrics = jitted_train_step(state, sharding.global_batch(batch, mesh))
       step += 1
       pending.append(metrics)
@@ -514,6 +525,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
 
       if run.due(step, run.log_every):
         nonfinite.check(last_saved)
+        unreadable.check(step)  # RunFailure past input.max_unreadable_frac
         means, pending = _mean_metrics(pending), []
         means.update(progress.report(step, means))
         means['nonfinite_steps'] = nonfinite.skipped
@@ -528,6 +540,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
         _log(f'eval at step {step} (epoch {step / run.steps_per_epoch:.1f}): '
              f'top1 {last_eval["top1"]:.4f} top5 {last_eval["top5"]:.4f} '
              f'loss {last_eval["loss"]:.4f} on {last_eval["count"]} images', flush=True)
+        unreadable.check_eval(last_eval, step)
         epoch = step / run.steps_per_epoch
         scalars = {f'eval/{k}': last_eval[k] for k in ('loss', 'top1', 'top5')}
         scalars['eval/at_chance'] = float(optim.at_chance(last_eval['top1'],
@@ -560,6 +573,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
 
   writer.close()
   pipeline.close_iterator(train_iter)
+  pipeline.close_iterator(eval_loader)
   summary = {'final_step': step, 'total_steps': run.total_steps,
              'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval,
              'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images}
@@ -571,8 +585,8 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
          f'{checkpoints.directory}; run the same command again to resume', flush=True)
     return {**summary, 'stopped_by': stop.name}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    metric_logging.write_file(os.path.join(workdir, 'summary.json'),
+                              json.dumps(summary, indent=2))
   if last_eval:
     _log(f'done: step {step}/{run.total_steps}, val top1 {last_eval["top1"]:.4f} '
           f'top5 {last_eval["top5"]:.4f}, {summary["wall_time_s"]:.0f} s', flush=True)

@@ -64,12 +64,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in the Grain workers), 'device' (JAX inside the jitted step; the workers only decode and the
   # transfer is uint8 R x R), 'auto' = device on GPU/TPU, host on a CPU.
   config.input.augment_on = 'auto'
-  config.input.workers = 4  # Grain worker processes; 0 = decode in the main process.
+  # Grain worker processes; 0 = decode in the main process; -1 = from the machine
+  # (pipeline.loader_size: on a CPU backend 0, the step needs the cores; on a GPU/TPU every
+  # core of this process's share but one decodes, up to 8 threads per process, past that in
+  # workers). The run's start-up line says what was chosen.
+  config.input.workers = -1
   # Read threads per process, each reading and decoding one batch at a time (so also the
   # batches read ahead). With workers=0 and augment_on='device' they decode side by side in the
   # main process (simplejpeg lets go of the GIL) and no batch crosses shared memory: see README
-  # "Does the input pipeline keep up?" for what each way costs per image.
-  config.input.prefetch = 2
+  # "Does the input pipeline keep up?" for what each way costs per image. -1 = from the
+  # machine (2 on a CPU backend; on a GPU/TPU the decoding cores over the processes).
+  config.input.prefetch = -1
+  # Unreadable images (gone since the run's file index was built, truncated, not images) are
+  # skipped and counted; past this fraction of the training images read since the last check
+  # (at log steps, >= 1000 images) or of an evaluation's images, the run stops with one line:
+  # a lost mount or a moved folder, not a few bad files. 1 = never stop.
+  config.input.max_unreadable_frac = 0.01
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 1000
@@ -165,7 +175,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.allow_changed = ''
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 128
+  config.eval.batch_size = 128  # global, as train.batch_size: split over processes, data shards.
   config.eval.ten_crop = False  # paper 4.1: softmax averaged over 4 corners + centre and flips.
 
   if arg in (None, '', 'imagenet'):

@@ -6,6 +6,7 @@ predict's own path (file -> preprocessing -> net) gets the same top-1 accuracy a
 pipeline."""
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,102 @@ def _softmax64(logits):
   z = np.asarray(logits, np.float64)
   z = np.exp(z - z.max())
   return z / z.sum()
+
+
+# --- top-k: ties ranked as argmax ranks them, non-finite logits wrong ---
+
+
+def _stable_topk_truth(logits, labels, k):
+  """The label among the first k of a stable descending sort (numpy): ties by class index."""
+  order = np.argsort(-np.asarray(logits, np.float64), axis=-1, kind='stable')[:, :k]
+  return np.array([label in row for row, label in zip(order, labels)], np.float32)
+
+
+def test_topk_ties_are_ranked_as_argmax_and_a_stable_sort_rank_them():
+  """Logits drawn from 3 values (ties everywhere) and constant rows: top-1 is exactly
+  `argmax == label`, and top-k for k = 1..5 is the stable sort's."""
+  rng = np.random.default_rng(0)
+  logits = rng.integers(0, 3, (300, 10)).astype(np.float32)
+  logits[:40] = 0.25  # constant rows: a dead net
+  labels = rng.integers(0, 10, 300)
+  argmax = np.asarray(jnp.argmax(jnp.asarray(logits), axis=-1))
+  np.testing.assert_array_equal(evaluation.topk_correct(logits, labels, 1),
+                                (argmax == labels).astype(np.float32))
+  for k in range(1, 6):
+    np.testing.assert_array_equal(evaluation.topk_correct(logits, labels, k),
+                                  _stable_topk_truth(logits, labels, k))
+
+
+def test_constant_logits_score_as_argmax_not_one():
+  """10 classes, one example per label, every logit 0: argmax says class 0, so top-1 is 1/10
+  (only label 0), and top-5 is 5/10 (labels 0-4), not 1.0 as when ties counted as correct."""
+  logits, labels = np.zeros((10, 10), np.float32), np.arange(10)
+  assert float(jnp.mean(evaluation.topk_correct(logits, labels, 1))) == pytest.approx(0.1)
+  np.testing.assert_array_equal(evaluation.topk_correct(logits, labels, 5),
+                                [1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+
+
+def test_ties_at_the_kth_place():
+  """k=5, scores 9 8 7 6 5 5 5 0: classes 4, 5, 6 tie for 5th place; only the lowest index,
+  4, is in the top 5. With the tie in the top places instead (5 5 5 5 5 5 1 0), classes 0-4
+  are in, 5 is out."""
+  row = np.array([9, 8, 7, 6, 5, 5, 5, 0], np.float32)
+  got = evaluation.topk_correct(np.tile(row, (8, 1)), np.arange(8), 5)
+  np.testing.assert_array_equal(got, [1, 1, 1, 1, 1, 0, 0, 0])
+  row = np.array([5, 5, 5, 5, 5, 5, 1, 0], np.float32)
+  got = evaluation.topk_correct(np.tile(row, (8, 1)), np.arange(8), 5)
+  np.testing.assert_array_equal(got, [1, 1, 1, 1, 1, 0, 0, 0])
+
+
+def test_non_finite_logits_are_wrong():
+  """An example with a NaN or an infinity anywhere in its logits is wrong at every k, even
+  where its label would otherwise rank first; its finite neighbour in the batch still counts."""
+  good = [3.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+  rows = [good, [np.nan] * 6, [3.0, np.nan, 0, 0, 0, 0], [np.inf, 0, 0, 0, 0, 0],
+          [3.0, 0, 0, 0, 0, -np.inf], [np.nan, 0, 0, 0, 0, 0]]
+  logits = np.array(rows, np.float32)
+  for k in (1, 5):
+    np.testing.assert_array_equal(evaluation.topk_correct(logits, np.zeros(6, int), k),
+                                  [1, 0, 0, 0, 0, 0])
+
+
+def _logits_state(num_classes):
+  """A stand-in for the train state whose 'net' returns the first num_classes values of each
+  image as its logits: the test writes the logits it wants into the images."""
+  apply_fn = lambda variables, x, train: x.reshape(x.shape[0], -1)[:, :num_classes]
+  return types.SimpleNamespace(apply_fn=apply_fn, params={}, batch_stats={})
+
+
+def _images_of(logits_BxNxC):
+  """B x N x 2 x 2 x 3 images whose first C values per crop are the given logits."""
+  b, n, c = logits_BxNxC.shape
+  images = np.zeros((b, n, 12), np.float32)
+  images[..., :c] = logits_BxNxC
+  return images.reshape(b, n, 2, 2, 3)
+
+
+def test_eval_step_counts_constant_and_non_finite_logits_as_argmax_would():
+  """Centre crop: constant logits are right only for label 0 (argmax's pick); NaN or inf
+  logits are wrong. 10-crop: the same, a NaN in one crop of ten makes the image wrong, and
+  mean probabilities that underflow to 0 (logits 0 against -200) tie, by class index, rather
+  than all reading as log(0) = -inf."""
+  c = 6
+  state = _logits_state(c)
+  constant, nan_row, far = np.zeros(c), np.full(c, np.nan), np.array([0.0] + [-200.0] * 5)
+  inf_row = np.array([np.inf] + [0.0] * 5)
+  labels = np.array([0, 3, 0, 0, 4, 5])
+  rows = np.array([constant, constant, nan_row, inf_row, far, far], np.float32)
+  centre = evaluation.eval_step(state, {'image': _images_of(rows[:, None])[:, 0],
+                                        'label': labels, 'mask': np.ones(6, bool)})
+  # label 0 of constant: in; label 3 of constant: top-5 only; NaN, inf: out; far, labels 4 and
+  # 5: class 0 first, then the tied classes 1-5 by index: 4 is 5th, 5 is 6th.
+  assert (float(centre['top1']), float(centre['top5'])) == (1.0, 3.0)
+  crops = np.repeat(rows[:, None], 10, axis=1)
+  crops[1, 7, 2] = np.nan  # one crop of an image that top-5 would otherwise count
+  ten = evaluation.eval_step(state, {'image': _images_of(crops), 'label': labels,
+                                     'mask': np.ones(6, bool)})
+  assert (float(ten['top1']), float(ten['top5'])) == (1.0, 2.0)
+  assert float(ten['count']) == 6
 
 
 # --- on a finished training run ---

@@ -484,8 +484,10 @@ def _close(iterator) -> None:
 def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None,
                        shard_index: int | None = None,
                        shard_count: int | None = None) -> EvalLoader:
-  """Ordered passes over dataset's eval split in batches of config.eval.batch_size per
-  process. iter() of it is one pass; its worker processes start once (EvalLoader).
+  """Ordered passes over dataset's eval split in global batches of config.eval.batch_size,
+  like config.train.batch_size: each of the shard_count processes reads its
+  eval.batch_size / shard_count rows of every batch (one process: all of them). iter() of it
+  is one pass; its worker processes start once (EvalLoader).
 
   The split is padded so that every process gets the same number of full batches (shape never
   changes, so the jitted eval step never recompiles); batch['mask'] is True for real examples
@@ -501,8 +503,11 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
   ten_crop = config.eval.ten_crop if ten_crop is None else ten_crop
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
   source = dataset.eval_source
-  batch = config.eval.batch_size
   count = shard_options.shard_count
+  if config.eval.batch_size % count:
+    raise UserError(f'config.eval.batch_size={config.eval.batch_size} does not divide over the '
+                    f'{count} processes (it is the global batch)')
+  batch = config.eval.batch_size // count  # this process's rows of each global batch
   num_batches = eval_num_batches(len(source), batch, count)
   padded = PaddedSource(source, count * batch * num_batches)
   params = dataset.preprocess

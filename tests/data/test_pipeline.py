@@ -160,9 +160,9 @@ def test_eval_two_shards_cover_once_same_batch_count():
     batches = list(iter(pipeline.create_eval_loader(config, dataset_lib.build(config),
                                                     shard_index=index, shard_count=2)))
     counts.append(len(batches))
-    assert all(b['image'].shape[0] == 50 for b in batches)
+    assert all(b['image'].shape[0] == 25 for b in batches)  # each process's half of 50
     found += helpers.identify(batches, table)
-  assert counts == [3, 3]  # 120 real per process -> 3 batches of 50 each, padded equally
+  assert counts == [5, 5]  # 120 real per process -> 5 batches of 25 each, padded equally
   assert sorted(found) == sorted(p for p, _ in table.values())  # each val image exactly once
 
 
