@@ -66,11 +66,11 @@ def test_compare_sorts_changes_into_the_three_classes():
   assert not same.keys and same.lines() == []
   c = cc.compare(saved, changed(input__workers=1, train__log_every_steps=10,
                                 optimizer__lr=0.001, model__conv_impl='halves'), 7)
-  assert c.run == {'input.workers': (4, 1), 'train.log_every_steps': (50, 10),
+  assert c.run == {'input.workers': (-1, 1), 'train.log_every_steps': (50, 10),
                    'model.conv_impl': ('auto', 'halves')}
   assert c.optimizer == {'optimizer.lr': (0.01, 0.001)}
   lines = c.lines()
-  assert lines[0].startswith('note: resuming at step 7') and 'input.workers 4 -> 1' in lines[0]
+  assert lines[0].startswith('note: resuming at step 7') and 'input.workers -1 -> 1' in lines[0]
   assert lines[1] == 'optimizer.lr 0.01 -> 0.001 at step 7'
   # The evaluation frequency drives the plateau rule (the default), not a constant lr.
   assert 'train.eval_every_epochs' in cc.compare(

@@ -16,6 +16,8 @@ import json
 import os
 from typing import Any
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from alexnet_jax.data import dataset_stats
@@ -98,8 +100,6 @@ def build(config, *, stats_dir: str | None = None, log=print, open_train: bool =
 
 def _file_index_options(log) -> dict:
   """Process 0 writes a run's file index; with several processes, all wait for it."""
-  import jax  # pylint: disable=g-import-not-at-top  (only runs need it; the tools may not)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   barrier = None
   if jax.process_count() > 1:
     barrier = lambda: multihost_utils.sync_global_devices('alexnet_jax file index')

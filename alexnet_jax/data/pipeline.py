@@ -25,6 +25,7 @@ from absl import flags
 import grain
 from grain._src.python.ipc import shared_memory_array
 import jax  # grain imports it anyway
+from jax.experimental import multihost_utils
 import numpy as np
 
 from alexnet_jax.data import preprocessing as pp
@@ -530,7 +531,8 @@ class UnreadableImages:
   skipped and counted; a lost mount or a folder moved away makes every read fail, and the run
   would go on training on blank, weightless batches. The training images read since the last
   check (at log steps, once at least MIN_WINDOW of them, summed over processes) and each
-  evaluation pass are checked: past the fraction, RunFailure (one line).
+  evaluation pass (of at least MIN_WINDOW images, or none readable) are checked: past the
+  fraction, RunFailure (one line).
   """
   MIN_WINDOW = 1000  # images; fewer would stop a small run on one bad file
 
@@ -547,7 +549,6 @@ class UnreadableImages:
     """At the same steps on every process (a collective when there are several)."""
     read, unreadable = self.read, self.unreadable
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       read, unreadable = np.sum(multihost_utils.process_allgather(
           np.array([read, unreadable], np.int64)).reshape(-1, 2), axis=0).tolist()
     if read < self.MIN_WINDOW:
@@ -556,9 +557,13 @@ class UnreadableImages:
     self._fail_past(unreadable, read, f'of the last {read} training images (step {step})')
 
   def check_eval(self, result: dict, step: int) -> None:
-    """An evaluation's result (evaluation.evaluate: count, skipped_images; all processes)."""
+    """An evaluation's result (evaluation.evaluate: count, skipped_images; all processes). A
+    split smaller than MIN_WINDOW stops the run only when none of it could be read."""
     skipped = int(result.get('skipped_images', 0))
-    self._fail_past(skipped, skipped + int(result['count']),
+    total = skipped + int(result['count'])
+    if total < self.MIN_WINDOW and skipped < total:
+      return
+    self._fail_past(skipped, total,
                     f'of the {skipped + int(result["count"])} validation images (step {step})')
 
   def _fail_past(self, unreadable: int, read: int, what: str) -> None:
