@@ -103,12 +103,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.width = 1.0  # channel multiplier; 1.0 is the paper's net (tests use less).
   # Implementation choices with identical results (measured by
   # `python -m alexnet_jax.tools.benchmark`):
-  # LRN 'fast' (custom_vjp), 'autodiff' or 'reduce_window'; grouped convs 'auto' (per backend),
-  # 'halves' (one conv per group) or 'feature_group' (XLA's feature_group_count); max pooling
-  # 'fast' (custom_vjp) or 'xla' (reduce_window's own gradient).
-  config.model.lrn_impl = 'fast'
+  # LRN 'fast' (custom_vjp), 'autodiff' or 'reduce_window'; grouped convs 'halves' (one conv
+  # per group), 'feature_group' (XLA's feature_group_count) or 'im2col'; max pooling 'fast'
+  # (custom_vjp) or 'xla' (reduce_window's own gradient). 'auto' is each one's fastest where it
+  # was measured, CPU (fast, im2col, fast), and the plain XLA form (reduce_window,
+  # feature_group, xla) on GPU/TPU, where none was measured yet.
+  config.model.lrn_impl = 'auto'
   config.model.conv_impl = 'auto'
-  config.model.pool_impl = 'fast'
+  config.model.pool_impl = 'auto'
 
   # Optimizer: 'sgd' is the paper's update v <- 0.9 v - wd*lr*w - lr*g; w <- w + v.
   config.optimizer = ml_collections.ConfigDict()

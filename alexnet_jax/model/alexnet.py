@@ -81,9 +81,9 @@ class AlexNet(nn.Module):
   init_scheme: str = 'paper'
   width: float = 1.0  # channel multiplier; 1.0 is the paper's net
   remove_convs: tuple[str, ...] = ()  # REMOVABLE_CONVS left out (depth ablation)
-  lrn_impl: str = 'fast'  # lrn.IMPLS: same values, different speed
+  lrn_impl: str = 'auto'  # lrn.CHOICES: same values, different speed
   conv_impl: str = 'auto'  # CONV_IMPLS: same values, different speed
-  pool_impl: str = 'fast'  # pooling.IMPLS: same values, different speed
+  pool_impl: str = 'auto'  # pooling.CHOICES: same values, different speed
 
   def _channels(self, n: int) -> int:
     return max(GROUPS, int(round(n * self.width / GROUPS)) * GROUPS)
@@ -215,12 +215,12 @@ def from_config(model_config) -> AlexNet:
   # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
   # Runs saved before dropout_placement existed dropped torchvision's units; before norm
   # existed, model.lrn alone chose LRN or nothing.
-  model_config = {'lrn_impl': 'fast', 'conv_impl': 'auto', 'pool_impl': 'fast',
+  model_config = {'lrn_impl': 'auto', 'conv_impl': 'auto', 'pool_impl': 'auto',
                   'dropout_placement': 'torchvision', 'remove_convs': '', 'norm': 'lrn',
                   **dict(model_config)}
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
-            ('norm', NORMS), ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.IMPLS),
-            ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.IMPLS),
+            ('norm', NORMS), ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.CHOICES),
+            ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.CHOICES),
             ('dropout_placement', DROPOUT_PLACEMENTS)]
   for key, allowed in checks:
     if model_config[key] not in allowed:

@@ -34,6 +34,16 @@ BIAS = 2.0  # k
 ALPHA = 1e-4
 BETA = 0.75
 IMPLS = ('fast', 'autodiff', 'reduce_window')
+# 'auto': 'fast' on CPU, the one backend where the three were timed; elsewhere the plain XLA
+# form (reduce_window, what a plain JAX AlexNet writes) until a measurement there
+# (tools/device_check.py times fast and reduce_window) says otherwise.
+CHOICES = ('auto',) + IMPLS
+_AUTO = {'cpu': 'fast'}
+
+
+def auto_impl(backend: str) -> str:
+  """What impl='auto' runs on a backend ('cpu', 'gpu', 'tpu', ...)."""
+  return _AUTO.get(backend, 'reduce_window')
 
 
 def window_sum(x: jax.Array, depth_radius: int) -> jax.Array:
@@ -100,6 +110,7 @@ def local_response_norm(x: jax.Array,
                         beta: float = BETA,
                         impl: str = 'fast') -> jax.Array:
   """LRN over the last axis, within each of `groups` equal channel groups; returns x.dtype.
+  impl: one of CHOICES ('auto' per backend).
 
   An input that already carries its groups on a leading axis (our model's G x B x H x W x C/G
   layout) needs groups=1: the window then never leaves the array.
@@ -107,8 +118,10 @@ def local_response_norm(x: jax.Array,
   n_channels = x.shape[-1]
   if n_channels % groups:
     raise ValueError(f'{n_channels} channels do not split into {groups} groups')
+  if impl == 'auto':
+    impl = auto_impl(jax.default_backend())
   if impl not in IMPLS:
-    raise ValueError(f'LRN impl {impl!r}; choose one of {", ".join(IMPLS)}')
+    raise ValueError(f'LRN impl {impl!r}; choose one of {", ".join(CHOICES)}')
   grouped = x.reshape(x.shape[:-1] + (groups, n_channels // groups))
   if impl == 'fast':
     out = _lrn_fast(grouped, depth_radius, float(bias), float(alpha), float(beta))

@@ -24,6 +24,15 @@ import jax
 import jax.numpy as jnp
 
 IMPLS = ('fast', 'xla')
+# 'auto': 'fast' on CPU, where it was measured; elsewhere XLA's own reduce_window gradient
+# (what a plain JAX AlexNet writes) until a measurement there says otherwise.
+CHOICES = ('auto',) + IMPLS
+_AUTO = {'cpu': 'fast'}
+
+
+def auto_impl(backend: str) -> str:
+  """What impl='auto' runs on a backend ('cpu', 'gpu', 'tpu', ...)."""
+  return _AUTO.get(backend, 'xla')
 
 
 def _max_pool_xla(x, window: int, stride: int):
@@ -72,9 +81,12 @@ _max_pool_fast.defvjp(_max_pool_fast_fwd, _max_pool_fast_bwd)
 def grouped_max_pool(x_GxBxHxWxC: jax.Array, window: int, stride: int,
                      impl: str = 'fast') -> jax.Array:
   """Max pooling over H and W of each group, no padding (the group and batch axes stay as they
-  are, so a group and batch split over devices stays local)."""
+  are, so a group and batch split over devices stays local). impl: one of CHOICES ('auto' per
+  backend)."""
+  if impl == 'auto':
+    impl = auto_impl(jax.default_backend())
   if impl == 'fast':
     return _max_pool_fast(x_GxBxHxWxC, window, stride)
   if impl == 'xla':
     return _max_pool_xla(x_GxBxHxWxC, window, stride)
-  raise ValueError(f'pool impl {impl!r}; choose one of {", ".join(IMPLS)}')
+  raise ValueError(f'pool impl {impl!r}; choose one of {", ".join(CHOICES)}')

@@ -94,8 +94,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   emit = functools.partial(measure.emit_json_line, json_out=_JSON_OUT.value)
   _check_choices((_DTYPES.value, alexnet.DTYPES, 'dtypes'),
-                 (_POOL_IMPLS.value, pooling.IMPLS, 'pool_impls'),
-                 (_LRN_IMPLS.value, lrn_lib.IMPLS, 'lrn_impls'),
+                 (_POOL_IMPLS.value, pooling.CHOICES, 'pool_impls'),
+                 (_LRN_IMPLS.value, lrn_lib.CHOICES, 'lrn_impls'),
                  (_CONV_IMPLS.value, alexnet.CONV_IMPLS, 'conv_impls'),
                  (_LRN.value, ('on', 'off'), 'lrn'),
                  (_NONFINITE_GUARD.value, ('on', 'off'), 'nonfinite_guard'))

@@ -12,7 +12,10 @@ import pytest
 
 from alexnet_jax import compiler_options
 from alexnet_jax.model import grouped_conv
+from alexnet_jax.model import lrn
+from alexnet_jax.model import pooling
 from alexnet_jax.tools import huge_pages
+from configs import alexnet as alexnet_config
 from tests import helpers
 
 # Prints the PID before and after the call and the tunables the process ends up with.
@@ -140,18 +143,22 @@ def test_accelerator_and_launcher_processes_run_once(env):
 # --- which platform gets which CPU-measured default ---
 
 
-@pytest.mark.parametrize('platform,reexec,ynnpack_options,conv_impl', [
-    ('cpu', True, True, 'im2col'),
-    ('gpu', False, False, 'feature_group'),
-    ('tpu', False, False, 'feature_group'),
+@pytest.mark.parametrize('platform,reexec,ynnpack_options,conv_impl,lrn_impl,pool_impl', [
+    ('cpu', True, True, 'im2col', 'fast', 'fast'),
+    ('gpu', False, False, 'feature_group', 'reduce_window', 'xla'),
+    ('tpu', False, False, 'feature_group', 'reduce_window', 'xla'),
 ])
 def test_cpu_measured_defaults_apply_on_cpu_only(platform, reexec, ynnpack_options, conv_impl,
-                                                 tmp_path):
+                                                 lrn_impl, pool_impl, tmp_path):
   """Each was measured on the 2-core CPU only: the huge-pages re-exec, compiler_options'
-  YNNPACK setting, and im2col for conv_impl='auto'. A GPU or TPU gets none of them: no
-  re-exec, XLA's own compiler options, and conv_impl='auto' the plain feature_group form."""
+  YNNPACK setting, and for 'auto' im2col convs, the custom-gradient LRN and pooling. A GPU or
+  TPU gets none of them: no re-exec, XLA's own compiler options, and the plain XLA forms."""
   root = fake_host(tmp_path, {})
   environ = {'JAX_PLATFORMS': {'gpu': 'cuda'}.get(platform, platform)}
   assert huge_pages.wanted(environ, root) == (reexec and SYSTEM_OK)
   assert bool(compiler_options._BY_PLATFORM.get(platform)) == ynnpack_options
   assert grouped_conv.auto_conv_impl(platform) == conv_impl
+  assert lrn.auto_impl(platform) == lrn_impl and pooling.auto_impl(platform) == pool_impl
+  config = alexnet_config.get_config()
+  assert (config.model.conv_impl, config.model.lrn_impl, config.model.pool_impl) == (
+      'auto', 'auto', 'auto')
