@@ -38,6 +38,9 @@ def run_sweep(sweep_config, sweep_dir: str, dry_run: bool = False, parallel: int
   """Runs (or submits) the sweep's unfinished runs and, when they ran here, writes its report.
   Returns the signal that stopped it ('' when it was not stopped). config_file: the sweep's
   --config, for the report command printed after a submission."""
+  if '://' in sweep_dir:  # as train's workdir: local file calls would make a folder 'gs:'
+    raise UserError(f'sweep workdir {sweep_dir!r} is not a local path; use a directory on a '
+                    'local disk or on a file system mounted on every host')
   runs = sweep_plan.plan(sweep_config, sweep_dir)
   if dry_run:
     for run in runs:

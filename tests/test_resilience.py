@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -23,6 +24,7 @@ import pytest
 from alexnet_jax import checkpointing
 from alexnet_jax import metric_logging
 from alexnet_jax import train
+from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.errors import RunFailure
 from tests import helpers
 
@@ -483,8 +485,12 @@ def test_the_runs_files_on_a_full_disk_are_one_line_each_and_keep_their_content(
       write()
     failures.append(raised.value)
   events = glob.glob(str(tmp_path / 'tb' / 'events.out.tfevents.*'))
-  assert len(events) == 1 and len(failures) == 3
-  for message, name in zip(map(str, failures), [path, str(tmp_path / 'metrics.jsonl'), *events]):
+  with pytest.raises(RunFailure) as raised:  # classes.json, through write_file too
+    dataset_lib.save_class_names(types.SimpleNamespace(class_names=['hat']), str(tmp_path))
+  failures.append(raised.value)
+  assert len(events) == 1 and len(failures) == 4
+  for message, name in zip(map(str, failures), [path, str(tmp_path / 'metrics.jsonl'), *events,
+                                                str(tmp_path / 'classes.json')]):
     assert message.startswith(f'could not write {name} (No space left on device); the '
                               'checkpoints written so far are intact') and '\n' not in message
 

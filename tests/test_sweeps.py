@@ -14,6 +14,7 @@ import pytest
 
 from alexnet_jax import config_changes
 from alexnet_jax import sweep_plan
+from alexnet_jax import sweeps
 from configs.sweeps import ablations
 from tests import helpers
 from tests import sweep_helpers
@@ -196,4 +197,12 @@ def test_bad_overrides_are_one_line_before_anything_runs(tmp_path):
     config = sweep_helpers.sweep_config(variants=variants)
     helpers.one_line_error(
         lambda: sweep_plan.check_runs(config, sweep_plan.plan(config, str(tmp_path))), match)
+  assert not os.listdir(tmp_path)
+
+
+def test_a_sweep_workdir_that_is_a_url_is_refused(tmp_path, monkeypatch):
+  """gs://... would become a local folder 'gs:' (the runs' workdirs are refused the same way)."""
+  monkeypatch.chdir(tmp_path)
+  config = sweep_helpers.sweep_config(variants=('baseline:',))
+  helpers.one_line_error(lambda: sweeps.run_sweep(config, 'gs://bucket/sweep'), 'not a local path')
   assert not os.listdir(tmp_path)

@@ -20,6 +20,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from alexnet_jax import metric_logging
 from alexnet_jax.data import dataset_stats
 from alexnet_jax.data import sources
 from alexnet_jax.data.preprocessing import PreprocessParams
@@ -121,8 +122,9 @@ def of_run(workdir: str, config) -> Dataset:
 
 
 def save_class_names(dataset: Dataset, workdir: str) -> None:
-  with open(os.path.join(workdir, CLASSES_FILE), 'w') as f:
-    json.dump(list(dataset.class_names), f)
+  """<workdir>/classes.json, whole or as it was (a full disk is one RunFailure line)."""
+  metric_logging.write_file(os.path.join(workdir, CLASSES_FILE),
+                            json.dumps(list(dataset.class_names)))
 
 
 def preprocess_params(input_config, stats: dict) -> PreprocessParams:

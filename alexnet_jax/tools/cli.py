@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
 from alexnet_jax.tools import huge_pages
 
@@ -31,5 +32,8 @@ def run(main) -> None:
     except UserError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except RunFailure as e:  # a full disk, an unreadable checkpoint: what was kept, in words
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(3)
 
   app.run(wrapped)
