@@ -2,6 +2,12 @@ r"""The paper's figures from a training run.
 
   python -m alexnet_jax.tools.figures conv1 --workdir=runs/demo --out=conv1.png
   python -m alexnet_jax.tools.figures retrieval --workdir=runs/demo --images_dir=data/clothing10-128/val
+  python -m alexnet_jax.tools.figures curves --workdir=runs/imagenet --out=curves.png
+
+curves: a run's training loss and validation top-1 error against the step (metrics.jsonl), with
+chance marked and each plateau decay of the lr; it prints the step at which the validation
+top-1 first left chance (more than 3 standard deviations above 1/classes: optim.at_chance) and
+whether any lr decay came before it.
 
 retrieval (Figure 4, right): for a few query images of a folder, their nearest neighbours by
 Euclidean distance between fc7 activations.
@@ -12,6 +18,7 @@ the mean chroma fraction of its kernels: the share of a kernel's energy that is 
 deviation of R, G, B from their mean at each pixel) rather than luminance. The paper saw the
 first GPU's kernels come out largely colour-agnostic and the second's colour-specific.
 """
+import json
 import os
 
 from absl import app
@@ -26,8 +33,8 @@ from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.tools import cli
 
-FIGURES = ('conv1', 'retrieval')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'conv1, retrieval: the training run\'s workdir.')
+FIGURES = ('conv1', 'retrieval', 'curves')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run\'s workdir.')
 _OUT = flags.DEFINE_string('out', None, 'Output PNG (default: <figure>.png).')
 _STEP = flags.DEFINE_integer('step', None, 'conv1: checkpoint step (default: the latest).')
 _IMAGES_DIR = flags.DEFINE_string('images_dir', None, 'retrieval: a folder of images (searched '
@@ -155,15 +162,84 @@ def retrieval_figure(workdir: str, images_dir: str, out: str, num_queries: int =
           'neighbours': [[paths[i] for i in row] for row in neighbours], 'out': out}
 
 
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    raise UserError(f'{workdir!r} holds no metrics.jsonl (not a training run\'s workdir?)')
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_num_classes(workdir: str) -> int:
+  """The classes of a run, from the config.json it writes at each start."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return int(json.load(f)['model']['num_classes'])
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f'cannot read the config of run {workdir!r}: {e}') from None
+
+
+def chance_summary(records: list[dict]) -> dict:
+  """From a run's metrics: the step of the first evaluation that was not at chance (None if
+  none), the steps of the lr decays, those before it, and the last evaluation's step."""
+  evals = [r for r in records if 'eval/top1' in r]
+  left = next((r['step'] for r in evals if r.get('eval/at_chance', 1.0) == 0.0), None)
+  decays = [r['step'] for r in evals if r.get('eval/lr_decayed', 0.0) == 1.0]
+  return {'left_chance_step': left, 'decay_steps': decays,
+          'decays_before_leaving_chance': [s for s in decays if left is None or s < left],
+          'last_eval_step': evals[-1]['step'] if evals else None}
+
+
+def curves_figure(workdir: str, out: str, num_classes: int) -> dict:
+  """The training loss and the validation top-1 error of a run against the step."""
+  records = read_metrics(workdir)
+  train = [(r['step'], r['train/loss']) for r in records if 'train/loss' in r]
+  evals = [(r['step'], 1.0 - r['eval/top1']) for r in records if 'eval/top1' in r]
+  if not train:
+    raise UserError(f'{workdir!r}: metrics.jsonl has no training records yet')
+  summary = chance_summary(records)
+  plt = _pyplot()
+  fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
+  ax_loss.plot(*zip(*train), lw=1, label='training loss')
+  ax_loss.axhline(np.log(num_classes), color='gray', ls='--', label=f'chance, ln {num_classes}')
+  ax_loss.set(xlabel='step', ylabel='loss')
+  if evals:
+    ax_err.plot(*zip(*evals), marker='.', lw=1, label='validation top-1 error')
+  ax_err.axhline(1 - 1 / num_classes, color='gray', ls='--', label='chance')
+  ax_err.set(xlabel='step', ylabel='top-1 error', ylim=(0, 1))
+  for ax in (ax_loss, ax_err):
+    for step in summary['decay_steps']:
+      ax.axvline(step, color='tab:red', lw=0.8)
+    if summary['left_chance_step'] is not None:
+      ax.axvline(summary['left_chance_step'], color='tab:green', ls=':', label='left chance')
+    ax.legend(fontsize=8)
+  fig.suptitle(os.path.basename(os.path.abspath(workdir)))
+  fig.tight_layout()
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return {**summary, 'out': out, 'last_train_step': train[-1][0], 'last_loss': train[-1][1]}
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in FIGURES:
     raise app.UsageError(f'name one figure: {" | ".join(FIGURES)} (then its flags)')
   figure = argv[1]
-  needed = {'conv1': ['workdir'], 'retrieval': ['workdir', 'images_dir']}[figure]
+  needed = {'conv1': ['workdir'], 'retrieval': ['workdir', 'images_dir'],
+            'curves': ['workdir']}[figure]
   missing = [f'--{name}' for name in needed if flags.FLAGS[name].value is None]
   if missing:
     raise app.UsageError(f'{figure} needs {" and ".join(missing)}')
   out = _OUT.value or f'{figure}.png'
+  if figure == 'curves':
+    r = curves_figure(_WORKDIR.value, out, run_num_classes(_WORKDIR.value))
+    left = r['left_chance_step']
+    print(f'{r["out"]}: training to step {r["last_train_step"]} (last logged loss '
+          f'{r["last_loss"]:.4f}); the validation top-1 '
+          + (f'left chance at step {left}' if left is not None else
+             f'had not left chance by step {r["last_eval_step"]}')
+          + f'; lr decays at steps {r["decay_steps"] or "none"}, '
+          f'{len(r["decays_before_leaving_chance"])} before leaving chance')
+    return
   if figure == 'retrieval':
     r = retrieval_figure(_WORKDIR.value, _IMAGES_DIR.value, out, _QUERIES.value,
                          _NEIGHBOURS.value)

@@ -4,6 +4,7 @@ and retrieval figures written as images from the session's tiny training runs (c
 the retrieval's fc7 features of the batch-norm run with its checkpoint's running statistics.
 Figure 1 is its own tool (tests/tools/test_figure1.py)."""
 import glob
+import json
 import os
 
 import matplotlib.image
@@ -82,3 +83,26 @@ def test_fc7_features_of_a_batchnorm_run_use_its_running_statistics(tiny_batchno
       mutable=['intermediates'])
   np.testing.assert_allclose(features, state['intermediates']['fc7_out'][0], rtol=1e-5,
                              atol=1e-5)
+
+
+def test_curves_marks_where_a_run_left_chance_and_its_decays(tmp_path):
+  """A run's metrics written by hand: at chance for the evaluations at steps 10 and 20, above it
+  from step 30, a decay at step 50: the summary says so, and the PNG is drawn."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(json.dumps({'model': {'num_classes': 10}}))
+  records = [{'step': s, 'train/loss': 2.3 - 0.01 * s} for s in range(1, 61)]
+  for step, top1, chance, decayed in [(10, 0.1, 1, 0), (20, 0.12, 1, 0), (30, 0.3, 0, 0),
+                                      (40, 0.2, 1, 0), (50, 0.4, 0, 1), (60, 0.5, 0, 0)]:
+    records.append({'step': step, 'eval/top1': top1, 'eval/at_chance': float(chance),
+                    'eval/lr_decayed': float(decayed)})
+  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  proc = helpers.run_tool('figures', 'curves', f'--workdir={workdir}',
+                          f'--out={tmp_path}/curves.png', timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert 'left chance at step 30' in proc.stdout
+  assert 'lr decays at steps [50], 0 before leaving chance' in proc.stdout
+  helpers.assert_png(tmp_path / 'curves.png')
+  summary = figures.chance_summary(records + [{'step': 15, 'eval/top1': 0.1,
+                                               'eval/lr_decayed': 1.0}])
+  assert summary['left_chance_step'] == 30 and summary['decays_before_leaving_chance'] == [15]
