@@ -4,6 +4,7 @@ identified in batches, readers of a run's checkpoints and metrics, and the indep
 more than one file checks against (the paper's layer table, its LRN formula in float64).
 Imported as `from tests import helpers`, after conftest.py has set up the environment (JAX is
 imported here)."""
+import errno
 import functools
 import glob
 import json
@@ -70,6 +71,25 @@ def run_tool(name, *args, env=None, timeout=300):
   return subprocess.run([sys.executable, '-m', f'alexnet_jax.tools.{name}', *args], cwd=ROOT,
                         capture_output=True, text=True,
                         env=cpu_env() if env is None else env, timeout=timeout)
+
+
+class FullFile:
+  """A file on a full disk: it opens, its writes fail with ENOSPC (wrap `open`'s result)."""
+
+  def __init__(self, file):
+    self.file = file
+
+  def write(self, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  def __getattr__(self, name):
+    return getattr(self.file, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.file.close()
 
 
 # --- a run's files (and a sweep's) ---

@@ -4,7 +4,6 @@ the same workdir, changed settings on resume, non-finite steps, a full disk, a c
 checkpoint, unreadable images, bad input. The truth is an uninterrupted run of the same config:
 every interrupted one must end with the same checkpoint bit for bit (or a resumed lr change with
 the losses of the checkpoint restored and stepped by hand), and each refusal is one error line."""
-import errno
 import glob
 import json
 import os
@@ -445,25 +444,6 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, straigh
   assert_same_state(state, straight[1])
 
 
-class FullFile:
-  """A file on a full disk: it opens, its writes fail with ENOSPC."""
-
-  def __init__(self, file):
-    self.file = file
-
-  def write(self, data):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-  def __getattr__(self, name):
-    return getattr(self.file, name)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.file.close()
-
-
 def test_the_runs_files_on_a_full_disk_are_one_line_each_and_keep_their_content(tmp_path,
                                                                                monkeypatch):
   """metric_logging's writers on a full disk: write_file (config.json, summary.json) leaves the
@@ -472,7 +452,8 @@ def test_the_runs_files_on_a_full_disk_are_one_line_each_and_keep_their_content(
   path = str(tmp_path / 'config.json')
   metric_logging.write_file(path, '{"old": 1}')
   real_open = open
-  monkeypatch.setattr(metric_logging, 'open', lambda *a, **k: FullFile(real_open(*a, **k)),
+  monkeypatch.setattr(metric_logging, 'open',
+                      lambda *a, **k: helpers.FullFile(real_open(*a, **k)),
                       raising=False)
   with pytest.raises(RunFailure) as raised:
     metric_logging.write_file(path, '{"new": 2}')

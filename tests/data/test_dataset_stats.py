@@ -3,7 +3,6 @@ eigenvectors (PCA lighting) against numpy on the same images stacked by hand, th
 and resize of the mean image, the committed demo statistics, the training set's seeded sample
 computed once and cached in the workdir, unreadable images in it skipped and counted, and a full
 disk while caching it."""
-import errno
 import glob
 import os
 
@@ -142,24 +141,8 @@ def test_full_disk_while_caching_the_statistics_is_one_line_and_leaves_no_file(t
                                                                                small_folder,
                                                                                monkeypatch):
   real_open = open
-
-  class FullFile:  # what a file on a full disk does: the write fails with ENOSPC
-    def __init__(self, file):
-      self.file = file
-
-    def write(self, data):
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name):
-      return getattr(self.file, name)
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self.file.close()
-
-  monkeypatch.setattr(dataset_stats, 'open', lambda *a, **k: FullFile(real_open(*a, **k)),
+  monkeypatch.setattr(dataset_stats, 'open',
+                      lambda *a, **k: helpers.FullFile(real_open(*a, **k)),
                       raising=False)
   config = helpers.plain_config(small_folder, stats_file='', stats_images=2)
   with pytest.raises(RunFailure) as raised:
