@@ -155,6 +155,12 @@ class Checkpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              cleanup_tmp_directories=True),
         item_names=('state', 'data', 'meta', 'config'))
+    # Orbax removes what an interrupted save left in a thread it starts here, and waits for it
+    # only at the next save: a run that ends at once (a refused resume, exit 2) would exit under
+    # that thread, which then dies with a traceback. Wait for it now (milliseconds).
+    wait_for_cleanup = getattr(self.manager, '_maybe_await_cleanup_tmp_directory', None)
+    if wait_for_cleanup is not None:
+      wait_for_cleanup()
     self.saved_step: int | None = None  # the last save this run finished (or started)
 
   def latest_step(self) -> int | None:
