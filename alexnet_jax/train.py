@@ -102,16 +102,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   # A non-finite loss or gradient never reaches params or optimizer state: the state (and so
   # any checkpoint) stays the last good one; the loop then stops or skips (on_nonfinite).
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   if nonfinite_guard:
-    keep_good = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = new_state.replace(
-        params=keep_good(new_state.params, state.params),
-        opt_state=keep_good(new_state.opt_state, state.opt_state),
-        batch_stats=keep_good(new_state.batch_stats, state.batch_stats))
+    new_state = _guarded_update(state, grads, batch_stats, finite)
+  else:
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   metrics = {
       'loss': loss,
       'top1': weighted_mean(evaluation.topk_correct(logits, batch['label'], 1)),
@@ -121,6 +118,38 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
       'nonfinite': 1.0 - finite.astype(jnp.float32),
   }
   return new_state, metrics
+
+
+def _guarded_update(state: TrainState, grads, batch_stats, finite: jax.Array) -> TrainState:
+  """state.apply_gradients, or the state unchanged where `finite` is False.
+
+  Selecting the new params and momentum against the old ones makes XLA keep both versions of
+  every buffer (it copies each donated parameter and momentum buffer: ~5 % of the CPU step,
+  docs/performance.md). For the paper's SGD the same effect comes from scalars: momentum 1,
+  weight decay 0 and a zeroed gradient leave v <- 1 v - lr (0 w + 0) = v exactly, and the
+  params take the update only where finite; so the arrays keep the unguarded step's one pass.
+  Other optimizers (AdamW) select the arrays."""
+  keep_good = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  hyperparams = getattr(state.opt_state, 'hyperparams', {})
+  if 'momentum' not in hyperparams or 'weight_decay' not in hyperparams:  # not paper_sgd
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return new_state.replace(params=keep_good(new_state.params, state.params),
+                             opt_state=keep_good(new_state.opt_state, state.opt_state),
+                             batch_stats=keep_good(batch_stats, state.batch_stats))
+  gated = dict(hyperparams, momentum=jnp.where(finite, hyperparams['momentum'], 1.0),
+               weight_decay=jnp.where(finite, hyperparams['weight_decay'], 0.0))
+  safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+  updates, opt_state = state.tx.update(safe_grads, state.opt_state._replace(hyperparams=gated),
+                                       state.params)
+  updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+  # The injected values as they were (the gated ones are this step's only), the counts kept.
+  opt_state = opt_state._replace(
+      hyperparams=keep_good(opt_state.hyperparams, hyperparams),
+      count=jnp.where(finite, opt_state.count, state.opt_state.count),
+      hyperparams_states=keep_good(opt_state.hyperparams_states,
+                                   state.opt_state.hyperparams_states))
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state, batch_stats=keep_good(batch_stats, state.batch_stats))
 
 
 def jit_train_step(state: TrainState, mesh: jax.sharding.Mesh,
