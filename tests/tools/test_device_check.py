@@ -14,8 +14,8 @@ def test_device_check_writes_every_figure(tmp_path):
   proc = helpers.run_tool(
       'device_check', f'--out_dir={out}', '--config=tiny', '--batch_sizes=4,8',
       '--dtypes=float32', '--conv_impls=halves,im2col', '--lrn_impls=fast', '--num_classes=10',
-      '--steps=1', '--windows=1', '--loader_batch=8', '--workers=0', '--threads=2',
-      '--loader_windows=1',
+      '--steps=1', '--windows=1', '--loader_batch=32', '--workers=0', '--threads=2',
+      '--loader_windows=4',  # past the 2 batches read ahead: CPU ticks are 10 ms
       '--yardsticks=', timeout=600)  # the yardsticks are the full net: test_benchmark's
   assert proc.returncode == 0, proc.stdout + proc.stderr
   report = json.loads((out / 'device_check.json').read_text())
