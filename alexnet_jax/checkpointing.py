@@ -57,9 +57,9 @@ def _read_items(step_dir: str, **items: ocp.args.CheckpointArgs) -> ocp.args.Com
     handler.close()
 
 
-# What a damaged checkpoint raises, found by damaging one in every way (2026-12-06, orbax 0.12.8,
-# tensorstore 0.1.86; docs/reliability.md has the table). Tensorstore reports an array file cut
-# short as OUT_OF_RANGE ("Requested byte range ... is not valid for value of size"), one that does
+# What a damaged checkpoint raises, found by damaging one in every way (orbax 0.12.8,
+# tensorstore 0.1.86; docs/reliability.md has the dated table). Tensorstore reports an array
+# file cut short as OUT_OF_RANGE ("Requested byte range ... is not valid for value of size"), one that does
 # not decode as FAILED_PRECONDITION ("ZSTD_decompressStream() failed", "Truncated Zstd-compressed
 # stream") or DATA_LOSS ("Error decoding manifest / b-tree node"), a missing one as NOT_FOUND;
 # all as ValueError, wrapped by Orbax in a bare Exception. The file's own I/O errors carry

@@ -168,8 +168,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.on_nonfinite = 'stop'
   # A run whose validation top-1 is still at chance (within 3 standard deviations of 1/classes)
   # after chance_epochs epochs says so in one line: 'warn' goes on, 'stop' ends the run there
-  # (its checkpoint saved; exit status 3). 0 = never check. ImageNet leaves chance within the
-  # first epoch or two when the recipe works (~10,000 steps each).
+  # (its checkpoint saved; exit status 3). 0 = never check. An ImageNet epoch is ~10,000 steps.
   config.train.chance_epochs = 5.0
   config.train.on_chance = 'warn'
   # Resume refuses a changed setting that changes the experiment (README "Resuming with other

@@ -176,14 +176,20 @@ def test_step_and_cosine_schedules():
   assert float(sched(110)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_schedule_drives_the_injected_learning_rate():
-  tx = optim.create_optimizer(opt_config(schedule='step', step_epochs=1), 2, 10)
+def lrs_used(tx, updates: int) -> list[float]:
+  """The lr each of `updates` updates of tx used (optim.current_learning_rate after each)."""
   w = jnp.zeros(2)
   state = tx.init(w)
   seen = []
-  for _ in range(5):
+  for _ in range(updates):
     _, state = tx.update(jnp.ones(2), state, w)
     seen.append(float(optim.current_learning_rate(state)))
+  return seen
+
+
+def test_schedule_drives_the_injected_learning_rate():
+  tx = optim.create_optimizer(opt_config(schedule='step', step_epochs=1), 2, 10)
+  seen = lrs_used(tx, 5)
   assert seen == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
 
 
@@ -258,12 +264,7 @@ def test_warmup_ramps_every_schedule(name, schedule):
   then the schedule's own (step: /10 after 2 epochs)."""
   tx = optim.create_optimizer(opt_config(name=name, schedule=schedule, warmup_epochs=1,
                                          step_epochs=2), steps_per_epoch=4, total_steps=100)
-  w = jnp.zeros(2)
-  state = tx.init(w)
-  seen = []
-  for _ in range(10):
-    _, state = tx.update(jnp.ones(2), state, w)
-    seen.append(float(optim.current_learning_rate(state)))
+  seen = lrs_used(tx, 10)
   after = [0.01] * 4 + ([0.001, 0.001] if schedule == 'step' else [0.01, 0.01])
   assert seen == pytest.approx([0.0025, 0.005, 0.0075, 0.01] + after, rel=1e-6)
 
