@@ -26,12 +26,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
-from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
-from alexnet_jax.tools import huge_pages
+from alexnet_jax.tools import cli
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF (TensorBoard files, TFDS) is chatty.
 
@@ -55,60 +53,35 @@ _SUBMIT = flags.DEFINE_enum(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with any bad --config override reported as one line (exit 2)."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e).strip()
-    if 'Traceback' in message:  # a config file that raised: its last line says why
-      message = message.splitlines()[-1]
-    if isinstance(e, AttributeError):
-      message = f'unknown config key {message.strip(chr(34) + chr(39))}'
-    print(f'error: {message} (usage: python {argv[0]} --config=configs/alexnet.py[:variant] '
-          '--workdir=DIR [--config.KEY=VALUE ...]; --help for all flags)', file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    # Orbax logs every file it writes at INFO, TFDS probes data dirs at WARNING; the run's own
-    # progress and errors are printed, and --verbosity=0 brings the libraries' logs back.
-    logging.set_verbosity(logging.ERROR)
   # Imported here, not at the top: JAX and TensorFlow-backed libraries take seconds to load,
   # and --help and flag errors answer without them.
-  try:
-    if 'sweep' in _CONFIG.value:
-      from alexnet_jax import sweeps  # pylint: disable=g-import-not-at-top
-      stopped_by = sweeps.run_sweep(
-          _CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value,
-          parallel=_PARALLEL.value, submit=_SUBMIT.value or '',
-          config_file=flags.FLAGS['config'].config_filename)
-      if stopped_by:  # SIGTERM / SIGINT: the running runs saved their checkpoints
-        sys.exit(128 + signal.Signals[stopped_by].value)
-      return
-    if flags.FLAGS['parallel'].present or _SUBMIT.value:
-      raise UserError('--parallel and --submit are for sweep configs (configs/sweeps/*.py)')
-    from alexnet_jax import config_validation  # pylint: disable=g-import-not-at-top
-    # Types and ranges before jax.distributed starts: a bad value fails every host at once,
-    # without waiting for the others to connect (train checks the mesh and batches later).
-    config_validation.validate(_CONFIG.value)
-    from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import train  # pylint: disable=g-import-not-at-top
-    multihost.initialize(_CONFIG.value.distributed)
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except RunFailure as e:  # divergence, checkpoint I/O: the workdir is left restorable
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(3)
+  if 'sweep' in _CONFIG.value:
+    from alexnet_jax.sweeps import runner  # pylint: disable=g-import-not-at-top
+    stopped_by = runner.run_sweep(
+        _CONFIG.value.sweep, _WORKDIR.value, dry_run=_DRY_RUN.value,
+        parallel=_PARALLEL.value, submit=_SUBMIT.value or '',
+        config_file=flags.FLAGS['config'].config_filename)
+    if stopped_by:  # SIGTERM / SIGINT: the running runs saved their checkpoints
+      sys.exit(128 + signal.Signals[stopped_by].value)
+    return
+  if flags.FLAGS['parallel'].present or _SUBMIT.value:
+    raise UserError('--parallel and --submit are for sweep configs (configs/sweeps/*.py)')
+  from alexnet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  # Types and ranges before jax.distributed starts: a bad value fails every host at once,
+  # without waiting for the others to connect (train checks the mesh and batches later).
+  config_validation.validate(_CONFIG.value)
+  from alexnet_jax import multihost  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  multihost.initialize(_CONFIG.value.distributed)
+  # A UserError (exit 2) or RunFailure (exit 3: divergence, checkpoint I/O, with the workdir
+  # left restorable) becomes one `error:` line in cli.run.
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if summary.get('stopped_by'):  # SIGTERM / SIGINT: checkpoint saved, the usual exit status
     sys.exit(128 + signal.Signals[summary['stopped_by']].value)
 
 
 if __name__ == '__main__':
-  huge_pages.reexec_with_huge_pages()  # malloc's huge pages: a faster step, CPU hosts only
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)  # one-line errors, quiet library logs, huge pages on CPU hosts (tools/cli.py)

@@ -153,7 +153,7 @@ ADDED_KEYS: dict[str, Any] = {
 
 # RUN keys that a finished run's reported results still depend on: how long it trained and what
 # its evaluations measured. The other RUN keys may differ and its results stand (a sweep reuses
-# the run: sweep_plan.stale_keys).
+# the run: sweeps/plan.py stale_keys).
 RESULT_KEYS = frozenset({'train.num_epochs', 'train.num_steps', 'train.eval_every_epochs',
                          'eval.ten_crop'})
 

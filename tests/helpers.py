@@ -26,7 +26,7 @@ from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
-from configs import alexnet as alexnet_config
+from alexnet_jax.tools import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, 'data', 'clothing10-128')  # the embedded photos: 10 classes
@@ -35,6 +35,9 @@ CLASSES = sorted(os.listdir(os.path.join(DATA, 'train')))
 SMALL_CLASSES = ('hat', 'shoes')  # small_folder's (conftest.py)
 DEMO_STATS = 'data/clothing10-128/stats.npz'
 TINY = 'configs/alexnet.py:tiny'
+# The config files, loaded by path as --config loads them (configs/ is not a package).
+alexnet_config = cli.config_module('configs/alexnet.py')
+ablations_config = cli.config_module('configs/sweeps/ablations.py')
 # The channel mean plain_config subtracts (that of the committed demo stats): a known constant
 # that identifies every preprocessed image with its file.
 CHANNEL_MEAN = np.load(os.path.join(ROOT, DEMO_STATS))['mean'].astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 
 from alexnet_jax import config_changes as cc
 from alexnet_jax.errors import UserError
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 VARIANTS = (None, 'demo', 'two_gpu', 'tiny')

@@ -18,14 +18,14 @@ import pytest
 
 from alexnet_jax import config_changes
 from alexnet_jax import config_validation as cv
-from alexnet_jax import sweep_plan
 from alexnet_jax import train
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
-from configs import alexnet as alexnet_config
-from configs.sweeps import ablations
+from alexnet_jax.sweeps import plan as sweep_plan
+from tests.helpers import alexnet_config
+from tests.helpers import ablations_config as ablations
 from tests import helpers
 
 VARIANTS = ('', 'demo', 'two_gpu', 'tiny')

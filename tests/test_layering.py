@@ -134,6 +134,33 @@ def test_only_tools_define_flags_and_read_them_in_main():
           raise AssertionError(f'{module}.{func.name} reads FLAGS.{node.attr}')
 
 
+def test_nothing_imports_configs_as_a_package():
+  """configs/ is a folder of config files, read by path (--config, cli.config_module): an
+  `import configs...` works only from the repository root, so nothing the project runs or tests
+  does one."""
+  files = [p for p in tracked_text_files() if p.endswith('.py')]
+  assert 'launch.py' in files and 'tests/helpers.py' in files
+  bad = []
+  for rel in files:
+    for name, _ in imported_names(os.path.join(ROOT, rel)):
+      if name == 'configs' or name.startswith('configs.'):
+        bad.append(f'{rel}: {name}')
+  assert not bad, bad
+
+
+def imported_names(path: str) -> list[tuple[str, bool]]:
+  """Every module a file imports (any package), with whether at module level."""
+  tree = ast.parse(open(path).read(), path)
+  top_level = {id(node) for node in tree.body}
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      out += [(alias.name, id(node) in top_level) for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      out.append((node.module, id(node) in top_level))
+  return out
+
+
 def test_nothing_edits_sys_path():
   for path in list(MODULES.values()) + [os.path.join(ROOT, 'launch.py')]:
     assert 'sys.path' not in open(path).read(), path
@@ -179,8 +206,8 @@ def test_only_the_pytorch_yardstick_imports_torch_and_only_when_used():
                  and node.args and getattr(node.args[0], 'value', None) == 'torch')
       if dynamic or any(n == 'torch' or n.startswith('torch.') for n in named):
         importers.setdefault(module, []).append(id(node) in top_level)
-  assert set(importers) == {'alexnet_jax.tools.yardsticks.pytorch'}, importers
-  assert not any(importers['alexnet_jax.tools.yardsticks.pytorch'])  # inside functions only
+  assert set(importers) == {'alexnet_jax.benchmarks.yardsticks.pytorch'}, importers
+  assert not any(importers['alexnet_jax.benchmarks.yardsticks.pytorch'])  # inside functions only
 
 
 def test_ci_runs_the_readme_test_command():

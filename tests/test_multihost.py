@@ -23,7 +23,7 @@ from alexnet_jax import multihost
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 STEPS = 3

@@ -79,7 +79,7 @@ def _replay(rule, errors, first_epoch=1, chance_error=None):
 
 def paper_rule(**overrides):
   """The rule with configs/alexnet.py's defaults."""
-  from configs import alexnet as alexnet_config  # pylint: disable=g-import-not-at-top
+  from tests.helpers import alexnet_config  # pylint: disable=g-import-not-at-top
   c = alexnet_config.get_config().optimizer
   settings = dict(factor=c.plateau_factor, patience=c.plateau_patience,
                   threshold=c.plateau_threshold, min_epochs=c.plateau_min_epochs,

@@ -251,7 +251,7 @@ from alexnet_jax import optim, sharding, train
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.model import alexnet
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 checkpoint, new_lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 config = alexnet_config.get_config('tiny')
 config.update_from_flattened_dict({'optimizer.name': 'sgd', 'optimizer.lr': 0.01})
@@ -503,8 +503,7 @@ def open_(file, mode='r', *args, **kwargs):
 builtins.open = open_
 sys.argv[0] = 'launch.py'
 import launch
-from absl import app
-app.run(launch.main, flags_parser=launch.parse_flags)
+launch.cli.run(launch.main)
 """
 
 

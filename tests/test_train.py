@@ -17,7 +17,7 @@ from alexnet_jax import train
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.model import alexnet
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 

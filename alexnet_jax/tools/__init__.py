@@ -1,2 +1,3 @@
 """Command-line tools, each a thin absl command over the library (`python -m
-alexnet_jax.tools.NAME --help`). The library never imports anything from here."""
+alexnet_jax.tools.NAME --help`), sharing cli.py's conventions. The library never imports
+anything from here."""

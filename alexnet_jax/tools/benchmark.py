@@ -12,7 +12,7 @@ For every batch size x dtype x LRN on/off it times our SGD step (train.jit_train
 paper's update, 1000 classes, synthetic device-resident data) for each mesh, LRN implementation
 and conv implementation asked for, then each yardstick's step on the same setting, and prints one
 JSON line per measurement and a table with ours / yardstick. The yardsticks
-(alexnet_jax/tools/yardsticks/): `plain_jax` (feature_group_count convolutions, reduce_window
+(alexnet_jax/benchmarks/yardsticks/): `plain_jax` (feature_group_count convolutions, reduce_window
 LRN and pooling, XLA's own gradients), `torch_eager` and `torch_compile` (needs
 `pip install -r requirements-torch.txt`), or the path of a .py file defining a flax
 `AlexNet(use_lrn, dtype)` module. Machines are noisy: compare the ratios, which come from one
@@ -31,14 +31,14 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks import step_timing
+from alexnet_jax.benchmarks.step_timing import YARDSTICKS
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import lrn as lrn_lib
 from alexnet_jax.model import pooling
 from alexnet_jax.tools import cli
-from alexnet_jax.tools import measure
-from alexnet_jax.tools import step_timing
-from alexnet_jax.tools.step_timing import YARDSTICKS
 
 _PAPER_CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'alexnet.py'
 

@@ -43,14 +43,15 @@ from absl import app
 from absl import flags
 import jax
 
+from alexnet_jax.benchmarks import loader_timing
+from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks import step_timing
+from alexnet_jax.benchmarks.yardsticks import pytorch
 from alexnet_jax.data import prepare
 from alexnet_jax.errors import UserError
 from alexnet_jax.tools import cli
-from alexnet_jax.tools import loader_timing
-from alexnet_jax.tools import measure
-from alexnet_jax.tools import step_timing
-from alexnet_jax.tools.yardsticks import pytorch
-from configs import alexnet as alexnet_config
+
+alexnet_config = cli.config_module('configs/alexnet.py')
 
 # The targets on a GPU: bf16 batch 512 at >= 1.7x torch.compile; the loader feeding
 # >= 90 % of the synthetic-batch rate.

@@ -28,9 +28,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from alexnet_jax.benchmarks import loader_timing
+from alexnet_jax.benchmarks import measure
 from alexnet_jax.tools import cli
-from alexnet_jax.tools import loader_timing
-from alexnet_jax.tools import measure
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/alexnet.py:demo.', lock_config=True)

@@ -18,7 +18,7 @@ from alexnet_jax.data import device_preprocessing as dp
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.errors import UserError
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 R, S = 72, 64

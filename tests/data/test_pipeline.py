@@ -311,8 +311,8 @@ import alexnet_jax.data.preprocessing
 assert 'jax' not in sys.modules, 'preprocessing imports jax'
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
-from configs import alexnet
-c = alexnet.get_config('tiny'); c.dataset.folder = {small_folder!r}; c.model.num_classes = 2
+from alexnet_jax.tools import cli
+c = cli.config_module('configs/alexnet.py').get_config('tiny'); c.dataset.folder = {small_folder!r}; c.model.num_classes = 2
 c.train.batch_size = 4
 dataset = dataset_lib.build(c)
 next(iter(pipeline.create_train_loader(c, dataset, seed=0)))

@@ -23,7 +23,7 @@ from alexnet_jax.data import prepare
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 CLASSES = ('hat', 'pants', 'shoes')

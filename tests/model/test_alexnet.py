@@ -14,7 +14,7 @@ import pytest
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import grouped_conv
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 PAPER_BIAS_ONE = {'conv2', 'conv4', 'conv5', 'fc6', 'fc7'}

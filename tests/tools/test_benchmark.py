@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from alexnet_jax.benchmarks import measure
 from alexnet_jax.model import alexnet
-from alexnet_jax.tools import measure
 from tests import helpers
 
 

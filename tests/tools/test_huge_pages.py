@@ -15,7 +15,7 @@ from alexnet_jax.model import grouped_conv
 from alexnet_jax.model import lrn
 from alexnet_jax.model import pooling
 from alexnet_jax.tools import huge_pages
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 from tests import helpers
 
 # Prints the PID before and after the call and the tunables the process ends up with.

@@ -1,4 +1,4 @@
-"""alexnet_jax/tools/loader_timing.py (the loader benchmark's measurements) on the tiny config (a
+"""alexnet_jax/benchmarks/loader_timing.py (the loader benchmark's measurements) on the tiny config (a
 few seconds), both augmentation paths: every figure present and positive, and consistent with
 the others (the fraction is the end-to-end rate over the synthetic one, img/s per core is 1000 /
 the host CPU ms per image, the cores needed are the rate times that); and the host CPU counter
@@ -8,11 +8,11 @@ import time
 import jax
 import pytest
 
+from alexnet_jax.benchmarks import loader_timing
+from alexnet_jax.benchmarks import measure
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
-from alexnet_jax.tools import loader_timing
-from alexnet_jax.tools import measure
-from configs import alexnet as alexnet_config
+from tests.helpers import alexnet_config
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import os
 from ml_collections.config_flags import config_flags
 
 from tests import helpers
-from tests import sweep_helpers
+from tests.sweeps import helpers as sweep_helpers
 
 CONFIG = 'configs/sweeps/ablations.py:quick'
 SEEDS = '--config.sweep.seeds=(0, 1, 2)'

@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from alexnet_jax import sweep_plan
+from alexnet_jax.sweeps import plan as sweep_plan
 
 BASE = 'configs/alexnet.py:tiny'
 

@@ -1,4 +1,4 @@
-"""Timing and accounting shared by the benchmark commands (no flags: each command owns its own).
+"""Timing and accounting shared by the benchmarks (no flags: each command owns its own).
 
 StepTimer compiles a step and times windows of it; time_interleaved steps several timers in
 turn, so that a burst of load on a shared machine hits every candidate alike and the ratios

@@ -16,12 +16,12 @@ import optax
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
+from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks.yardsticks import plain_jax
+from alexnet_jax.benchmarks.yardsticks import pytorch
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import lrn as lrn_lib
-from alexnet_jax.tools import measure
-from alexnet_jax.tools.yardsticks import plain_jax
-from alexnet_jax.tools.yardsticks import pytorch
 
 YARDSTICKS = ('plain_jax', 'torch_eager', 'torch_compile')
 

@@ -28,9 +28,9 @@ import time
 import submitit
 
 from alexnet_jax.errors import UserError
-from alexnet_jax.sweep_plan import ROOT
-from alexnet_jax.sweep_plan import is_finished
-from alexnet_jax.sweep_plan import read_json
+from alexnet_jax.sweeps.plan import ROOT
+from alexnet_jax.sweeps.plan import is_finished
+from alexnet_jax.sweeps.plan import read_json
 
 STOP_EXIT = {143: 'SIGTERM', 130: 'SIGINT'}  # launch.py: stopped by a signal, checkpoint saved
 

@@ -1,4 +1,4 @@
-"""alexnet_jax/sweep_executors.py's submitit path, without a cluster: a run submitted through
+"""alexnet_jax/sweeps/executors.py's submitit path, without a cluster: a run submitted through
 submitit's local executor is preempted the way the executor does it (its preemption signal,
 SIGUSR2, to the task), saves a checkpoint, is requeued by submitit and resumes from that
 checkpoint, ending bit-identical to the uninterrupted tiny run (conftest's `tiny_run`: the same
@@ -17,8 +17,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from alexnet_jax import sweep_executors as ex
-from alexnet_jax import sweep_plan
+from alexnet_jax.sweeps import executors as ex
+from alexnet_jax.sweeps import plan as sweep_plan
 from tests import conftest
 from tests import helpers
 

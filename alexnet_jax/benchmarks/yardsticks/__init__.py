@@ -5,5 +5,5 @@ same device as the project's own step, and reports ours / yardstick: ratios, not
 are what carry across machines and runs. `plain_jax` is the network as anyone would first write
 it in JAX (no flax, XLA's own gradients); `pytorch` is the same network and update in PyTorch
 (optional, needs requirements-torch.txt). Both are tested to be the same network
-(tests/tools/test_yardsticks.py), so a ratio compares implementations, not models.
+(tests/benchmarks/test_yardsticks.py), so a ratio compares implementations, not models.
 """

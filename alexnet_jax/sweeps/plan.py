@@ -23,7 +23,7 @@ from ml_collections.config_flags import tuple_parser
 from alexnet_jax import config_changes
 from alexnet_jax.errors import UserError
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]  # where launch.py is
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # where launch.py is
 # The parsers config_flags uses for an override of a value of each type.
 _PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
             float: flags.FloatParser(), str: flags.ArgumentParser(),

@@ -1,4 +1,4 @@
-"""alexnet_jax/tools/yardsticks/: the benchmark's plain-JAX and PyTorch yardsticks are the
+"""alexnet_jax/benchmarks/yardsticks/: the benchmark's plain-JAX and PyTorch yardsticks are the
 paper's network (parameter count from its layer table, shapes, init, LRN against the formula in
 float64, a step that learns) and one and the same network (equal logits from equal weights); the
 PyTorch tests skip where torch is not installed (requirements-torch.txt)."""
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.tools.yardsticks import plain_jax
-from alexnet_jax.tools.yardsticks import pytorch as torch_yardstick
+from alexnet_jax.benchmarks.yardsticks import plain_jax
+from alexnet_jax.benchmarks.yardsticks import pytorch as torch_yardstick
 from tests import helpers
 
 

@@ -12,12 +12,12 @@ import numpy as np
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
+from alexnet_jax.benchmarks import measure
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
-from alexnet_jax.tools import measure
 
 
 def time_loader(iterator, batches: int, windows: int, batch_size: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""alexnet_jax/sweep_report.py on made-up finished runs: per variant mean +- std over seeds; per
+"""alexnet_jax/sweeps/report.py on made-up finished runs: per variant mean +- std over seeds; per
 effect the paired differences over the seeds both finished, their 95 % t-interval, half-width,
 p and Holm's adjustment computed here by hand (scipy's t distribution), the resolved and "sign
 matches the paper" columns in each of their cases, best-over-training top-1 with its own
@@ -10,9 +10,9 @@ import os
 import numpy as np
 from scipy import stats as scipy_stats
 
-from alexnet_jax import sweep_report
+from alexnet_jax.sweeps import report as sweep_report
 from tests import helpers
-from tests import sweep_helpers
+from tests.sweeps import helpers as sweep_helpers
 
 BASE = {0: 0.40, 1: 0.50, 2: 0.45}  # seed 3 of the baseline never finished
 VARIANTS = {  # name: (the paper's sign, {seed: final val top-1})

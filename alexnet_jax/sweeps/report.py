@@ -16,8 +16,8 @@ import numpy as np
 
 from alexnet_jax import metric_logging
 from alexnet_jax import stats
-from alexnet_jax import sweep_plan
 from alexnet_jax.errors import UserError
+from alexnet_jax.sweeps import plan as sweep_plan
 
 SIGNS = ('+', '-', '')
 # results.csv, one row per variant (fractions, not points); the effect columns are empty for the

@@ -1,4 +1,4 @@
-"""alexnet_jax/sweep_executors.py, here: the slots (cores on a CPU, GPUs or pairs of them on a
+"""alexnet_jax/sweeps/executors.py, here: the slots (cores on a CPU, GPUs or pairs of them on a
 GPU host) as pure functions, and what a child process started on a slot really sees (its core
 affinity, XLA's thread count, CUDA_VISIBLE_DEVICES), read back from a stand-in for launch.py
 that records them; two slots run at once; a failed run stops new starts."""
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from alexnet_jax import sweep_executors as ex
+from alexnet_jax.sweeps import executors as ex
 from alexnet_jax.errors import UserError
 from tests import helpers
 

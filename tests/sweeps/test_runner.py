@@ -1,4 +1,4 @@
-"""alexnet_jax/sweeps.py and sweep_plan.py through launch.py: a quick sweep runs every variant x
+"""alexnet_jax/sweeps/runner.py and plan.py through launch.py: a quick sweep runs every variant x
 seed (each run's own config and summary.json are the truth for the table it writes), skips
 finished runs when re-run, refuses finished runs the sweep now asks another config of (changed
 overrides, a changed base config file, in the sweep and in-process), prints one launch command
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from alexnet_jax import config_changes
-from alexnet_jax import sweep_plan
-from alexnet_jax import sweeps
-from configs.sweeps import ablations
+from alexnet_jax.sweeps import plan as sweep_plan
+from alexnet_jax.sweeps import runner as sweeps
+from tests.helpers import ablations_config as ablations
 from tests import helpers
-from tests import sweep_helpers
+from tests.sweeps import helpers as sweep_helpers
 
 QUICK = 'configs/sweeps/ablations.py:quick'
 

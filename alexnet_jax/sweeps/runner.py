@@ -2,7 +2,7 @@
 
 A sweep config (configs/sweeps/*.py) names a base config, variants (a few KEY=VALUE overrides
 each), seeds and a baseline. Each run is the ordinary launch command in its own workdir
-<sweep_dir>/<variant>/seed<k> (sweep_plan.py), so a sweep resumes like a single run does: a
+<sweep_dir>/<variant>/seed<k> (plan.py), so a sweep resumes like a single run does: a
 finished run is skipped, an interrupted one resumes from its checkpoint, and a finished run
 trained with another config than the sweep now asks for is refused with one line.
 
@@ -11,17 +11,17 @@ trained with another config than the sweep now asks for is refused with one line
   python launch.py --config=configs/sweeps/ablations.py --workdir=DIR --submit=slurm
   python launch.py --config=configs/sweeps/ablations.py --workdir=DIR --dry_run
 
-Here, N runs at once each take their own cores or GPUs (sweep_executors.py); on SLURM the runs
+Here, N runs at once each take their own cores or GPUs (executors.py); on SLURM the runs
 are one job array, and `python -m alexnet_jax.tools.report` writes the report once they are
-done. The report (sweep_report.py): paired effects against the baseline with t-intervals.
+done. The report (report.py): paired effects against the baseline with t-intervals.
 """
 import os
 import shlex
 
-from alexnet_jax import sweep_executors
-from alexnet_jax import sweep_plan
-from alexnet_jax import sweep_report
 from alexnet_jax.errors import UserError
+from alexnet_jax.sweeps import executors as sweep_executors
+from alexnet_jax.sweeps import plan as sweep_plan
+from alexnet_jax.sweeps import report as sweep_report
 
 SUBMIT = ('slurm',)
 

@@ -3,7 +3,7 @@ r"""PyTorch yardstick: the same 2012 AlexNet and update as plain_jax, written th
 nn.Conv2d with groups=2 for conv2/4/5, nn.LocalResponseNorm (alpha rescaled, below),
 nn.MaxPool2d(3, 2), nn.Dropout, and torch.optim.SGD(lr=0.01, momentum=0.9, weight_decay=5e-4),
 which adds 5e-4 w to the gradient before the momentum, as optax.add_decayed_weights does
-(Krizhevsky et al. 2012, section 5). tests/tools/test_yardsticks.py checks that, given the same
+(Krizhevsky et al. 2012, section 5). tests/benchmarks/test_yardsticks.py checks that, given the same
 weights, this network's logits equal plain_jax's.
 
 torch is optional (requirements-torch.txt) and imported only when a model is built, so this
@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from alexnet_jax.tools.yardsticks import plain_jax
+from alexnet_jax.benchmarks.yardsticks import plain_jax
 
 # The same constants as plain_jax (sections 3.3, 4.2 and 5); alpha is the paper's, un-divided.
 LRN_SIZE = 5

@@ -1,0 +1,5 @@
+"""The benchmarks' measurements, without flags: timers and MFU accounting (measure.py), the
+training step against its yardsticks (step_timing.py, yardsticks/), and the input pipeline
+against the step (loader_timing.py). The commands over them are in alexnet_jax/tools/
+(benchmark, loader_benchmark, device_check); the results are in docs/performance.md.
+"""
