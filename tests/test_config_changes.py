@@ -1,5 +1,5 @@
 """alexnet_jax/config_changes.py: every config key of every config variant has exactly one resume
-class (run, optimizer or experiment), the README's "Resuming with other settings" table (the
+class (run, optimizer or experiment), docs/resuming.md's key table (the
 independent, human-written record) lists each key once with that class, and compare() sorts
 changes into those classes, refusing experiment changes unless allowed."""
 import os
@@ -16,10 +16,10 @@ VARIANTS = (None, 'demo', 'two_gpu', 'tiny')
 
 
 def readme_table() -> dict[str, list[tuple[str, str]]]:
-  """{key: [(class, why), ...]} of the README's "Resuming with other settings" key table."""
-  with open(os.path.join(helpers.ROOT, 'README.md')) as f:
+  """{key: [(class, why), ...]} of docs/resuming.md's key table."""
+  with open(os.path.join(helpers.ROOT, 'docs', 'resuming.md')) as f:
     text = f.read()
-  section = text.split('## Resuming with other settings', 1)[1].split('\n## ', 1)[0]
+  section = text
   rows: dict[str, list[tuple[str, str]]] = {}
   for line in section.splitlines():
     m = re.match(r'^\| `([a-z_.0-9]+)` \| (.+?) \| (.+?) \|$', line)
