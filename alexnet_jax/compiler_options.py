@@ -1,12 +1,10 @@
 """XLA compiler options for the jitted train and eval steps, per backend, chosen by measurement.
 
 On CPU, XLA hands dots, convolutions, elementwise ops and reductions to YNNPACK fusions by
-default. YNNPACK's convolution gradients run at 30-60 GFLOP/s here against 130-170 for
-XLA's own (Eigen) convolutions of the same shapes (2-core EPYC VM, 2026-11-30, conv2-conv5 at
-batch 32), so the steps keep YNNPACK for reductions only: the whole float32 training step at
-batch 32 took 1604 ms against 2056 ms with the defaults (median of 4 interleaved pairs), the
-forward at batch 64 1051 against 1135 ms. (The option's other single values measured slower:
-dots 2150, individual dots 2079, elementwise 1891, convolutions 2654 ms.)
+default. YNNPACK's convolution gradients ran at a fraction of the speed of XLA's own (Eigen)
+convolutions of the same shapes, so the steps keep YNNPACK for reductions only: the whole
+training step and the forward measured faster that way than with the defaults, and every other
+single value of the option measured slower (docs/performance.md has the figures).
 
 The option is experimental in XLA: a jaxlib that does not know it compiles with the defaults.
 """

@@ -3,7 +3,7 @@ backward pass that XLA:CPU runs fast.
 
 The gradient of lax.reduce_window(max) is a select_and_scatter, which XLA:CPU expands into a
 variadic reduce_window carrying argmax indices, iotas the size of the input and a scatter: a
-large share of the CPU training step (README, Speed). 'fast' writes the same gradient as
+large share of the CPU training step (docs/performance.md). 'fast' writes the same gradient as
 window * window strided compares and zero-interleaving pads, elementwise work that fuses:
 
   dx[s*p + i, s*q + j] += g[p, q]  where (i, j) is the first position, in row-major window
@@ -14,8 +14,8 @@ both give the same gradient, ties included (ReLU zeros tie often; tested). The m
 compares with is recomputed in the backward from the very elements it compares, not taken from
 the forward's output: that relied on XLA computing the pooled input bit for bit alike twice,
 which its algebraic simplifier does not guarantee. With batch norm before the pools, under a
-mesh, conv gradients came out 20-70 % wrong that way (model.norm=batchnorm_all, measured
-2026-11-30; tests/test_sharding.py); with XLA's algsimp pass disabled, or with the maximum
+mesh, conv gradients came out wrong that way (model.norm=batchnorm_all; tests/test_sharding.py;
+docs/performance.md has by how much); with XLA's algsimp pass disabled, or with the maximum
 recomputed here, they match the unsharded run, which matches finite differences.
 """
 import functools
