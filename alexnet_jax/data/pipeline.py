@@ -61,7 +61,8 @@ class DecodeResize(grain.transforms.Map):
 
   def map(self, record):
     out = {'label': np.int32(record['label']), 'valid': np.bool_(True)}
-    # Allocated only where needed: zeroing 196 KB for every record cost ~5 % of its decode.
+    # Allocated only where needed: zeroing 196 KB for every record cost a measurable share of
+    # its decode (docs/input_pipeline.md).
     blank = lambda: np.zeros((self.resize_size, self.resize_size, 3), np.uint8)
     if record.get('mask', True):
       try:
@@ -94,8 +95,8 @@ class TrainAugment(grain.transforms.RandomMap):
 class ReadBatch(grain.transforms.Map):
   """A batch of record indices -> those records, read from the source directly. Grain's
   per-record bookkeeping (statistics, metrics) cost about as much CPU as the read, and held the
-  GIL, so that threads decoding side by side in one process scaled worse (the README's
-  input-pipeline section has the figures)."""
+  GIL, so that threads decoding side by side in one process scaled worse (docs/input_pipeline.md
+  has the figures)."""
 
   def __init__(self, source):
     self.source = source
@@ -110,8 +111,7 @@ class DecodeBatch(grain.transforms.MapWithIndex):
   (b, R, R, 3) array, with each record's (epoch, index) in the endless training order, from
   which the device derives its random draws (row i of batch k is position first + (k b + i)
   stride). Decoding after batching costs Grain one element per batch instead of one per
-  record, and the rows need no stacking (the README's input-pipeline section has the
-  figures)."""
+  record, and the rows need no stacking (docs/input_pipeline.md has the figures)."""
 
   def __init__(self, resize_size: int, num_records: int, first: int, stride: int):
     self.resize_size, self.num_records = resize_size, num_records
@@ -245,9 +245,9 @@ def _ensure_flags_parsed():
 # Environment variables that launchers set to the number of processes on this host.
 _LOCAL_PROCESS_COUNT_VARS = ('LOCAL_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_SIZE', 'MPI_LOCALNRANKS',
                              'SLURM_NTASKS_PER_NODE')
-# Threads one process decodes with at most: what still holds the GIL (~0.05 of the ~0.38 ms of
-# CPU per image) caps one process near 20k img/s, about 8 cores' decoding (README, "Does the
-# input pipeline keep up?"); past that, worker processes.
+# Threads one process decodes with at most: what still holds the GIL (the part of an image's CPU
+# time simplejpeg does not release) caps one process at about 8 cores' decoding, as measured on
+# the CPU (docs/input_pipeline.md); past that, worker processes.
 MAX_THREADS_PER_PROCESS = 8
 CPU_THREADS = 2  # on a CPU backend: the step needs the cores (see loader_size)
 
@@ -301,8 +301,8 @@ def loader_size(input_config, platform: str | None = None,
 
   On a CPU backend the jitted step itself runs on every core, and decoding would take cores
   from it: the loader costs a few per cent of the step's CPU time (2 threads in the main
-  process fed the full net's step at 95-105 % on the 2-core VM, README "Does the input
-  pipeline keep up?"), so 0 workers and CPU_THREADS threads. On a GPU or TPU the host does
+  process fed the full net's step as fast as synthetic batches, within noise, on the 2-core VM:
+  docs/input_pipeline.md), so 0 workers and CPU_THREADS threads. On a GPU or TPU the host does
   little besides decoding: one core is left to the main process (the loop, the dispatch, the
   transfers) and every other core of this process's share decodes, as threads in the main
   process up to MAX_THREADS_PER_PROCESS, past that in worker processes of at most that many
@@ -332,11 +332,11 @@ AUGMENT_ON = ('auto', 'device', 'host')
 def resolve_augment_on(value: str, platform: str) -> str:
   """'device' or 'host' for config.input.augment_on on a backend ('cpu', 'gpu', 'tpu').
 
-  'auto' is 'device' on an accelerator, where decoding alone keeps the host's cores busy (the
-  README's input-pipeline section), and 'host' on a CPU, where the same cores run both: there
-  the two paths measured level end to end (tools/loader_benchmark on the demo, 2026-11-30:
-  96-104 % of the synthetic-batch step on both, within this VM's noise), and every CPU result
-  in the README was measured on the host path.
+  'auto' is 'device' on an accelerator, where decoding alone keeps the host's cores busy
+  (docs/input_pipeline.md), and 'host' on a CPU, where the same cores run both: there the two
+  paths measured level end to end, each feeding the step as fast as synthetic batches within the
+  VM's noise (tools/loader_benchmark on the demo; docs/input_pipeline.md), and every CPU result
+  in the docs was measured on the host path.
   """
   if value not in AUGMENT_ON:
     raise UserError(f"config.input.augment_on must be one of {', '.join(AUGMENT_ON)}, got "
