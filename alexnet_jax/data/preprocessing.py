@@ -62,8 +62,8 @@ _FAST_JPEG_COLORSPACES = ('YCbCr', 'Gray')
 # work (the SIMD-accelerated scales, and the ones Pillow's draft mode uses).
 _JPEG_REDUCTIONS = (8, 4, 2)
 # A reduced decode keeps at least twice the target on the shorter side, so that the resize after
-# it still averages over 2+ pixels (Pillow's reducing_gap=2, Image.thumbnail's default): a third
-# of the pixel difference to a full decode that the bare target gives (docs/input_pipeline.md).
+# it still averages over 2+ pixels (Pillow's reducing_gap=2, Image.thumbnail's default): a
+# smaller pixel difference to a full decode than the bare target gives (docs/input_pipeline.md).
 REDUCING_GAP = 2
 # ... and at least this many pixels: a JPEG under 512 px decodes hardly faster at 1/2 than in
 # full (docs/input_pipeline.md), so small photos keep their exact full decode at any target (the
@@ -75,8 +75,8 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   """Encoded image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
 
   JPEGs go through simplejpeg: the same libjpeg-turbo as PIL and the same pixels, without PIL's
-  per-image overhead (measured in the README, "Does the input pipeline keep up?"). Other
-  formats, CMYK JPEGs and any file it rejects go through PIL, at full size.
+  per-image overhead (measured: docs/input_pipeline.md). Other formats, CMYK JPEGs and any
+  file it rejects go through PIL, at full size.
 
   min_size > 0: a JPEG much larger than that decodes at reduced scale (see jpeg_reduction), so
   the result's shorter side is >= min_size but may be less than the file's.
@@ -102,10 +102,9 @@ def jpeg_reduction(data: bytes, min_size: int) -> int:
 
   libjpeg computes the reduced image from the low-frequency DCT coefficients of each 8 x 8
   block, a low-pass filter ahead of the resize's own; after resize_shorter_side to min_size the
-  pixels differ from a full decode's by under half a level on average (measured in
-  docs/input_pipeline.md, "JPEGs decoded at reduced scale"). 1 for min_size <= 0 and for
-  anything decode_image gives to PIL (not a JPEG, CMYK, a header simplejpeg rejects), which
-  decodes at full size.
+  pixels differ from a full decode's by a fraction of a level on average (measured:
+  docs/input_pipeline.md). 1 for min_size <= 0 and for anything decode_image gives to PIL (not
+  a JPEG, CMYK, a header simplejpeg rejects), which decodes at full size.
   """
   size = _fast_jpeg_size(data)
   return 1 if size is None else _reduction(size, min_size)
@@ -296,8 +295,9 @@ def decode_and_resize_into(image, out: np.ndarray) -> None:
 def _per_row(values, width: int) -> np.ndarray:
   """A per-channel (3,) vector repeated along a row of `width` pixels: (width * 3,) float32.
 
-  Broadcasting a (3,) operand makes numpy's inner loop 3 elements long (~10x slower than a
-  whole row); against a (S, S * 3) view of the image the loop runs over the row instead.
+  Broadcasting a (3,) operand makes numpy's inner loop 3 elements long (measured far slower than
+  a whole row: docs/input_pipeline.md); against a (S, S * 3) view of the image the loop runs
+  over the row instead.
   """
   return np.tile(np.broadcast_to(np.asarray(values, np.float32), (3,)), width)
 
@@ -321,7 +321,7 @@ def train_transform(img: np.ndarray, rng: np.random.Generator, *, image_size: in
   random_crop -> random_flip -> pca_lighting -> standardize with the same rng draws (tested), but
   it crops the image and the mean image first, so the float work is on S x S pixels only, runs
   the per-channel steps over whole rows, and flips the result last (every step is per pixel, so
-  flipping commutes with them). The README's input-pipeline section has its cost per image.
+  flipping commutes with them). docs/input_pipeline.md has its cost per image.
   lighting_std <= 0 turns the PCA augmentation off; crop=False takes center_crop's window
   instead of a random one (and draws no offsets).
   """
