@@ -343,8 +343,9 @@ def prepare_resized(dataset_config, out_dir: str, *, splits: list[str] | None = 
   splits = list(splits) if splits else _default_splits(dataset_config)
   if not splits:
     raise UserError(f'no splits found in {_source_description(dataset_config)}')
-  # 'stored': copies made before 2026-11-30 kept the whole image (shorter side at resize_size);
-  # training reads either, and preparing into such a directory again says it differs.
+  # 'stored': copies of the earlier format (no 'stored' key) kept the whole image (shorter side
+  # at resize_size); training reads either, and preparing into such a directory again says it
+  # differs.
   wanted = {'source': _source_description(dataset_config), 'resize_size': resize_size,
             'jpeg_quality': quality, 'split_names': sorted(splits), 'stored': 'central patch'}
   existing = _check_existing(out_dir, wanted, log)
