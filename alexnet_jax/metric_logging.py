@@ -1,9 +1,9 @@
 """Metrics to a JSONL file in the workdir and TensorBoard event files beside it.
 
 The event files are written with TensorBoard's own record writer and protos, which need no
-TensorFlow: clu's SummaryWriter imports TensorFlow, ~3 s at every start of a run (and the
-GPU/TPU machines may not have it). Without the tensorboard package the run writes
-metrics.jsonl only.
+TensorFlow: clu's SummaryWriter imports TensorFlow, seconds at every start of a run
+(docs/performance.md), and the GPU/TPU machines may not have it. Without the tensorboard
+package the run writes metrics.jsonl only.
 
 Every file written here fails the same way: a write that raises OSError (a full disk, a file
 too large, an I/O error) is one RunFailure naming the file, never a traceback. The run's small

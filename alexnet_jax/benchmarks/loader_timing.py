@@ -176,8 +176,8 @@ def run_benchmark(config, feeds: list[tuple[int, int]], *, augment_on=('host',),
       for w, threads in feeds:
         key = (path, w, threads)
         # Measured alone: an idle Grain iterator still costs CPU (its threads and worker
-        # processes poll), which the next loader's CPU per image would count (0.77 against
-        # 0.52 ms on the device path behind the host path's, 2026-11-30).
+        # processes poll), which the next loader's CPU per image would count (measured after
+        # the host path's loaders, the device path read high: docs/input_pipeline.md).
         loader = _train_iterator(config, dataset, w, threads, path)
         try:
           loaders[key] = measure_loader(loader, batch_size=batch_size,

@@ -37,7 +37,7 @@ def device_peak(device, dtype: str, peak_tflops: float = 0.0) -> tuple[float, st
 
   On CPU the peak is what a float32 matmul measures on this machine (matmul_peak_flops): the
   nominal cores x clock x FLOP/cycle, from /proc/cpuinfo's clock, is printed beside it but is
-  no bound (on the 2-core EPYC VM it read 157 GFLOP/s while a 2048^2 matmul reached 179).
+  no bound (on the 2-core EPYC VM a 2048^2 matmul measured above it: docs/performance.md).
   Accelerators: the data sheet's dense peak.
   """
   if peak_tflops > 0:

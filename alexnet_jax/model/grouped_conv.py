@@ -18,7 +18,7 @@ from alexnet_jax import sharding
 GROUPS = 2  # the paper's two GPUs (section 3.2)
 # How a device runs the groups it holds, chosen per backend by measurement
 # (`python -m alexnet_jax.tools.benchmark --conv_impls=halves,feature_group,im2col`; the
-# figures are in the README's Speed section):
+# figures are in docs/performance.md):
 #   'halves'        one plain convolution per group;
 #   'feature_group' the groups merged into one convolution (feature_group_count=G, or one conv
 #                   with G x the outputs for a shared input);

@@ -81,7 +81,7 @@ def init_params(key, num_classes: int = 1000, dtype=jnp.float32, *,
     shapes.append((name, (width, out)))
     width = out
   # One draw for all the weights, sliced per layer: each jax.random.normal call of a new shape
-  # is its own XLA compilation (~0.5 s on a CPU), eight of them longer than the draw itself.
+  # is its own XLA compilation, and eight of them took longer than the draw itself on a CPU.
   sizes = [math.prod(shape) for _, shape in shapes]
   flat = 0.01 * jax.random.normal(key, (sum(sizes),), dtype)
   offset = 0
@@ -192,7 +192,8 @@ def build_step(batch: int, dtype: str = 'float32', lrn: bool = True, image_size:
     batches = []
     for batch_key in jax.random.split(key, 2):
       image_key, label_key = jax.random.split(batch_key)
-      # Drawn flat and reshaped: a 4-D normal takes XLA's CPU compiler ~3 s, a flat one ~0.5 s.
+      # Drawn flat and reshaped: XLA's CPU compiler took several times longer over a 4-D normal
+      # than over a flat one (docs/performance.md).
       images = jax.random.normal(image_key, (batch * image_size * image_size * 3,),
                                  compute_dtype)
       batches.append((images.reshape(batch, image_size, image_size, 3),
