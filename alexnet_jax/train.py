@@ -124,11 +124,11 @@ def _guarded_update(state: TrainState, grads, batch_stats, finite: jax.Array) ->
   """state.apply_gradients, or the state unchanged where `finite` is False.
 
   Selecting the new params and momentum against the old ones makes XLA keep both versions of
-  every buffer (it copies each donated parameter and momentum buffer: ~5 % of the CPU step,
-  docs/performance.md). For the paper's SGD the same effect comes from scalars: momentum 1,
-  weight decay 0 and a zeroed gradient leave v <- 1 v - lr (0 w + 0) = v exactly, and the
-  params take the update only where finite; so the arrays keep the unguarded step's one pass.
-  Other optimizers (AdamW) select the arrays."""
+  every buffer (it copies each donated parameter and momentum buffer, a measurable share of the
+  CPU step: docs/performance.md). For the paper's SGD the same effect comes from scalars:
+  momentum 1, weight decay 0 and a zeroed gradient leave v <- 1 v - lr (0 w + 0) = v exactly,
+  and the params take the update only where finite; so the arrays keep the unguarded step's one
+  pass. Other optimizers (AdamW) select the arrays."""
   keep_good = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   hyperparams = getattr(state.opt_state, 'hyperparams', {})
   if 'momentum' not in hyperparams or 'weight_decay' not in hyperparams:  # not paper_sgd
