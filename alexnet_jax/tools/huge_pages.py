@@ -2,12 +2,13 @@
 hosts only.
 
 XLA:CPU writes every step's activations and gradients into freshly allocated buffers, and
-with 4 KiB pages each step faults them in anew: 234,000 page faults and 0.6 s of system
-time per float32 training step at batch 32 on the 2-core VM (1.7 s per step). glibc's
-`glibc.malloc.hugetlb=1` tunable makes malloc ask for transparent huge pages (2 MiB), where
-the kernel gives them only on request (`/sys/kernel/mm/transparent_hugepage/enabled` is
-`madvise`): about 1,000 faults and 1.33-1.37 s per step, measured 2026-11-30
-(`python -m alexnet_jax.tools.benchmark` prints the step's speed; the README has the table).
+with 4 KiB pages each step faults them in anew: hundreds of thousands of page faults per
+float32 training step on the 2-core VM, and a large share of the step spent in system time.
+glibc's `glibc.malloc.hugetlb=1` tunable makes malloc ask for transparent huge pages (2 MiB),
+where the kernel gives them only on request (`/sys/kernel/mm/transparent_hugepage/enabled` is
+`madvise`): far fewer faults, and the step measured faster
+(`python -m alexnet_jax.tools.benchmark` prints the step's speed; docs/performance.md has the
+figures).
 
 A tunable is read when a process starts, so a command that lacks it runs itself again, in the
 same process (os.execve keeps the PID, signals and exit status), with it set.
