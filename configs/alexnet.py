@@ -14,10 +14,9 @@ Variants (the part after ':'):
   demo    The full-size AlexNet on the embedded clothing10-128 photos (1000 train / 240 val,
           10 classes), sized to finish in <= 10 minutes on 2 CPU cores. It departs from the paper
           in three switches, because the paper's recipe sits at chance for thousands of steps
-          (measured: 10 epochs of clothing10 at loss ln 10):
+          (measured on these photos: docs/experiments.md):
           init='he' (fan-in normal, zero biases), optimizer AdamW 1e-4, standardised pixels.
-          Measured 2026-11-29, 2-core x86_64 CPU: 8 min wall, val top-1 0.408, top-5 0.854
-          after 6 epochs (chance 0.10).
+          What it reaches, and in how long: docs/experiments.md.
   tiny    A narrow net on small crops of the embedded data, for tests (seconds per step).
 """
 import ml_collections
@@ -58,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.stats_images = 10000
   # PCA lighting's RGB eigenvalues/vectors: 'dataset' (those of the stats above, as the paper
   # computed them from its training set) or 'imagenet' (the well-known fb.resnet.torch numbers,
-  # [55.46, 4.794, 1.148]; see README "Faithful details").
+  # [55.46, 4.794, 1.148]; see docs/faithfulness.md).
   config.input.lighting_eigen = 'dataset'
   # Where the augmentation (crop, flip, lighting, mean, std) and eval's crops run: 'host' (numpy
   # in the Grain workers), 'device' (JAX inside the jitted step; the workers only decode and the
@@ -71,9 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.workers = -1
   # Read threads per process, each reading and decoding one batch at a time (so also the
   # batches read ahead). With workers=0 and augment_on='device' they decode side by side in the
-  # main process (simplejpeg lets go of the GIL) and no batch crosses shared memory: see README
-  # "Does the input pipeline keep up?" for what each way costs per image. -1 = from the
-  # machine (2 on a CPU backend; on a GPU/TPU the decoding cores over the processes).
+  # main process (simplejpeg lets go of the GIL) and no batch crosses shared memory: see
+  # docs/input_pipeline.md for what each way costs per image. -1 = from the machine (2 on a CPU
+  # backend; on a GPU/TPU the decoding cores over the processes).
   config.input.prefetch = -1
   # Unreadable images (gone since the run's file index was built, truncated, not images) are
   # skipped and counted; past this fraction of the training images read since the last check
@@ -171,8 +170,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (its checkpoint saved; exit status 3). 0 = never check. An ImageNet epoch is ~10,000 steps.
   config.train.chance_epochs = 5.0
   config.train.on_chance = 'warn'
-  # Resume refuses a changed setting that changes the experiment (README "Resuming with other
-  # settings"); name such keys here, comma-separated, to resume anyway, e.g. 'model.dropout'.
+  # Resume refuses a changed setting that changes the experiment (docs/resuming.md); name such
+  # keys here, comma-separated, to resume anyway, e.g. 'model.dropout'.
   config.train.allow_changed = ''
 
   config.eval = ml_collections.ConfigDict()
