@@ -5,7 +5,7 @@ r"""The paper's ablations as one sweep: what does each 2012 trick buy?
   python launch.py --config=configs/sweeps/ablations.py:quick --workdir=/tmp/sweep
   python launch.py --config=configs/sweeps/ablations.py:preset --workdir=runs/preset --parallel=2
   python launch.py --config=configs/sweeps/ablations.py:preset_first --workdir=runs/preset \
-      --parallel=2  # the preset's first design (README)
+      --parallel=2  # the preset's first design (docs/experiments.md)
 
 Each variant is the base config plus a few overrides, trained once per seed in
 <workdir>/<variant>/seed<k> (a finished run is skipped on re-runs), then summarised in
@@ -26,9 +26,9 @@ Variants (the paper's numbers are its ImageNet top-1 error changes, sections 3.3
   no_flip         no horizontal reflections        (paper 4.1)
 
 Default: the embedded data with the demo's recipe, 3 epochs per run, 2 seeds: 28 runs of about
-4 minutes on 2 CPU cores (about 2 h, an estimate: the first six variants were 12 runs in
-43.8 min). `preset`: a lighter net for longer, 4 variants x 5 seeds, sized to resolve effects
-in <= 90 min (see _preset; `preset_first` is its first design). For ImageNet use
+4 minutes on 2 CPU cores (about 2 h, an estimate from the first six variants' runs:
+docs/experiments.md). `preset`: a lighter net for longer, 4 variants x 5 seeds, sized to
+resolve effects in <= 90 min (see _preset; `preset_first` is its first design). For ImageNet use
 base=configs/alexnet.py and --dry_run to get one launch command per run for a cluster.
 """
 import ml_collections
@@ -105,15 +105,16 @@ def _preset(config: ml_collections.ConfigDict, design: str = 'preset') -> None:
   full net at 227 px is too slow for the seeds an interval needs. So: the embedded photos at
   their own size (128 px, random 112 crops: 87.5 % of the side, near the paper's 88.7 %),
   the net at half width (5.9M parameters), 30 epochs so that overfitting can show (a
-  constant-lr probe's training loss fell to 0.04 without augmentation), and a cosine lr
+  constant-lr probe without augmentation drove its training loss near zero), and a cosine lr
   decay so the final evaluation is not taken at a random point of a constant-lr oscillation
-  (probe, seed 0: the last 5 evaluations of a constant-lr run spanned 6 points, a cosine
-  run's 0.4). Seeds 1-5, 20 runs of about 8 min each on one core; run it with --parallel=2.
+  (probe, seed 0: a constant-lr run's last evaluations spread far wider than a cosine run's;
+  docs/experiments.md has both probes). Seeds 1-5, 20 runs of about 8 min each on one core;
+  run it with --parallel=2.
 
-  Two designs, in the order they were run (README, "Ablation sweeps"):
+  Two designs, in the order they were run (docs/experiments.md has their results):
   - `preset_first`: baseline, no_dropout, no_augmentation, tanh, designed on seed 0 alone.
-    Measured on seeds 1-5 (2026-11-30), only no_augmentation's effect came near resolving:
-    dropout and tanh changed final val top-1 by less than their seed-to-seed spread.
+    On seeds 1-5 only no_augmentation's effect came near resolving: dropout and tanh changed
+    final val top-1 by less than their seed-to-seed spread.
   - `preset`: baseline and no_augmentation again (the same runs: a sweep reuses them), with
     no_random_crop and batchnorm_all in place of no_dropout and tanh. Chosen after seeing
     seeds 1-4 of the first design, before any run of the two new variants: crops are most of
