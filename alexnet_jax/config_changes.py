@@ -1,8 +1,7 @@
-"""What a setting changed between a checkpoint and its resume does (README "Resuming with other
-settings").
+"""What a setting changed between a checkpoint and its resume does (docs/resuming.md).
 
 Every leaf key of configs/alexnet.py's get_config() has exactly one class (`KEYS`; a test walks
-the config and the README table against it):
+the config and docs/resuming.md's table against it):
 
   RUN        (a) touches nothing a checkpoint holds and nothing the update computes: workers,
                  log and checkpoint frequency, eval batch, where the data lives (the data itself
