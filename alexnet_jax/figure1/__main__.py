@@ -1,8 +1,10 @@
 r"""The paper's Figure 1: ReLU against tanh on a small conv net, each at its fastest lr.
 
-  python -m alexnet_jax.tools.figure1 --config=configs/figure1.py --workdir=runs/figure1
+  python -m alexnet_jax.figure1 --workdir=runs/figure1
+  python -m alexnet_jax.figure1 --workdir=/tmp/fig1 --config=alexnet_jax/figure1/config.py:quick
 
-For each regime of the config (the paper's, the modern one; alexnet_jax/figure1.py): the lr of
+--config defaults to this package's config.py, found beside this file (from any directory).
+For each regime of the config (the paper's, the modern one; net.py, data.py): the lr of
 each activation chosen on the tuning seed, then the steps to 25 % training error on the other
 seeds, their ratio tanh / relu and its 95 % interval. Every finished run is a JSON file under
 <workdir>/runs/ and is not run again; the command writes <workdir>/results.json, results.md
@@ -17,11 +19,16 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import figure1
+from alexnet_jax.figure1 import data
+from alexnet_jax.figure1 import net
+from alexnet_jax.figure1 import protocol
+from alexnet_jax.figure1 import train
 from alexnet_jax.tools import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/figure1.py', 'Config file, e.g. '
-                                          'configs/figure1.py or configs/figure1.py:quick.')
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', CONFIG, 'Config file (default: config.py beside this command), e.g. '
+    'alexnet_jax/figure1/config.py:quick.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where runs and results are written.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -36,11 +43,11 @@ def _pyplot():
   return plt
 
 
-def setup_of(config) -> figure1.Setup:
-  return figure1.Setup(folder=config.folder, split=config.split, image_size=config.image_size,
-                       num_images=config.num_images, batch_size=config.batch_size,
-                       momentum=config.momentum, eval_every=config.eval_every,
-                       target=config.target, stuck_steps=config.stuck_steps)
+def setup_of(config) -> train.Setup:
+  return train.Setup(folder=config.folder, split=config.split, image_size=config.image_size,
+                     num_images=config.num_images, batch_size=config.batch_size,
+                     momentum=config.momentum, eval_every=config.eval_every,
+                     target=config.target, stuck_steps=config.stuck_steps)
 
 
 def _steps(value) -> str:
@@ -143,19 +150,19 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   setup = setup_of(config)
   os.makedirs(workdir, exist_ok=True)
-  images = figure1.load_images(config.folder, config.split, config.image_size, config.num_images)
-  params = figure1.num_params(figure1.init_params(0, 'paper', 'relu', config.image_size,
-                                                  len(images.class_names)))
+  images = data.load_images(config.folder, config.split, config.image_size, config.num_images)
+  params = net.num_params(net.init_params(0, 'paper', 'relu', config.image_size,
+                                          len(images.class_names)))
   print(f'{len(images.labels)} images at {config.image_size} px, {len(images.class_names)} '
         f'classes | net: 3 conv 5x5 (32, 32, 64) + pool 3/2, dense; {params:,} parameters | '
         f'batch {config.batch_size}, momentum {config.momentum}, full pass every '
         f'{config.eval_every} steps | tuning seed {config.tuning_seed}, seeds '
         f'{list(config.seeds)}', flush=True)
   start = time.time()
-  results = [figure1.run_regime(images, name, setup, regime.lr_grid, regime.max_steps,
-                                config.tuning_seed, config.seeds, workdir, config.extend_grid,
-                                log=lambda s: print(s, flush=True))
-             for name, regime in ((n, config.regimes[n]) for n in figure1.REGIMES
+  results = [protocol.run_regime(images, name, setup, regime.lr_grid, regime.max_steps,
+                                 config.tuning_seed, config.seeds, workdir, config.extend_grid,
+                                 log=lambda s: print(s, flush=True))
+             for name, regime in ((n, config.regimes[n]) for n in net.REGIMES
                                   if n in config.regimes)]
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump({'config': config.to_dict(), 'num_params': params,

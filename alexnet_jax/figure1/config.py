@@ -1,14 +1,15 @@
 r"""The paper's Figure 1 (section 3.1): ReLU against tanh, each at its fastest learning rate.
 
-  python -m alexnet_jax.tools.figure1 --config=configs/figure1.py --workdir=runs/figure1
+  python -m alexnet_jax.figure1 --workdir=runs/figure1  # this file is its default --config
 
-The net, the regimes and the rules are in alexnet_jax/figure1.py. For each regime and
-activation, the lr is chosen from lr_grid on tuning_seed (the one that reaches `target` training
-error in the fewest steps without diverging); then both activations train at their lr on every
-seed of `seeds` (never the tuning seed), and the tool reports the steps each needs, the ratio
-tanh / relu per seed and its geometric mean with a 95 % t-interval.
+The net and the regimes are in net.py and data.py beside this file, the rules in protocol.py.
+For each regime and activation, the lr is chosen from lr_grid on tuning_seed (the one that
+reaches `target` training error in the fewest steps without diverging); then both activations
+train at their lr on every seed of `seeds` (never the tuning seed), and the command reports the
+steps each needs, the ratio tanh / relu per seed and its geometric mean with a 95 % t-interval.
 
-Variants: quick (a few images at 16 px, a tiny grid, a few steps: for tests).
+Variants: quick (a few images at 16 px, a tiny grid, a few steps: for tests),
+--config=alexnet_jax/figure1/config.py:quick. The folder is relative to the working directory.
 """
 import ml_collections
 

@@ -1,279 +1,23 @@
-"""The paper's Figure 1 (section 3.1), run the way the paper ran it: a small convolutional net
-with ReLUs against the same net with tanh units, plain SGD with momentum and no regularisation,
-each activation at the learning rate that reaches 25 % training error fastest, and the ratio of
-the steps each needs.
+"""Figure 1's protocol: each activation at the learning rate that reaches the target fastest
+(section 3.1: "each network's learning rate was chosen to make training as fast as possible"),
+chosen on a tuning seed, then the steps to the target on the other seeds, and the ratio tanh /
+relu with its t-interval over the seeds.
 
-The net is cuda-convnet's CIFAR-10 layout (the paper's Figure 1 net was a four-layer net on
-CIFAR-10): conv 5x5x32 -> max pool 3/2 -> conv 5x5x32 -> max pool 3/2 -> conv 5x5x64 -> max pool
-3/2 -> dense (classes), 'SAME' padding, the activation after each conv (max pooling commutes with
-both activations), no LRN, no dropout. On 32x32 RGB and 10 classes: 89,578 parameters.
-
-The data: the embedded photos (one folder split) at image_size px (shorter side, then the centre
-crop), held in memory. Two regimes:
-- 'paper': weights N(0, 0.01), zero biases, raw pixels 0..255 minus the mean image (section 2);
-- 'modern': fan-in normal weights (He, std sqrt(2 / fan_in), before a ReLU; LeCun, sqrt(1 /
-  fan_in), before a tanh and for the classifier), zero biases, pixels minus the mean image over
-  their per-channel std.
-
-Pure functions: the SGD step and the full pass are jitted once per activation and shape, with
-the learning rate an argument, so that a grid does not recompile. A seed fixes both the init (the
-same standard normal draws for both activations) and the data order: runs are paired. The
-experiment (run_regime) keeps every finished run as a JSON file and skips it when run again.
+The experiment (run_regime) keeps every finished run as a JSON file (RunStore) and skips it
+when run again; a run stored for more steps answers a shorter request (truncate).
 """
 import dataclasses
-import functools
 import json
 import math
 import os
-import time
 from typing import Callable
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from alexnet_jax import stats
-from alexnet_jax.data import preprocessing
-from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
-from alexnet_jax.model import pooling
-
-ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
-REGIMES = ('paper', 'modern')
-CONV_FEATURES = (32, 32, 64)
-LAYERS = ('conv1', 'conv2', 'conv3', 'dense')
-PAPER_STD = 0.01  # section 5: "a zero-mean Gaussian distribution with standard deviation 0.01"
-
-
-# --- the net ---
-
-
-def max_pool(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
-  """Max pooling of B x H x W x C with 'SAME' padding (-inf), through the library's pooling,
-  whose backward XLA:CPU runs fast (flax's nn.max_pool's select_and_scatter is several times
-  slower here)."""
-  pads = [(0, 0)]
-  for n in x.shape[1:3]:
-    total = max((-(-n // stride) - 1) * stride + window - n, 0)
-    pads.append((total // 2, total - total // 2))
-  x = jnp.pad(x, pads + [(0, 0)], constant_values=-jnp.inf)
-  return pooling.grouped_max_pool(x[None], window, stride)[0]
-
-
-class Net(nn.Module):
-  """Three 5x5 conv layers, each followed by 3/2 max pooling, and one dense layer."""
-  activation: str
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x):
-    act = ACTIVATIONS[self.activation]
-    for i, features in enumerate(CONV_FEATURES):
-      x = nn.Conv(features, (5, 5), padding='SAME', name=f'conv{i + 1}')(x)
-      x = max_pool(act(x))
-    return nn.Dense(self.num_classes, name='dense')(x.reshape(x.shape[0], -1))
-
-
-def init_std(regime: str, activation: str, layer: str, fan_in: int) -> float:
-  """The weights' standard deviation of one layer in a regime (module docstring)."""
-  if regime == 'paper':
-    return PAPER_STD
-  if regime == 'modern':
-    gain = 2.0 if activation == 'relu' and layer != 'dense' else 1.0
-    return math.sqrt(gain / fan_in)
-  raise ValueError(f'unknown regime {regime!r}; choose: {", ".join(REGIMES)}')
-
-
-def init_params(seed: int, regime: str, activation: str, image_size: int,
-                num_classes: int = 10) -> dict:
-  """Normal weights scaled per init_std, zero biases. Layer i draws from fold_in(key(seed), i),
-  so that relu and tanh nets of the same seed share their standard normal draws."""
-  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  shapes = jax.eval_shape(Net(activation, num_classes).init, jax.random.key(0), dummy)['params']
-  key = jax.random.key(seed)
-  params = {}
-  for i, layer in enumerate(LAYERS):
-    shape = shapes[layer]['kernel'].shape
-    std = init_std(regime, activation, layer, int(np.prod(shape[:-1])))
-    params[layer] = {'kernel': std * jax.random.normal(jax.random.fold_in(key, i), shape),
-                     'bias': jnp.zeros(shapes[layer]['bias'].shape, jnp.float32)}
-  return params
-
-
-def num_params(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
-# --- the data ---
-
-
-@dataclasses.dataclass(frozen=True)
-class Images:
-  pixels: np.ndarray  # N x S x S x 3 uint8
-  labels: np.ndarray  # N int32
-  class_names: tuple[str, ...]
-
-
-def load_images(folder: str, split: str, image_size: int, num_images: int = 0) -> Images:
-  """A folder split (root/split/<class>/<images>, as ImageFolderSource lists it) at image_size:
-  the shorter side resized, then the centre crop. num_images > 0 keeps the first
-  num_images // classes files of each class (a balanced subset)."""
-  source = sources.ImageFolderSource(folder, split)
-  paths, labels = np.array(source.paths), np.array(source.labels, np.int32)
-  if num_images:
-    per_class = max(1, num_images // len(source.class_names))
-    keep = np.concatenate([np.nonzero(labels == c)[0][:per_class]
-                           for c in range(len(source.class_names))])
-    paths, labels = paths[keep], labels[keep]
-  pixels = []
-  for path in paths:
-    with open(path, 'rb') as f:
-      img = preprocessing.decode_image(f.read())
-    pixels.append(preprocessing.center_crop(preprocessing.resize_shorter_side(img, image_size),
-                                            image_size))
-  return Images(np.stack(pixels), labels, tuple(source.class_names))
-
-
-def regime_inputs(pixels: np.ndarray, regime: str) -> np.ndarray:
-  """The net's float32 input: raw pixels minus the per-pixel mean image ('paper'), then over
-  the per-channel std of that difference ('modern')."""
-  x = pixels.astype(np.float64)
-  x = x - x.mean(axis=0)
-  if regime == 'modern':
-    x = x / x.std(axis=(0, 1, 2))
-  elif regime != 'paper':
-    raise ValueError(f'unknown regime {regime!r}; choose: {", ".join(REGIMES)}')
-  return x.astype(np.float32)
-
-
-def batch_order(seed: int, num_images: int, batch_size: int, num_steps: int) -> np.ndarray:
-  """num_steps x batch_size indices: a fresh permutation from the seed every epoch (the last
-  incomplete batch of an epoch dropped)."""
-  per_epoch = num_images // batch_size
-  if per_epoch < 1:
-    raise ValueError(f'batch {batch_size} is larger than the {num_images} images')
-  rng = np.random.default_rng(seed)
-  epochs = -(-num_steps // per_epoch)
-  order = [rng.permutation(num_images)[:per_epoch * batch_size].reshape(per_epoch, batch_size)
-           for _ in range(epochs)]
-  return np.concatenate(order)[:num_steps].astype(np.int32)
-
-
-# --- SGD and the full pass, jitted once per activation ---
-
-
-def _loss(model, params, x, y):
-  logits = model.apply({'params': params}, x)
-  return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-
-
-@functools.lru_cache(maxsize=None)
-def sgd_step(activation: str, num_classes: int):
-  """jitted (params, velocity, x, y, lr, momentum) -> (params, velocity, loss): one step of
-  v <- momentum v - lr g; w <- w + v (section 5, without the weight decay). A Python loop calls
-  it: under lax.scan XLA:CPU runs these convolutions about 20x slower."""
-  model = Net(activation, num_classes)
-  grad = jax.value_and_grad(functools.partial(_loss, model))
-
-  def step(params, velocity, x, y, lr, momentum):
-    loss, g = grad(params, x, y)
-    velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, g)
-    return jax.tree.map(jnp.add, params, velocity), velocity, loss
-
-  return jax.jit(step)
-
-
-@functools.lru_cache(maxsize=None)
-def full_pass(activation: str, num_classes: int):
-  """jitted (params, x_all, y_all) -> (number misclassified, mean loss) over the whole set."""
-  model = Net(activation, num_classes)
-
-  def run(params, x_all, y_all):
-    logits = model.apply({'params': params}, x_all)
-    loss = jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y_all[:, None], axis=1))
-    return jnp.sum(jnp.argmax(logits, -1) != y_all), loss
-
-  return jax.jit(run)
-
-
-def training_error(params, x, y, activation: str, num_classes: int) -> tuple[float, float]:
-  """(training error, mean loss): a full pass over the whole training set (not a running
-  minibatch figure)."""
-  wrong, loss = full_pass(activation, num_classes)(params, x, y)
-  return int(wrong) / len(y), float(loss)
-
-
-# --- one run ---
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """What a run's result depends on besides (regime, activation, lr, seed)."""
-  folder: str
-  split: str
-  image_size: int
-  num_images: int
-  batch_size: int
-  momentum: float
-  eval_every: int  # K: the full pass every K steps
-  target: float
-  stuck_steps: int  # error at/above chance on every pass this long: stuck (0: never)
-
-
-def chance_error(num_classes: int) -> float:
-  return 1.0 - 1.0 / num_classes
-
-
-def train_run(x: np.ndarray, y: np.ndarray, regime: str, activation: str, lr: float, seed: int,
-              setup: Setup, max_steps: int,
-              log: Callable[[str], None] | None = None) -> dict:
-  """SGD from init_params(seed) in batch_order(seed), the full-pass training error every
-  setup.eval_every steps (and at step 0), until that error is at or below setup.target
-  ('reached'), a loss is not finite ('diverged'), the error has stayed at or above chance for
-  setup.stuck_steps ('stuck'), or max_steps ('max_steps'). Deterministic on CPU: a run stopped
-  at s steps is the first s steps of a longer one (truncate)."""
-  k = setup.eval_every
-  if max_steps % k:
-    raise ValueError(f'max_steps {max_steps} is not a multiple of eval_every {k}')
-  num_classes = int(y.max()) + 1
-  chance = chance_error(num_classes)
-  step_fn = sgd_step(activation, num_classes)
-  params = init_params(seed, regime, activation, x.shape[1], num_classes)
-  velocity = jax.tree.map(jnp.zeros_like, params)
-  order = batch_order(seed, len(x), setup.batch_size, max_steps)
-  x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-  start = time.perf_counter()
-  err, loss = training_error(params, x_dev, y_dev, activation, num_classes)
-  steps, errors, losses = [0], [err], [loss]
-  outcome = 'max_steps'
-  for begin in range(0, max_steps, k):
-    batch_losses = []
-    for idx in order[begin:begin + k]:
-      params, velocity, batch_loss = step_fn(params, velocity, x[idx], y[idx], lr,
-                                             setup.momentum)
-      batch_losses.append(batch_loss)
-    err, loss = training_error(params, x_dev, y_dev, activation, num_classes)
-    steps.append(begin + k)
-    errors.append(err)
-    losses.append(loss)
-    window = setup.stuck_steps // k + 1
-    if not (np.isfinite(loss) and np.all(np.isfinite(jnp.stack(batch_losses)))):
-      outcome = 'diverged'
-    elif errors[-1] <= setup.target:
-      outcome = 'reached'
-    elif (setup.stuck_steps and steps[-1] >= setup.stuck_steps
-          and min(errors[-window:]) >= chance - 1e-9):
-      outcome = 'stuck'
-    if log and (outcome != 'max_steps' or steps[-1] % (10 * k) == 0):
-      log(f'step {steps[-1]}: training error {errors[-1]:.3f}, loss {losses[-1]:.4f}')
-    if outcome != 'max_steps':
-      break
-  return {'regime': regime, 'activation': activation, 'lr': lr, 'seed': seed,
-          'max_steps': max_steps, 'outcome': outcome,
-          'steps_to_target': steps[-1] if outcome == 'reached' else None,
-          'steps': steps, 'error': errors, 'loss': [l if np.isfinite(l) else None for l in losses],
-          'wall_s': time.perf_counter() - start}
+from alexnet_jax.figure1 import data
+from alexnet_jax.figure1 import train
 
 
 # --- the learning rate, chosen as the paper did ---
@@ -387,7 +131,7 @@ class RunStore:
   A stored run answers a request for max_steps if it ended (reached, diverged, stuck) by then or
   ran at least that long (truncate); one stored under another Setup is refused, not reused."""
 
-  def __init__(self, directory: str, regime: str, setup: Setup):
+  def __init__(self, directory: str, regime: str, setup: train.Setup):
     self.directory, self.regime, self.setup = directory, regime, setup
 
   def path(self, activation: str, lr: float, seed: int) -> str:
@@ -424,25 +168,27 @@ def describe(run: dict) -> str:
   return f'{run["outcome"]} at step {end}'
 
 
-def run_regime(images: Images, regime: str, setup: Setup, lr_grid: dict, max_steps: int,
-               tuning_seed: int, seeds, workdir: str, extend: int = 0,
+def run_regime(images: data.Images, regime: str, setup: train.Setup, lr_grid: dict,
+               max_steps: int, tuning_seed: int, seeds, workdir: str, extend: int = 0,
                log: Callable[[str], None] = lambda s: None) -> dict:
   """The regime's experiment: for each activation the lr from lr_grid[activation] (extended
-  beyond its edge up to `extend` times) chosen on tuning_seed (tune), then both activations at their lr on every seed of `seeds`, steps to the
-  target (or to the lowest level all reach), their ratio tanh / relu and its interval."""
+  beyond its edge up to `extend` times) chosen on tuning_seed (tune), then both activations at
+  their lr on every seed of `seeds`, steps to the target (or to the lowest level all reach),
+  their ratio tanh / relu and its interval."""
   seeds = [int(s) for s in seeds]
   if tuning_seed in seeds:
     raise UserError(f'the measured seeds {seeds} include the tuning seed {tuning_seed}: the lr '
                     'chosen on a seed would bias its ratio')
-  x = regime_inputs(images.pixels, regime)
+  x = data.regime_inputs(images.pixels, regime)
   store = RunStore(os.path.join(workdir, 'runs', regime), regime, setup)
 
   def run(activation, lr, seed, steps):
     found = store.load(activation, lr, seed, steps)
     if found is None:
       log(f'[{regime}] {activation} lr {lr:g} seed {seed}: training (at most {steps} steps)')
-      found = train_run(x, images.labels, regime, activation, lr, seed, setup, steps,
-                        log=lambda s: log(f'[{regime}] {activation} lr {lr:g} seed {seed}: {s}'))
+      found = train.train_run(
+          x, images.labels, regime, activation, lr, seed, setup, steps,
+          log=lambda s: log(f'[{regime}] {activation} lr {lr:g} seed {seed}: {s}'))
       store.save(found)
       how = f'{found["wall_s"]:.0f} s'
     else:

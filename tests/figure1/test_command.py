@@ -1,19 +1,31 @@
-"""alexnet_jax/tools/figure1.py on configs/figure1.py:quick (20 photos at 16 px, two lrs, 12
-steps): it writes results.json, results.md and the plot; a second run trains nothing and writes
-the same results; a tuning seed among the measured seeds is one error line."""
+"""`python -m alexnet_jax.figure1` (__main__.py) on config.py:quick (20 photos at 16 px, two
+lrs, 12 steps): it writes results.json, results.md and the plot; a second run trains nothing and
+writes the same results; from another directory it finds its default config, and a tuning seed
+among the measured seeds is one error line."""
 import json
 import os
+import subprocess
+import sys
 
 import matplotlib.image
 
 from tests import helpers
 
-QUICK = '--config=configs/figure1.py:quick'
+QUICK = '--config=alexnet_jax/figure1/config.py:quick'
+
+
+def figure1_command(*args, cwd=helpers.ROOT):
+  """`python -m alexnet_jax.figure1 ARGS` in a subprocess on one CPU device, run in `cwd` with
+  the repository on PYTHONPATH (as an installed package would be)."""
+  env = helpers.cpu_env()
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (helpers.ROOT, env.get('PYTHONPATH')) if p)
+  return subprocess.run([sys.executable, '-m', 'alexnet_jax.figure1', *args], cwd=cwd,
+                        capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_writes_results_and_a_rerun_skips_finished_runs(tmp_path):
   workdir = str(tmp_path / 'fig1')
-  first = helpers.run_tool('figure1', QUICK, f'--workdir={workdir}')
+  first = figure1_command(QUICK, f'--workdir={workdir}')
   assert first.returncode == 0, first.stderr
   assert ': training (at most' in first.stdout and 'wrote' in first.stdout
   with open(os.path.join(workdir, 'results.json')) as f:
@@ -38,15 +50,19 @@ def test_writes_results_and_a_rerun_skips_finished_runs(tmp_path):
     assert {f'{a}_lr{lr:g}_seed{s}.json' for s in (0, 1, 2, 3)} <= set(runs)
     assert {f'{a}_lr{e["lr"]:g}_seed0.json' for e in modern['tuning'][a]['grid']} <= set(runs)
 
-  again = helpers.run_tool('figure1', QUICK, f'--workdir={workdir}')
+  again = figure1_command(QUICK, f'--workdir={workdir}')
   assert again.returncode == 0, again.stderr
   assert 'training (at most' not in again.stdout and '(stored)' in again.stdout
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['regimes'] == results['regimes']
 
 
-def test_the_tuning_seed_among_the_measured_ones_is_one_error_line(tmp_path):
-  proc = helpers.run_tool('figure1', QUICK, f'--workdir={tmp_path}', '--config.tuning_seed=2')
-  assert proc.returncode == 2
+def test_runs_from_any_directory_and_a_measured_tuning_seed_is_one_error_line(tmp_path):
+  # No --config, run from tmp_path: the default is the package's config.py (its 1,000 images
+  # cut to 20 photos at 16 px here); the error comes from the config's own keys, after it loaded.
+  proc = figure1_command(f'--workdir={tmp_path / "fig1"}', f'--config.folder={helpers.DATA}',
+                         '--config.num_images=20', '--config.image_size=16',
+                         '--config.tuning_seed=2', cwd=tmp_path)
+  assert proc.returncode == 2, proc.stderr
   assert proc.stderr.strip().startswith('error:') and len(proc.stderr.strip().splitlines()) == 1
   assert 'tuning seed 2' in proc.stderr
