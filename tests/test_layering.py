@@ -1,5 +1,6 @@
 """The layout's rules, read from the source with Python's own parser (ast), not by convention:
-the library imports no tool, no module imports itself back through a cycle, only tools define
+the library imports no tool (alexnet_jax.tools.*, and a sub-package's __main__: its command,
+e.g. alexnet_jax.figure1's), no module imports itself back through a cycle, only tools define
 flags, imports sit at the top except heavy optional ones, nothing edits sys.path, and nothing
 the project runs, tests or documents points at the `shared` folder beside a developer's clone
 (a user's clone has none; CI has one, so a reader of it would pass there unseen).
@@ -58,11 +59,19 @@ def internal_graph() -> dict[str, set[str]]:
   return graph
 
 
+def is_tool(module: str) -> bool:
+  """A command: a module of alexnet_jax.tools, or a sub-package's __main__ (`python -m
+  alexnet_jax.figure1`). The library imports none of them; only they define flags."""
+  return module.startswith(TOOLS) or module.endswith('.__main__')
+
+
 def test_the_library_imports_no_tool():
   graph = internal_graph()
-  library = [m for m in graph if not m.startswith(TOOLS)]
-  assert len(library) > 20 and len(graph) - len(library) >= 10  # the walk found both sides
-  bad = {m: sorted(d for d in graph[m] if d.startswith(TOOLS)) for m in library}
+  library = [m for m in graph if not is_tool(m)]
+  tools = [m for m in graph if is_tool(m)]
+  assert len(library) > 20 and len(tools) >= 10  # the walk found both sides
+  assert 'alexnet_jax.figure1.__main__' in tools and 'alexnet_jax.figure1.protocol' in library
+  bad = {m: sorted(d for d in graph[m] if is_tool(d)) for m in library}
   assert not {m: d for m, d in bad.items() if d}
 
 
@@ -115,12 +124,15 @@ def test_imports_at_the_top_except_heavy_optional_ones():
 
 
 def test_only_tools_define_flags_and_read_them_in_main():
+  definers = set()
   for module, path in MODULES.items():
     source = open(path).read()
     tree = ast.parse(source)
     defines = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
                and isinstance(n.func, ast.Attribute) and n.func.attr.startswith('DEFINE_')]
-    if not module.startswith(TOOLS):
+    if defines:
+      definers.add(module)
+    if not is_tool(module):
       assert not defines, f'{module} defines flags'
     for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
       if func.name == 'main':
@@ -132,6 +144,9 @@ def test_only_tools_define_flags_and_read_them_in_main():
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and (
             node.value.attr == 'FLAGS') and node.attr not in ('is_parsed', 'mark_as_parsed'):
           raise AssertionError(f'{module}.{func.name} reads FLAGS.{node.attr}')
+  # The walk saw flags defined, by alexnet_jax.tools' commands and by a sub-package's __main__.
+  assert 'alexnet_jax.figure1.__main__' in definers
+  assert any(m.startswith(TOOLS) for m in definers)
 
 
 def test_nothing_imports_configs_as_a_package():
@@ -211,9 +226,13 @@ def test_only_the_pytorch_yardstick_imports_torch_and_only_when_used():
 
 
 def test_ci_runs_the_readme_test_command():
-  """README: `.ci/run` runs exactly the README's test command."""
+  """README: `.ci/run` runs exactly the README's test command, and a newcomer finds both set-up
+  commands (the demo, then the tests) on the README's first screen."""
   readme = open(os.path.join(ROOT, 'README.md')).read()
   commands = re.findall(r'^    (pip install -r requirements\S*\.txt && .+)$', readme, re.M)
   assert len(commands) == 2, commands  # the two set-up commands: the demo, the tests
   ci = open(os.path.join(ROOT, '.ci', 'run')).read()
   assert commands[1] in ci.splitlines(), (commands[1], ci)
+  assert 'launch.py --config=configs/alexnet.py:demo' in commands[0], commands[0]
+  first_screen = readme.split('\n')[:40]
+  assert all(f'    {c}' in first_screen for c in commands), first_screen

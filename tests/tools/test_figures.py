@@ -2,7 +2,7 @@
 written out, nearest neighbours (Figure 4) against distances by hand, and the conv1 (Figure 3)
 and retrieval figures written as images from the session's tiny training runs (conftest.py),
 the retrieval's fc7 features of the batch-norm run with its checkpoint's running statistics.
-Figure 1 is its own tool (tests/tools/test_figure1.py)."""
+Figure 1 is its own sub-package and command (alexnet_jax/figure1/, tests/figure1/)."""
 import glob
 import json
 import os
