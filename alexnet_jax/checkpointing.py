@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from alexnet_jax import config_changes
 from alexnet_jax import sharding
 from alexnet_jax.errors import RunFailure
 from alexnet_jax.errors import UserError
@@ -381,7 +382,7 @@ def load_variables(workdir: str, step: int | None = None):
     raise UserError(f'{workdir!r} has no checkpoint at step {step}; it has {steps}')
   stored = os.path.join(directory, str(step), 'config', 'metadata')
   with open(stored if os.path.exists(stored) else config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(config_changes.upgrade(json.load(f)))  # today's keys
   path = os.path.join(directory, str(step), 'state')
   tree = _state_metadata(path)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])

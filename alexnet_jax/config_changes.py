@@ -16,6 +16,7 @@ the config and docs/resuming.md's table against it):
 A few keys depend on the schedule: the evaluation frequency and the 10-crop switch drive the
 plateau rule, the run length drives a cosine schedule; under other schedules they are RUN.
 """
+import copy
 import dataclasses
 from typing import Any
 
@@ -83,7 +84,6 @@ KEYS: dict[str, Rule] = {
     'input.max_unreadable_frac': Rule(RUN, 'when a run with unreadable images stops; the '
                                       'images it skips get no weight either way'),
     'model.num_classes': Rule(EXPERIMENT, 'fc8\'s shape', fixed=True),
-    'model.lrn': Rule(EXPERIMENT, _MODEL),
     'model.norm': Rule(EXPERIMENT, _MODEL + ' (to or from batch norm the checkpoint\'s arrays '
                        'differ too: refused as another model)'),
     'model.lrn_order': Rule(EXPERIMENT, _MODEL),
@@ -136,17 +136,6 @@ KEYS: dict[str, Rule] = {
     'eval.batch_size': Rule(RUN, 'padding only: the same images are counted'),
     'eval.ten_crop': Rule(RUN, 'the validation error the plateau rule reads',
                           when=('optimizer.schedule', ('plateau',), OPTIMIZER)),
-}
-
-
-# Keys added after runs were stored, with the value a run whose stored config lacks them ran
-# with: resume compares that value (a missing key reads as what the run did).
-ADDED_KEYS: dict[str, Any] = {
-    'model.norm': 'lrn',  # before it, model.lrn alone chose LRN (True) or nothing (False)
-    # Before it, dropout zeroed torchvision's units (fc6's and fc7's inputs); the default is
-    # the paper's now, so resuming such a run with today's default is a change to refuse.
-    'model.dropout_placement': 'torchvision',
-    'input.augment_on': 'host',  # before it, the Grain workers augmented
 }
 
 
@@ -222,6 +211,43 @@ def _listed(changes: dict) -> str:
                    sorted(changes.items()))
 
 
+# --- Compat: configs stored by earlier versions, read as today's (the only place) ---------
+# A checkpoint stores the config it ran with, and so does workdir/config.json. Resume
+# (compare), the commands that rebuild a run's model (checkpointing.load_variables) and a
+# sweep's reuse of a finished run (sweeps/plan.py) read them through upgrade(); no other module
+# knows an earlier version's keys.
+
+# Keys added after runs were stored, with the value a run whose stored config lacks them ran
+# with: a missing key reads as what the run did.
+ADDED_KEYS: dict[str, Any] = {
+    'model.norm': 'lrn',  # before it, model.lrn alone chose LRN (True) or nothing (False)
+    # Before it, dropout zeroed torchvision's units (fc6's and fc7's inputs); the default is
+    # the paper's now, so resuming such a run with today's default is a change to refuse.
+    'model.dropout_placement': 'torchvision',
+    'input.augment_on': 'host',  # before it, the Grain workers augmented
+}
+
+
+def upgrade(stored: dict) -> dict:
+  """A stored config (a nested dict, as its JSON holds it) in today's keys, as a new dict.
+
+  model.lrn, the LRN switch that model.norm replaced, becomes model.norm: False (the no-LRN
+  ablation) is norm 'none'; True is the norm stored beside it, or 'lrn'. Then each key of
+  ADDED_KEYS that a stored section lacks takes the value that run ran with. A config in
+  today's keys comes back equal.
+  """
+  config = copy.deepcopy(dict(stored))
+  model = config.get('model')
+  if isinstance(model, dict) and 'lrn' in model:
+    lrn = model.pop('lrn')
+    model['norm'] = model.get('norm', 'lrn') if lrn else 'none'
+  for key, value in ADDED_KEYS.items():
+    section, name = key.split('.')
+    if isinstance(config.get(section), dict):
+      config[section].setdefault(name, value)
+  return config
+
+
 def allowed_keys(config) -> set[str]:
   text = config.train.get('allow_changed', '') or ''
   keys = {k.strip() for k in text.split(',') if k.strip()}
@@ -232,14 +258,10 @@ def allowed_keys(config) -> set[str]:
 
 
 def compare(saved: dict, config, step: int) -> Changes:
-  """The changes from a checkpoint's config (a nested dict) to `config`, classified; raises
-  UserError naming the first refused key. A key of ADDED_KEYS the saved config lacks reads as
-  the value it had then; other keys either side lacks (added in a later version of the code)
-  are not compared."""
-  old, new = flatten(saved), flatten(config)
-  for key, value in ADDED_KEYS.items():
-    if key.split('.')[0] in saved:
-      old.setdefault(key, value)
+  """The changes from a checkpoint's config (a nested dict, read through upgrade) to `config`,
+  classified; raises UserError naming the first refused key. Keys either side still lacks are
+  not compared."""
+  old, new = flatten(upgrade(saved)), flatten(config)
   allowed = allowed_keys(config)
   changes = Changes(step, {}, {}, {})
   for key in sorted(old.keys() & new.keys()):
@@ -248,7 +270,7 @@ def compare(saved: dict, config, step: int) -> Changes:
     rule = KEYS.get(key)
     if rule is None:
       raise UserError(f'config key {key} has no resume class in '
-                      'alexnet_jax/config_changes.py KEYS; add it there and to the README table')
+                      'alexnet_jax/config_changes.py KEYS; add it there and to docs/resuming.md')
     cls = rule.class_for(config)
     pair = (old[key], new[key])
     if cls == RUN:

@@ -154,7 +154,6 @@ TABLE: dict[str, Rule] = {
     'input.prefetch': _int(1, also=(-1,), meaning=' (from the machine)'),
     'input.max_unreadable_frac': _number(0, high=1, open_high=False),  # 1 = never stop
     'model.num_classes': _int(2),
-    'model.lrn': _BOOL,
     'model.norm': _choice(alexnet.NORMS),
     'model.lrn_order': _choice(alexnet.LRN_ORDERS),
     'model.pool': _choice(alexnet.POOLS),
@@ -251,7 +250,7 @@ def _check_across_keys(config) -> None:
     raise UserError(f"config.dataset.folder='' must be set: config.dataset.name="
                     f'{data.name!r} reads its images from it')
   if 'model' in config:
-    alexnet.from_config(config.model)  # the model's own checks (e.g. lrn=False with batchnorm)
+    alexnet.from_config(config.model)  # the model's own checks (e.g. model.remove_convs)
 
 
 def _check_devices(config, devices, processes: int) -> None:

@@ -82,10 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 1000
-  config.model.lrn = True  # False (with norm='lrn'): no normalisation, the old no-LRN switch.
   # Normalisation (paper 3.3 has LRN): 'lrn'; 'batchnorm' (batch norm where the LRNs sit, in
   # lrn_order's place); 'batchnorm_all' (conv -> batch norm -> ReLU in every conv layer, the
-  # later practice); 'none'. Batch norm postdates the paper (2015).
+  # later practice); 'none' (no normalisation: the no-LRN ablation). Batch norm postdates the
+  # paper (2015).
   config.model.norm = 'lrn'
   config.model.lrn_order = 'paper'  # 'paper': ReLU -> LRN -> pool; 'caffe': ReLU -> pool -> LRN.
   config.model.pool = 'overlap'  # 'overlap': 3x3 stride 2 (paper 3.4); 'disjoint': 2x2 stride 2.

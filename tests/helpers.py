@@ -282,9 +282,9 @@ def halves(x_GxBxHxWxC):
 
 
 def config_model(**overrides):
-  c = ml_collections.ConfigDict(dict(num_classes=10, lrn=True, lrn_order='paper',
-                                     pool='overlap', dropout=0.5, activation='relu',
-                                     dtype='float32', init='paper', width=1.0))
+  """configs/alexnet.py's model section (every key) with 10 classes and the overrides."""
+  c = alexnet_config.get_config().model
+  c.num_classes = 10
   c.update(overrides)
   return c
 
@@ -293,7 +293,7 @@ def config_model(**overrides):
 
 SPLIT_IMAGE = 67
 SPLIT_BATCH = 8
-SPLIT_MODEL = alexnet.AlexNet(width=0.25, num_classes=10, dropout=0.5, lrn=True)
+SPLIT_MODEL = alexnet.AlexNet(width=0.25, num_classes=10, dropout=0.5, norm='lrn')
 
 
 def mesh_of(data, model):

@@ -55,7 +55,6 @@ OUT_OF_RANGE = {
     'input.prefetch': [0, -2],
     'input.max_unreadable_frac': [-0.01, 1.01],
     'model.num_classes': [1, 0],
-    'model.lrn': [],
     'model.norm': ['layernorm'],
     'model.lrn_order': ['torch'],
     'model.pool': ['avg'],
@@ -267,9 +266,6 @@ def test_checks_across_keys():
   assert "config.dataset.name='folder'" in refused(config, 'dataset.folder')
   config = with_value('dataset.name', 'prepared')
   refused(config, 'dataset.folder')
-  config = with_value('model.lrn', False)
-  config.model.norm = 'batchnorm'
-  refused(config, 'model.lrn')
 
 
 def test_the_mesh_and_the_global_batches_against_the_devices():

@@ -159,8 +159,9 @@ def run_step_benchmark(config, *, batch_sizes: list[int], dtypes: list[str],
             for conv_impl in conv_impls:
               for pool_impl, guard in itertools.product(pool_impls, nonfinite_guards):
                 ours = ml_collections.ConfigDict(config.to_dict())
-                ours.model.update(num_classes=num_classes, dtype=dtype, lrn=lrn,
-                                  lrn_impl=lrn_impl, conv_impl=conv_impl, pool_impl=pool_impl)
+                ours.model.update(num_classes=num_classes, dtype=dtype,
+                                  norm='lrn' if lrn else 'none', lrn_impl=lrn_impl,
+                                  conv_impl=conv_impl, pool_impl=pool_impl)
                 timer, model_flops = bench_ours(ours, batch, mesh, image_size, num_classes,
                                                 nonfinite_guard=guard)
                 timers.append(timer)

@@ -70,7 +70,6 @@ def variables(params, batch_stats=None) -> dict:
 class AlexNet(nn.Module):
   """The 2012 AlexNet. Call with B x H x W x 3 images; returns float32 logits."""
   num_classes: int = 1000
-  lrn: bool = True  # the old switch: False with norm='lrn' is norm='none'
   norm: str = 'lrn'  # NORMS
   lrn_order: str = 'paper'
   pool: str = 'overlap'
@@ -101,8 +100,6 @@ class AlexNet(nn.Module):
     conv = functools.partial(GroupedConv, init_scheme=self.init_scheme, dtype=self.dtype,
                              impl=self.conv_impl)
 
-    norm = 'none' if self.norm == 'lrn' and not self.lrn else self.norm
-
     def batch_norm(x, name):
       # x is G x B x H x W x C/G: statistics per channel of each group over batch and space
       # (axes 1-3); scale, bias and running statistics are G x C/G, split over 'model' like the
@@ -124,14 +121,14 @@ class AlexNet(nn.Module):
       # batchnorm_all: conv -> BN -> ReLU in every conv layer, the placement of the batch-norm
       # paper and of the nets that followed it (VGG with BN, ResNet). The conv biases stay
       # (a BN after them cancels them; kept so every conv's arrays are the same in all nets).
-      return batch_norm(x, 'bn' + name[-1]) if norm == 'batchnorm_all' else x
+      return batch_norm(x, 'bn' + name[-1]) if self.norm == 'batchnorm_all' else x
 
     def norm_and_pool(x, name):
       # Section 3.3: LRN follows the ReLU in layers 1 and 2; the paper normalises before
       # pooling, Caffe's CaffeNet after. model.norm=batchnorm puts batch norm in its place.
-      if norm == 'lrn':
+      if self.norm == 'lrn':
         normalize = functools.partial(lrn_lib.local_response_norm, impl=self.lrn_impl)
-      elif norm == 'batchnorm':
+      elif self.norm == 'batchnorm':
         normalize = functools.partial(batch_norm, name='bn' + name[-1])
       else:
         normalize = lambda y: y
@@ -211,13 +208,8 @@ class AlexNet(nn.Module):
 
 
 def from_config(model_config) -> AlexNet:
-  """AlexNet from config.model, checking every switch's value."""
-  # Runs saved before lrn_impl / conv_impl existed read back with the defaults.
-  # Runs saved before dropout_placement existed dropped torchvision's units; before norm
-  # existed, model.lrn alone chose LRN or nothing.
-  model_config = {'lrn_impl': 'auto', 'conv_impl': 'auto', 'pool_impl': 'auto',
-                  'dropout_placement': 'torchvision', 'remove_convs': '', 'norm': 'lrn',
-                  **dict(model_config)}
+  """AlexNet from config.model, checking every switch's value. The keys are today's: a config
+  stored by an earlier version is read through config_changes.upgrade first."""
   checks = [('activation', ACTIVATIONS), ('pool', POOLS), ('lrn_order', LRN_ORDERS),
             ('norm', NORMS), ('init', INITS), ('dtype', DTYPES), ('lrn_impl', lrn_lib.CHOICES),
             ('conv_impl', CONV_IMPLS), ('pool_impl', pooling.CHOICES),
@@ -226,10 +218,6 @@ def from_config(model_config) -> AlexNet:
     if model_config[key] not in allowed:
       raise UserError(f'config.model.{key}={model_config[key]!r}; choose one of '
                        f'{", ".join(allowed)}')
-  if not model_config['lrn'] and model_config['norm'] not in ('lrn', 'none'):
-    raise UserError(f'config.model.lrn=False contradicts config.model.norm='
-                    f'{model_config["norm"]!r} (lrn=False is the old spelling of norm=none); '
-                    'set config.model.norm alone and leave config.model.lrn=True')
   if not 0.0 <= model_config['dropout'] < 1.0:
     raise UserError(f'config.model.dropout={model_config["dropout"]} must be in [0, 1)')
   removed = tuple(c.strip() for c in model_config['remove_convs'].split(',') if c.strip())
@@ -240,8 +228,8 @@ def from_config(model_config) -> AlexNet:
                     f'{", ".join(REMOVABLE_CONVS)} (comma-separated)')
   if model_config['num_classes'] < 2:
     raise UserError(f'config.model.num_classes={model_config["num_classes"]} must be >= 2')
-  return AlexNet(num_classes=model_config['num_classes'], lrn=model_config['lrn'],
-                 norm=model_config['norm'], lrn_order=model_config['lrn_order'],
+  return AlexNet(num_classes=model_config['num_classes'], norm=model_config['norm'],
+                 lrn_order=model_config['lrn_order'],
                  pool=model_config['pool'],
                  dropout=model_config['dropout'],
                  dropout_placement=model_config['dropout_placement'],

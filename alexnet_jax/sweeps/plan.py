@@ -50,7 +50,7 @@ class Run:
 
 
 def parse_variant(spec: str) -> tuple[str, tuple[str, ...]]:
-  """'no_lrn:model.lrn=False,model.pool=disjoint' -> ('no_lrn', ('model.lrn=False', ...))."""
+  """'no_lrn:model.norm=none,model.pool=disjoint' -> ('no_lrn', ('model.norm=none', ...))."""
   name, _, overrides = spec.partition(':')
   items = tuple(o.strip() for o in overrides.split(',') if o.strip())
   for item in items:
@@ -124,10 +124,12 @@ def stale_keys(config, workdir: str) -> dict[str, tuple]:
   """{key: (stored, wanted)} where the run's config.json differs from `config` in a key its
   results depend on (config_changes.changes_results: not the workers, the logging, where the
   data lives, nor the other keys a resume passes with a note, save the run's length and what
-  its evaluations measure). Keys only one side has (written by another version of the code)
-  are not compared, as on resume. A missing or unreadable config.json is '<config.json>'."""
+  its evaluations measure). The stored config is read as resume reads it
+  (config_changes.upgrade: an earlier version's keys in today's); keys only one side has are not
+  compared. A missing or unreadable config.json is '<config.json>'."""
   try:
-    stored = config_changes.flatten(read_json(os.path.join(workdir, 'config.json')))
+    stored = config_changes.flatten(
+        config_changes.upgrade(read_json(os.path.join(workdir, 'config.json'))))
   except (OSError, ValueError):
     return {'<config.json>': ('missing', 'present')}
   wanted = config_changes.flatten(json.loads(config.to_json()))

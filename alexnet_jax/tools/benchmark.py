@@ -49,7 +49,7 @@ _MODE = flags.DEFINE_enum('mode', 'step', ['step', 'lrn'], 'step: the whole trai
                           'lrn: LRN forward+backward alone, per implementation.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32'], 'Global batch sizes.')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes: float32, bfloat16.')
-_LRN = flags.DEFINE_list('lrn', ['on'], 'LRN on and/or off.')
+_LRN = flags.DEFINE_list('lrn', ['on'], 'LRN on and/or off (our step: model.norm=lrn or none).')
 _MESHES = flags.DEFINE_list('meshes', ['1x1'], "Meshes 'DATAxMODEL'; 1x2 is the paper's split. "
                             'On CPU, fake devices: XLA_FLAGS=--xla_force_host_platform_'
                             'device_count=N.')

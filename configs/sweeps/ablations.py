@@ -36,7 +36,7 @@ import ml_collections
 # name: the overrides that make the variant, as on the command line (KEY=VALUE, comma-separated).
 VARIANTS = (
     'baseline:',
-    'no_lrn:model.lrn=False',
+    'no_lrn:model.norm=none',
     'batchnorm:model.norm=batchnorm',
     'batchnorm_all:model.norm=batchnorm_all',
     'caffe_lrn_order:model.lrn_order=caffe',

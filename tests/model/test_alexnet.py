@@ -115,14 +115,15 @@ def test_activation_switch(activation, fn):
                              rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('lrn,order,pool', [
-    (True, 'paper', 'overlap'), (True, 'caffe', 'overlap'), (False, 'paper', 'overlap'),
-    (True, 'paper', 'disjoint')])
-def test_lrn_order_and_pool_switches(lrn, order, pool):
-  _, _, _, inter = helpers.run_small(lrn=lrn, lrn_order=order, pool=pool)
+@pytest.mark.parametrize('norm_switch,order,pool', [
+    ('lrn', 'paper', 'overlap'), ('lrn', 'caffe', 'overlap'), ('none', 'paper', 'overlap'),
+    ('lrn', 'paper', 'disjoint')])
+def test_lrn_order_and_pool_switches(norm_switch, order, pool):
+  _, _, _, inter = helpers.run_small(norm=norm_switch, lrn_order=order, pool=pool)
   window, stride = {'overlap': (3, 2), 'disjoint': (2, 2)}[pool]
   act = helpers.halves(inter['conv1_out'])
-  norm = (lambda v: groupwise(helpers.lrn_float64, v)) if lrn else (lambda v: v)
+  norm = ((lambda v: groupwise(helpers.lrn_float64, v)) if norm_switch == 'lrn' else
+          (lambda v: v))
   if order == 'paper':  # ReLU -> LRN -> pool (paper section 3.3)
     expected = max_pool_np(norm(act), window, stride)
   else:  # ReLU -> pool -> LRN (Caffe)
@@ -277,11 +278,11 @@ def test_num_classes_and_bfloat16():
 
 
 def test_from_config_maps_every_switch():
-  m = alexnet.from_config(helpers.config_model(lrn=False, lrn_order='caffe', pool='disjoint',
+  m = alexnet.from_config(helpers.config_model(norm='none', lrn_order='caffe', pool='disjoint',
                                       dropout=0.0, activation='tanh', dtype='bfloat16',
                                       init='he', num_classes=3))
-  assert (m.lrn, m.lrn_order, m.pool, m.dropout, m.activation, m.dtype, m.init_scheme,
-          m.num_classes) == (False, 'caffe', 'disjoint', 0.0, 'tanh', jnp.bfloat16, 'he', 3)
+  assert (m.norm, m.lrn_order, m.pool, m.dropout, m.activation, m.dtype, m.init_scheme,
+          m.num_classes) == ('none', 'caffe', 'disjoint', 0.0, 'tanh', jnp.bfloat16, 'he', 3)
 
 
 @pytest.mark.parametrize('override,message', [
@@ -477,30 +478,11 @@ def test_batchnorm_statistics_leave_out_the_masked_examples():
                none_stats, unmasked_stats)
 
 
-def test_norm_none_is_the_old_lrn_off_bit_for_bit():
-  """model.lrn=False (today's no_lrn ablation, old configs) and model.norm=none are one net:
-  the same params and the same logits to the bit, in training (dropout) and evaluation."""
-  for train in (True, False):
-    params_a, _, logits_a, _ = helpers.run_small(lrn=False, train=train)
-    params_b, _, logits_b, _ = helpers.run_small(norm='none', train=train)
-    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
-      np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(logits_a, logits_b)
-  # And LRN is really off there (the default net differs).
-  _, _, logits_lrn, _ = helpers.run_small()
-  assert not np.array_equal(logits_lrn, logits_b)
-
-
-def test_from_config_maps_norm_and_model_lrn():
-  assert alexnet.from_config(helpers.config_model()).norm == 'lrn'  # an old config: no norm key
+def test_from_config_maps_norm():
+  """model.norm is the one normalisation key (configs of the old model.lrn switch are read by
+  config_changes.upgrade, tests/test_config_changes.py)."""
+  assert alexnet.from_config(helpers.config_model()).norm == 'lrn'  # the paper's (3.3)
   for norm in alexnet.NORMS:
     assert alexnet.from_config(helpers.config_model(norm=norm)).norm == norm
-  old_no_lrn = alexnet.from_config(helpers.config_model(lrn=False))
-  assert (old_no_lrn.lrn, old_no_lrn.norm) == (False, 'lrn')  # runs as norm='none'
-  alexnet.from_config(helpers.config_model(lrn=False, norm='none'))  # consistent: accepted
-  for norm in ('batchnorm', 'batchnorm_all'):
-    message = helpers.one_line_error(
-        lambda: alexnet.from_config(helpers.config_model(lrn=False, norm=norm)), 'contradicts')
-    assert f"norm='{norm}'" in message
   helpers.one_line_error(lambda: alexnet.from_config(helpers.config_model(norm='layernorm')),
                          "norm='layernorm'; choose one of lrn, batchnorm, batchnorm_all, none")

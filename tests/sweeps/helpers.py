@@ -11,7 +11,7 @@ from alexnet_jax.sweeps import plan as sweep_plan
 BASE = 'configs/alexnet.py:tiny'
 
 
-def sweep_config(variants=('baseline:', 'no_lrn:model.lrn=False'), seeds=(0, 1),
+def sweep_config(variants=('baseline:', 'no_lrn:model.norm=none'), seeds=(0, 1),
                  common='train.num_steps=10', paper_signs=None) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'base': BASE, 'seeds': tuple(seeds), 'common': common, 'variants': tuple(variants),

@@ -175,7 +175,7 @@ def test_stale_finished_runs_are_refused_in_process(tmp_path, monkeypatch):
   assert len(check(config)) == 2  # unchanged: reused
   # A variant's override changed.
   changed = sweep_helpers.sweep_config(
-      seeds=(0,), variants=('baseline:', 'no_lrn:model.lrn=False,model.dropout=0.1'))
+      seeds=(0,), variants=('baseline:', 'no_lrn:model.norm=none,model.dropout=0.1'))
   message = helpers.one_line_error(lambda: check(changed))
   assert message.startswith(f'finished run no_lrn seed 0 ({sweep_dir}/no_lrn/seed0) was '
                             'trained with another config than the sweep now asks for: '
@@ -192,8 +192,9 @@ def test_stale_finished_runs_are_refused_in_process(tmp_path, monkeypatch):
 
 def test_bad_overrides_are_one_line_before_anything_runs(tmp_path):
   for variants, match in ((('baseline:', 'x:model.lrnx=False'), "unknown config key 'model.lrnx'"),
-                          (('baseline:', 'x:model.lrn=maybe'), "override 'model.lrn=maybe'"),
-                          (('baseline:', 'x:model.lrn'), 'is not KEY=VALUE')):
+                          (('baseline:', 'x:input.random_flip=maybe'),
+                           "override 'input.random_flip=maybe'"),
+                          (('baseline:', 'x:model.norm'), 'is not KEY=VALUE')):
     config = sweep_helpers.sweep_config(variants=variants)
     helpers.one_line_error(
         lambda: sweep_plan.check_runs(config, sweep_plan.plan(config, str(tmp_path))), match)
