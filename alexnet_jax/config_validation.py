@@ -24,8 +24,8 @@ from alexnet_jax import config_changes
 from alexnet_jax import optim
 from alexnet_jax import resilience
 from alexnet_jax import sharding
+from alexnet_jax.data import augment_on
 from alexnet_jax.data import dataset_stats
-from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import grouped_conv
@@ -149,7 +149,7 @@ TABLE: dict[str, Rule] = {
     'input.stats_file': _text(),
     'input.stats_images': _int(1),
     'input.lighting_eigen': _choice(dataset_stats.LIGHTING_EIGEN),
-    'input.augment_on': _choice(pipeline.AUGMENT_ON),
+    'input.augment_on': _choice(augment_on.CHOICES),
     'input.workers': _int(0, also=(-1,), meaning=' (from the machine)'),  # 0: main process
     'input.prefetch': _int(1, also=(-1,), meaning=' (from the machine)'),
     'input.max_unreadable_frac': _number(0, high=1, open_high=False),  # 1 = never stop

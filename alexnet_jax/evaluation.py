@@ -21,6 +21,7 @@ import optax
 from alexnet_jax import checkpointing
 from alexnet_jax import compiler_options
 from alexnet_jax import sharding
+from alexnet_jax.data import augment_on as augment_on_lib
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
@@ -163,10 +164,11 @@ def evaluate_run(workdir: str, ten_crop: bool, step: int | None = None,
                               jax.devices()[:1])
   # The run's own statistics (cached in its workdir when computed from the training set).
   dataset = dataset_lib.build(config, stats_dir=workdir, log=None, open_train=False)
-  loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, shard_index=0,
-                                       shard_count=1)
+  on_device = augment_on_lib.on_device(config)  # once: the loader and the step follow it
+  loader = pipeline.create_eval_loader(config, dataset, ten_crop=ten_crop, on_device=on_device,
+                                       shard_index=0, shard_count=1)
   state = _inference_state(config, variables)
-  augmentation = device_preprocessing.of_run(config, dataset.preprocess)
+  augmentation = device_preprocessing.of_run(config, dataset.preprocess, on_device)
   with jax.set_mesh(mesh):
     result = evaluate(state, loader, jit_eval_step(state, mesh, augmentation, ten_crop), mesh)
   result.update({'crop': '10crop' if ten_crop else 'centre', 'step': step,

@@ -31,6 +31,7 @@ from alexnet_jax import metric_logging
 from alexnet_jax import optim
 from alexnet_jax import resilience
 from alexnet_jax import sharding
+from alexnet_jax.data import augment_on
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing
 from alexnet_jax.data import pipeline
@@ -472,8 +473,12 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
       threshold=opt.get('plateau_threshold', 0.0), max_decays=opt.plateau_max_decays,
       min_epochs=max(opt.get('plateau_min_epochs', 0.0), opt.get('warmup_epochs', 0.0)))
   chance_check = _ChanceCheck(config.train, dataset.num_classes)
-  train_iter = iter(pipeline.create_train_loader(config, dataset, seed=config.seed))
-  eval_loader = pipeline.create_eval_loader(config, dataset, ten_crop=config.eval.ten_crop)
+  # Where the augmentation runs, decided once: both loaders and both jitted steps follow it.
+  on_device = augment_on.on_device(config)
+  train_iter = iter(pipeline.create_train_loader(config, dataset, seed=config.seed,
+                                                 on_device=on_device))
+  eval_loader = pipeline.create_eval_loader(config, dataset, ten_crop=config.eval.ten_crop,
+                                            on_device=on_device)
   unreadable = pipeline.UnreadableImages(config.input.max_unreadable_frac)
 
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed),
@@ -511,7 +516,7 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
     metric_logging.write_file(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
     dataset_lib.save_class_names(dataset, workdir)
   writer = metric_logging.create_writer(workdir, jax.process_index() == 0)
-  augmentation = device_preprocessing.of_run(config, dataset.preprocess)
+  augmentation = device_preprocessing.of_run(config, dataset.preprocess, on_device)
   jitted_train_step = jit_train_step(state, mesh, augmentation)
   jitted_eval_step = evaluation.jit_eval_step(state, mesh, augmentation, config.eval.ten_crop)
   progress = _Progress(run.total_steps, start_step, config.train.batch_size)

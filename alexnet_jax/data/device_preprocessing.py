@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import augment_on
 from alexnet_jax.data import preprocessing
 from alexnet_jax.data.preprocessing import PreprocessParams
 
@@ -49,10 +49,12 @@ class Augmentation:
                lighting_std=float(params.lighting_std), seed=int(seed) % 2**32)
 
 
-def of_run(config, params: PreprocessParams) -> Augmentation | None:
-  """The Augmentation a run's jitted steps take when config.input.augment_on resolves to the
-  device on this backend, else None (the Grain workers augment)."""
-  return Augmentation.of(params, config.seed) if pipeline.augment_on_device(config) else None
+def of_run(config, params: PreprocessParams, on_device: bool | None = None) -> Augmentation | None:
+  """The Augmentation a run's jitted steps take when the augmentation is on the device, else
+  None (the Grain workers augment). on_device: the run's augment_on.on_device(config), which
+  its loaders were given too (None: resolved here the same way)."""
+  on_device = augment_on.on_device(config) if on_device is None else on_device
+  return Augmentation.of(params, config.seed) if on_device else None
 
 
 @struct.dataclass

@@ -28,6 +28,7 @@ import jax  # grain imports it anyway
 from jax.experimental import multihost_utils
 import numpy as np
 
+from alexnet_jax.data import augment_on
 from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data.dataset import Dataset
 from alexnet_jax.data.preprocessing import PreprocessParams
@@ -326,33 +327,6 @@ def loader_size(input_config, platform: str | None = None,
                     platform=platform, auto=auto)
 
 
-AUGMENT_ON = ('auto', 'device', 'host')
-
-
-def resolve_augment_on(value: str, platform: str) -> str:
-  """'device' or 'host' for config.input.augment_on on a backend ('cpu', 'gpu', 'tpu').
-
-  'auto' is 'device' on an accelerator, where decoding alone keeps the host's cores busy
-  (docs/input_pipeline.md), and 'host' on a CPU, where the same cores run both: there the two
-  paths measured level end to end, each feeding the step as fast as synthetic batches within the
-  VM's noise (tools/loader_benchmark on the demo; docs/input_pipeline.md), and every CPU result
-  in the docs was measured on the host path.
-  """
-  if value not in AUGMENT_ON:
-    raise UserError(f"config.input.augment_on must be one of {', '.join(AUGMENT_ON)}, got "
-                    f'{value!r}')
-  if value != 'auto':
-    return value
-  return 'host' if platform == 'cpu' else 'device'
-
-
-def augment_on_device(config) -> bool:
-  """config.input.augment_on resolved for this process's backend ('auto': the device on an
-  accelerator, the host on a CPU)."""
-  return resolve_augment_on(config.input.get('augment_on', 'host'),
-                            jax.default_backend()) == 'device'
-
-
 def _read_options(config) -> tuple[grain.ReadOptions, grain.MultiprocessingOptions | None]:
   """Grain's read threads and worker processes for loader_size(config.input)."""
   size = loader_size(config.input)
@@ -367,16 +341,20 @@ def _read_options(config) -> tuple[grain.ReadOptions, grain.MultiprocessingOptio
           multiprocessing)
 
 
-def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int | None = None,
+def create_train_loader(config, dataset: Dataset, *, seed: int, on_device: bool | None = None,
+                        shard_index: int | None = None,
                         shard_count: int | None = None) -> grain.IterDataset:
   """Endless shuffled training batches of config.train.batch_size // shard_count per process,
-  from dataset's training source with its preprocessing.
+  from dataset's training source with its preprocessing. on_device: the run's
+  augment_on.on_device(config) (None: resolved here the same way); True: uint8 patches with each
+  example's position, for device_preprocessing.
 
   Use iter(loader): the iterator's get_state() is {'global_next_index': the next position in
   the training order}, and set_state() of any such state (saved with any worker or process
   count) continues there. Each epoch is a new permutation of all records; a global batch may
   straddle two epochs (nothing is dropped).
   """
+  on_device = augment_on.on_device(config) if on_device is None else on_device
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=True)
   count = shard_options.shard_count
   if config.train.batch_size % count:
@@ -393,7 +371,7 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, shard_index: int
   # seed + epoch), endless (the loop counts steps, not epochs). The same on both paths: the
   # permutation is of positions, whatever the dataset holds.
   shuffled = lambda ds: ds.shuffle(seed=seed).repeat()
-  if augment_on_device(config):
+  if on_device:
     # uint8 R x R + the position the device's draws come from, read and decoded a batch at a
     # time.
     return BatchFirstIterator(source, shuffled(grain.MapDataset.range(len(source))),
@@ -483,7 +461,7 @@ def _close(iterator) -> None:
 
 
 def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None,
-                       shard_index: int | None = None,
+                       on_device: bool | None = None, shard_index: int | None = None,
                        shard_count: int | None = None) -> EvalLoader:
   """Ordered passes over dataset's eval split in global batches of config.eval.batch_size,
   like config.train.batch_size: each of the shard_count processes reads its
@@ -493,7 +471,8 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
   The split is padded so that every process gets the same number of full batches (shape never
   changes, so the jitted eval step never recompiles); batch['mask'] is True for real examples
   and padding is zeros with label 0. With ten_crop (default config.eval.ten_crop) the images
-  are (B, 10, S, S, 3).
+  are (B, 10, S, S, 3). on_device: as create_train_loader's (True: the uint8 R x R patches,
+  device_preprocessing.eval_images crops them).
 
   Batches are made before the worker processes split the work: each worker reads whole
   batches (worker i: batches i, i + workers, ...) and Grain hands them out in turn, so the
@@ -502,6 +481,7 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
   remainder: 2 workers evaluated 200 of the demo's 240 validation images.)
   """
   ten_crop = config.eval.ten_crop if ten_crop is None else ten_crop
+  on_device = augment_on.on_device(config) if on_device is None else on_device
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
   source = dataset.eval_source
   count = shard_options.shard_count
@@ -516,7 +496,7 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
   read_options, multiprocessing = _read_options(config)
   one_pass = (grain.MapDataset.source(padded)[first:first + batch * num_batches]
               .map(DecodeResize(params.resize_size))
-              .map(EvalTransform(params, bool(ten_crop), on_device=augment_on_device(config)))
+              .map(EvalTransform(params, bool(ten_crop), on_device=on_device))
               .batch(batch, drop_remainder=True)
               .to_iter_dataset(read_options=read_options))
   if multiprocessing is not None:

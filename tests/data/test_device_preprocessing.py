@@ -3,7 +3,8 @@ random draws, the device's crops and flips equal the host's fast path (preproces
 train_transform) exactly, and lighting, mean and std within float32 rounding; the eval crops
 equal preprocessing.eval_transform; the draws depend on (seed, epoch, index) only, have the
 paper's distributions, and the loader hands over uint8 patches with their true positions in
-the training order, whatever the number of processes."""
+the training order, whatever the number of processes; input.augment_on is resolved by one
+function (data/augment_on.py) that every part of a run follows."""
 import glob
 import os
 
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax.data import augment_on
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import device_preprocessing as dp
 from alexnet_jax.data import pipeline
@@ -231,13 +233,52 @@ def test_either_paths_state_restores_into_the_other_at_the_same_position():
   pipeline.close_iterator(back)
 
 
+# Where each input.augment_on value puts the augmentation, per backend (configs/alexnet.py,
+# docs/input_pipeline.md): 'auto' is the device on an accelerator and the host on a CPU.
+PLACES = {('auto', 'cpu'): 'host', ('auto', 'gpu'): 'device', ('auto', 'tpu'): 'device',
+          ('host', 'cpu'): 'host', ('host', 'gpu'): 'host', ('host', 'tpu'): 'host',
+          ('device', 'cpu'): 'device', ('device', 'gpu'): 'device', ('device', 'tpu'): 'device'}
+
+
 def test_augment_on_resolves_per_backend_and_rejects_other_values():
-  assert pipeline.resolve_augment_on('auto', 'gpu') == 'device'
-  assert pipeline.resolve_augment_on('auto', 'tpu') == 'device'
-  assert pipeline.resolve_augment_on('host', 'gpu') == 'host'
-  assert pipeline.resolve_augment_on('device', 'cpu') == 'device'
+  assert set(augment_on.CHOICES) == {value for value, _ in PLACES}
+  for (value, platform), place in PLACES.items():
+    assert augment_on.resolve(value, platform) == place, (value, platform)
   with pytest.raises(UserError, match='augment_on must be one of'):
-    pipeline.resolve_augment_on('gpu', 'gpu')
+    augment_on.resolve('gpu', 'gpu')
+
+
+@pytest.mark.parametrize('value,platform', [('auto', 'cpu'), ('auto', 'gpu'), ('host', 'tpu'),
+                                            ('device', 'cpu')])
+def test_every_part_of_a_run_follows_the_one_resolution(monkeypatch, value, platform):
+  """augment_on.on_device on this process's backend decides for the training loader, the eval
+  loader and the jitted steps' augmentation (device_preprocessing.of_run) alike: uint8 patches
+  with their positions and an Augmentation on the device path, float32 crops and none on the
+  host path. A run passes its one answer on (on_device=), and the loaders follow that."""
+  monkeypatch.setattr(jax, 'default_backend', lambda: platform)
+  config = device_config()
+  config.input.augment_on = value
+  device = PLACES[value, platform] == 'device'
+  dataset = dataset_lib.build(config)
+  assert augment_on.on_device(config) is device
+  want = np.uint8 if device else np.float32
+
+  def first_train_batch(**kwargs):
+    iterator = iter(pipeline.create_train_loader(config, dataset, seed=0, **kwargs))
+    batch = next(iterator)
+    pipeline.close_iterator(iterator)
+    return batch
+
+  train_batch = first_train_batch()
+  assert train_batch['image'].dtype == want and ('index' in train_batch) is device
+  eval_loader = pipeline.create_eval_loader(config, dataset)
+  assert next(iter(eval_loader))['image'].dtype == want
+  eval_loader.close()
+  assert (dp.of_run(config, dataset.preprocess) is not None) is device
+  # The answer a run passes on is the one followed.
+  passed = first_train_batch(on_device=not device)
+  assert passed['image'].dtype == (np.float32 if device else np.uint8)
+  assert (dp.of_run(config, dataset.preprocess, not device) is not None) is not device
 
 
 def test_decode_batch_rows_and_an_unreadable_file(capsys):
