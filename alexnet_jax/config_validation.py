@@ -253,17 +253,43 @@ def _check_across_keys(config) -> None:
     alexnet.from_config(config.model)  # the model's own checks (e.g. model.remove_convs)
 
 
+def check_batch(name: str, batch: int, data_shards: int, processes: int = 1,
+                num_train: int | None = None) -> None:
+  """One global batch (`name` says which: 'config.train.batch_size', a benchmark's flag) against
+  the mesh, the processes and the data: one UserError line with the numbers for the first
+  rule it breaks. It must be >= 1; a multiple of the mesh's 'data' axis (each data shard
+  computes batch / data_shards examples); a multiple of the processes (each reads batch /
+  processes rows of every batch); and, given num_train (the training images), at most that
+  many (an epoch is at least one step)."""
+  if batch < 1:
+    raise UserError(f'{name}={batch} must be >= 1')
+  if batch % data_shards:
+    raise UserError(f'{name}={batch} does not divide over the {data_shards} devices of the '
+                    "mesh's 'data' axis")
+  if batch % processes:
+    raise UserError(f'{name}={batch} does not divide over the {processes} processes (it is the '
+                    'global batch)')
+  if num_train is not None and batch > num_train:
+    raise UserError(f'{name}={batch} exceeds the {num_train} training images (an epoch is at '
+                    'least one full batch)')
+
+
+def check_batches(config, data_shards: int, processes: int, num_train: int | None = None) -> None:
+  """The one check of a run's two global batches, train.batch_size and eval.batch_size
+  (check_batch's rules; the training images bound the training batch only: evaluation pads its
+  last batch). validate runs it at start-up with the devices, before the workdir exists;
+  train.train_and_evaluate again with the training set's size once the data is open. The
+  loaders and train.RunLength assume it passed."""
+  check_batch('config.train.batch_size', config.train.batch_size, data_shards, processes,
+              num_train)
+  check_batch('config.eval.batch_size', config.eval.batch_size, data_shards, processes)
+
+
 def _check_devices(config, devices, processes: int) -> None:
   """The mesh over these devices, and both global batches over its data shards and over the
-  processes (each process reads batch / processes of every batch)."""
+  processes."""
   mesh = sharding.create_mesh(config.mesh, devices)
-  for key in ('train.batch_size', 'eval.batch_size'):
-    section, name = key.split('.')
-    batch = config[section][name]
-    sharding.check_batch(batch, mesh, f'config.{key}')
-    if batch % processes:
-      raise UserError(f'config.{key}={batch} does not divide over the {processes} processes '
-                      '(it is the global batch)')
+  check_batches(config, mesh.shape['data'], processes)
 
 
 def validate(config, devices=None, processes: int = 1) -> None:

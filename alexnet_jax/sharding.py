@@ -187,10 +187,3 @@ def split_units(fn: Callable[..., jax.Array], input_role: str, kernel_name: str,
   return jax.shard_map(_gathered(fn, gather_axis),
                        in_specs=(x_spec, kernel_spec, P('model'), *[P('data')] * n_extra),
                        out_specs=ACTIVATION_RULES['units'])
-
-
-def check_batch(global_batch: int, mesh: Mesh, what: str = 'config.train.batch_size') -> None:
-  data = mesh.shape['data']
-  if global_batch % data:
-    raise UserError(f'{what}={global_batch} does not divide over the {data} devices of the '
-                    "mesh's 'data' axis")

@@ -252,13 +252,11 @@ class RunLength:
 
   @classmethod
   def from_config(cls, train_config, num_train: int) -> 'RunLength':
+    """The batch is config_validation.check_batches's to refuse: here at least one step per
+    epoch is taken as given."""
     batch_size = train_config.batch_size
-    if batch_size <= 0:
-      raise UserError(f'config.train.batch_size={batch_size} must be > 0')
+    assert 0 < batch_size <= num_train, 'config_validation.check_batches runs first'
     steps_per_epoch = num_train // batch_size
-    if steps_per_epoch == 0:
-      raise UserError(f'config.train.batch_size={batch_size} exceeds the {num_train} '
-                      'training examples')
     total = (train_config.num_steps if train_config.num_steps > 0
              else int(train_config.num_epochs * steps_per_epoch))
     return cls(steps_per_epoch=steps_per_epoch, total_steps=total,
@@ -374,12 +372,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:  # one run per workdir; released at exit, kill -9 included
       stack.enter_context(resilience.WorkdirLock(workdir))
     mesh = sharding.create_mesh(config.mesh)
-    sharding.check_batch(config.train.batch_size, mesh)
-    sharding.check_batch(config.eval.batch_size, mesh, 'config.eval.batch_size')  # global
     model = alexnet.from_config(config.model)  # a bad switch is an error before the data pass
     config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
     # The data once: sources, class names, the statistics (the run's own cached file).
     dataset = dataset_lib.build(config, stats_dir=workdir, log=_log, run_dir=workdir)
+    # The batches against the mesh and processes (as validate found them) and the data's size.
+    config_validation.check_batches(config, mesh.shape['data'], jax.process_count(),
+                                    dataset.num_train)
     run = RunLength.from_config(config.train, dataset.num_train)
     with jax.set_mesh(mesh):  # the model's sharding annotations read the mesh from context
       return _train(config, workdir, dataset, model, run, mesh, wall_start)

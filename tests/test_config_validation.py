@@ -298,10 +298,50 @@ def test_eval_batches_are_global(small_folder):
       [[True, True], [True, True]], [[True, True], [False, False]]]
   (whole,) = [list(pipeline.create_eval_loader(config, dataset))]  # one process: all 4 rows
   assert [b['mask'].tolist() for b in whole] == [[True] * 4, [True, True, False, False]]
-  config.eval.batch_size = 5
-  helpers.one_line_error(lambda: pipeline.create_eval_loader(config, dataset, shard_index=0,
-                                                             shard_count=2),
-                         'config.eval.batch_size=5 does not divide over the 2 processes')
+
+
+# One line per failure of the one batch check, with the numbers: (key, value, data shards,
+# processes, training images, the error).
+BATCH_FAILURES = [
+    ('train.batch_size', 0, 1, 1, None, 'config.train.batch_size=0 must be >= 1'),
+    ('eval.batch_size', -4, 1, 1, None, 'config.eval.batch_size=-4 must be >= 1'),
+    ('train.batch_size', 12, 8, 1, None, "config.train.batch_size=12 does not divide over the 8 "
+     "devices of the mesh's 'data' axis"),
+    ('eval.batch_size', 6, 4, 2, None, "config.eval.batch_size=6 does not divide over the 4 "
+     "devices of the mesh's 'data' axis"),
+    ('train.batch_size', 12, 4, 8, None, 'config.train.batch_size=12 does not divide over the 8 '
+     'processes (it is the global batch)'),
+    ('eval.batch_size', 12, 1, 8, 100, 'config.eval.batch_size=12 does not divide over the 8 '
+     'processes (it is the global batch)'),
+    ('train.batch_size', 16, 4, 2, 12, 'config.train.batch_size=16 exceeds the 12 training '
+     'images (an epoch is at least one full batch)'),
+]
+
+
+@pytest.mark.parametrize('key,value,data,processes,num_train,message', BATCH_FAILURES,
+                         ids=[f'{f[0]}={f[1]}' for f in BATCH_FAILURES])
+def test_each_batch_failure_is_one_line_with_the_numbers(key, value, data, processes, num_train,
+                                                         message):
+  config = with_value(key, value, 'tiny')  # train batch 8, eval batch 16
+  assert helpers.one_line_error(
+      lambda: cv.check_batches(config, data, processes, num_train)) == message
+
+
+def test_batches_that_fit_pass():
+  """Edges that are allowed: a training batch of exactly the training images (one step per
+  epoch), an eval batch larger than them (evaluation pads), batch = shards x processes."""
+  config = loose_config('tiny')  # train batch 8, eval batch 16
+  cv.check_batches(config, 8, 8, num_train=8)
+  cv.check_batches(config, 4, 2, num_train=12)
+  cv.check_batches(config, 1, 1)  # before the data is known
+
+
+def test_train_and_evaluate_checks_the_batch_against_the_data(tmp_path, small_folder):
+  config = helpers.tiny_config(folder=small_folder)  # 12 training images of 2 classes
+  config.model.num_classes = 2
+  config.train.batch_size = 16
+  helpers.one_line_error(lambda: train.train_and_evaluate(config, str(tmp_path / 'run')),
+                         'config.train.batch_size=16 exceeds the 12 training images')
 
 
 def test_train_and_evaluate_refuses_before_the_workdir_exists(tmp_path):

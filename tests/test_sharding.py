@@ -185,10 +185,9 @@ def test_each_parameter_shard_is_half_its_size():
   assert trace['fc7']['kernel'].sharding.spec == jax.sharding.PartitionSpec(None, 'model')
 
 
-def test_mesh_and_batch_errors():
+def test_mesh_errors():
+  """(The batches against the mesh: tests/test_config_validation.py, check_batches.)"""
   with pytest.raises(UserError, match='model=3'):
     sharding.create_mesh(ml_collections.ConfigDict({'data': -1, 'model': 3}), jax.devices())
   with pytest.raises(UserError, match='data=3'):
     sharding.create_mesh(ml_collections.ConfigDict({'data': 3, 'model': 2}), jax.devices())
-  with pytest.raises(UserError, match='batch_size=6 does not divide over the 4'):
-    sharding.check_batch(6, helpers.mesh_of(4, 2))

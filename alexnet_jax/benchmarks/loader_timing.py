@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 
+from alexnet_jax import config_validation
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
@@ -36,9 +37,10 @@ class StepRunner:
   one jitted step per path (the device path's with the augmentation inside it)."""
 
   def __init__(self, config, dataset: dataset_lib.Dataset, paths=('host',)):
-    run = train.RunLength.from_config(config.train, dataset.num_train)
     self.mesh = sharding.create_mesh(config.mesh)
-    sharding.check_batch(config.train.batch_size, self.mesh)
+    config_validation.check_batches(config, self.mesh.shape['data'], jax.process_count(),
+                                    dataset.num_train)
+    run = train.RunLength.from_config(config.train, dataset.num_train)
     with jax.set_mesh(self.mesh):
       tx = optim.create_optimizer(config.optimizer, run.steps_per_epoch, run.total_steps,
                                   config.train.batch_size)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from alexnet_jax import config_validation
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
@@ -43,7 +44,7 @@ def bench_ours(config, batch: int, mesh_shape: tuple[int, int], image_size: int,
                     'present (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)')
   mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': data, 'model': model_axis}),
                               jax.devices()[:needed])
-  sharding.check_batch(batch, mesh)
+  config_validation.check_batch('--batch_sizes', batch, data)
   model = alexnet.from_config(config.model)
   opt_config = ml_collections.ConfigDict(config.optimizer.to_dict())
   opt_config.schedule = 'constant'

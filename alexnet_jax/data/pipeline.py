@@ -33,7 +33,6 @@ from alexnet_jax.data import preprocessing as pp
 from alexnet_jax.data.dataset import Dataset
 from alexnet_jax.data.preprocessing import PreprocessParams
 from alexnet_jax.errors import RunFailure
-from alexnet_jax.errors import UserError
 
 
 def _skip_unreadable(record, error: ValueError) -> None:
@@ -356,14 +355,10 @@ def create_train_loader(config, dataset: Dataset, *, seed: int, on_device: bool 
   """
   on_device = augment_on.on_device(config) if on_device is None else on_device
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=True)
-  count = shard_options.shard_count
-  if config.train.batch_size % count:
-    raise UserError(f'config.train.batch_size ({config.train.batch_size}) is not divisible by '
-                    f'the number of processes ({count})')
   source = dataset.train_source
-  if len(source) < config.train.batch_size:
-    raise UserError(f'the training split has {len(source)} images: fewer than one batch of '
-                    f'{config.train.batch_size}')
+  # config_validation.check_batches refused the others at start-up.
+  assert config.train.batch_size % shard_options.shard_count == 0, 'a batch per process'
+  assert config.train.batch_size <= len(source), 'at least one batch per epoch'
   params = dataset.preprocess
   seed = int(seed) % 2**32  # Grain's seeds are uint32
   read_options, multiprocessing = _read_options(config)
@@ -485,9 +480,8 @@ def create_eval_loader(config, dataset: Dataset, *, ten_crop: bool | None = None
   shard_options = _shard_options(shard_index, shard_count, drop_remainder=False)
   source = dataset.eval_source
   count = shard_options.shard_count
-  if config.eval.batch_size % count:
-    raise UserError(f'config.eval.batch_size={config.eval.batch_size} does not divide over the '
-                    f'{count} processes (it is the global batch)')
+  # config_validation.check_batches refused the others at start-up.
+  assert config.eval.batch_size % count == 0, 'a global batch splits over the processes'
   batch = config.eval.batch_size // count  # this process's rows of each global batch
   num_batches = eval_num_batches(len(source), batch, count)
   padded = PaddedSource(source, count * batch * num_batches)
