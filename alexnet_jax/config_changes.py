@@ -215,7 +215,9 @@ def _listed(changes: dict) -> str:
 # A checkpoint stores the config it ran with, and so does workdir/config.json. Resume
 # (compare), the commands that rebuild a run's model (checkpointing.load_variables) and a
 # sweep's reuse of a finished run (sweeps/plan.py) read them through upgrade(); no other module
-# knows an earlier version's keys.
+# knows an earlier version's keys. (Earlier checkpoint layouts are read where the checkpoint is:
+# one without a stored config, or without batch norm's statistics, in checkpointing.py and
+# train._resume; the plateau rule's saved fields in optim.PlateauRule.from_dict.)
 
 # Keys added after runs were stored, with the value a run whose stored config lacks them ran
 # with: a missing key reads as what the run did.

@@ -384,9 +384,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       return _train(config, workdir, dataset, model, run, mesh, wall_start)
 
 
-def _check_same_data(saved: dict | None, now: dict, step: int) -> None:
-  if not saved:
-    return  # a checkpoint written before identities were stored
+def _check_same_data(saved: dict, now: dict, step: int) -> None:
   differ = [k for k in now if k in saved and saved[k] != now[k]]
   if differ:
     key = differ[0]
@@ -439,7 +437,7 @@ def _resume(config, state: TrainState, checkpoints: checkpointing.Checkpoints, t
       like_state_for, train_iter, fallback_position=lambda step: step * config.train.batch_size)
   if not restored:
     return None
-  _check_same_data(restored.meta.get('data_identity'), dataset.identity, restored.step)
+  _check_same_data(restored.meta['data_identity'], dataset.identity, restored.step)
   opt_state = restored.state.opt_state
   if jax.tree.structure(opt_state) != jax.tree.structure(state.opt_state):
     opt_state = optim.transplant(opt_state, state.opt_state)
@@ -469,8 +467,8 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   opt = config.optimizer
   plateau = optim.PlateauRule(  # no decay during a warm-up either
       factor=opt.plateau_factor, patience=opt.plateau_patience,
-      threshold=opt.get('plateau_threshold', 0.0), max_decays=opt.plateau_max_decays,
-      min_epochs=max(opt.get('plateau_min_epochs', 0.0), opt.get('warmup_epochs', 0.0)))
+      threshold=opt.plateau_threshold, max_decays=opt.plateau_max_decays,
+      min_epochs=max(opt.plateau_min_epochs, opt.warmup_epochs))
   chance_check = _ChanceCheck(config.train, dataset.num_classes)
   # Where the augmentation runs, decided once: both loaders and both jitted steps follow it.
   on_device = augment_on.on_device(config)
@@ -490,10 +488,10 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   if resumed:
     start_step, state, meta = resumed
     plateau = plateau.with_counters_of(meta['plateau'])  # the config's settings, saved counts
-    chance_check.said = meta.get('chance_said', False)
+    chance_check.said = meta['chance_said']
     last_eval = meta['last_eval']
-    skipped = meta.get('nonfinite_steps', 0)
-    skipped_images = meta.get('skipped_images', 0)
+    skipped = meta['nonfinite_steps']
+    skipped_images = meta['skipped_images']
   if jax.process_index() == 0:
     # What a killed run logged after its last checkpoint is logged again from there.
     metric_logging.drop_after(workdir, start_step)
