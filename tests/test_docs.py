@@ -402,3 +402,35 @@ def test_code_reference_checker_finds_a_missing_name(tmp_path):
   problems = [reference_problem('page.md', path, name, str(tmp_path))
               for path, name in code_references(text)]
   assert problems == [None, None, None, 'mod.py defines no nothing', 'no file gone.py']
+
+
+# The front door stays a front door (issue 24): measurements, dated, live in docs/ pages.
+README_MAX_LINES = 250
+_DATE = re.compile(r'\b20\d\d-\d\d-\d\d\b|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
+                   r'[a-z]* 20\d\d\b')
+_SUITE_LOG = re.compile(r'\b\d+ (tests?|passed)\b|\bsuite (runs|ran|takes|took) (in )?\d',
+                        re.IGNORECASE)
+
+
+def readme_problems(text: str) -> list[str]:
+  lines = text.splitlines()
+  problems = [f'{len(lines)} lines (at most {README_MAX_LINES})'] if len(
+      lines) > README_MAX_LINES else []
+  for number, line in enumerate(lines, 1):
+    if _DATE.search(line):
+      problems.append(f'line {number} has a date (dates live in docs/ pages): {line.strip()}')
+    if _SUITE_LOG.search(line):
+      problems.append(f'line {number} logs the suite (test counts, times): {line.strip()}')
+  return problems
+
+
+def test_readme_is_short_and_undated():
+  assert not readme_problems(read('README.md'))
+
+
+def test_readme_check_can_fail():
+  long_page = '\n'.join(['x'] * (README_MAX_LINES + 1))
+  assert readme_problems(long_page) == ['251 lines (at most 250)']
+  assert len(readme_problems('measured 2026-12-06: 1102 ms\nOn Dec 2026 it ran')) == 2
+  assert len(readme_problems('539 tests, 4 min 57 s\nthe suite takes 5 min')) == 2
+  assert not readme_problems('batch 128, 90 epochs, 60,965,224 parameters, top-1 40.7 %')
