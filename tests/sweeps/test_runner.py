@@ -125,7 +125,7 @@ def assert_same_tree(a, b):
 def test_dry_run_prints_one_command_per_run(tmp_path):
   lines = sweep(tmp_path, '--dry_run', config='configs/sweeps/ablations.py').stdout.splitlines()
   assert len(lines) == len(ablations.VARIANTS) * 2  # every variant x 2 seeds
-  assert sum('--config.model.lrn=False' in line for line in lines) == 2
+  assert sum('--config.model.norm=none' in line for line in lines) == 2
   assert sum('--config.model.remove_convs=conv4' in line for line in lines) == 2
   assert sum('--config.input.random_crop=False' in line for line in lines) == 2
   assert all(line.split()[1:3] == ['launch.py', '--config=configs/alexnet.py:demo']
@@ -141,10 +141,10 @@ def test_resolve_is_what_launch_trains(tiny_run):
   """The in-process config of a run equals the config.json launch.py stored for it."""
   config = sweep_plan.resolve(helpers.TINY, ['train.num_steps=30'])
   assert sweep_plan.stale_keys(config, tiny_run) == {}
-  config = sweep_plan.resolve(helpers.TINY, ['train.num_steps=30', 'model.lrn=False',
+  config = sweep_plan.resolve(helpers.TINY, ['train.num_steps=30', 'model.norm=none',
                                              'train.num_epochs=3', 'optimizer.lr=1e-3'])
   assert sweep_plan.stale_keys(config, tiny_run) == {
-      'model.lrn': (True, False), 'optimizer.lr': (1e-4, 1e-3), 'train.num_epochs': (1, 3)}
+      'model.norm': ('lrn', 'none'), 'optimizer.lr': (1e-4, 1e-3), 'train.num_epochs': (1, 3)}
   # Keys a resume passes with a note, other than the run's length and what its evaluations
   # measure, leave a finished run's results as they are.
   harmless = ['train.log_every_steps=7', 'input.workers=3', 'dataset.folder=/moved/data',
