@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from alexnet_jax import evaluation
+from alexnet_jax.data import augment_on
 from alexnet_jax.tools import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run\'s workdir.')
@@ -20,7 +21,7 @@ _TEN_CROP = flags.DEFINE_bool('ten_crop', False, "The paper's 10-crop test.")
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Images per batch (default: the run\'s '
                                    'eval batch, /10 with --ten_crop).')
-_AUGMENT_ON = flags.DEFINE_enum('augment_on', None, ['host', 'device', 'auto'],
+_AUGMENT_ON = flags.DEFINE_enum('augment_on', None, list(augment_on.CHOICES),
                                 'Where the mean, crops and std run (default: the run\'s '
                                 'config.input.augment_on): host (Grain workers) or device '
                                 '(from uint8 patches, under jit).')
