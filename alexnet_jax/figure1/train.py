@@ -59,6 +59,31 @@ def training_error(params, x, y, activation: str, num_classes: int) -> tuple[flo
   return int(wrong) / len(y), float(loss)
 
 
+class Loop:
+  """The protocol's work on one training set held in memory: SGD steps on batches of it
+  (steps) and the full-pass training error (training_error). train_run drives it; the small-net
+  benchmark (alexnet_jax/tools/small_net_benchmark.py) times the same object."""
+
+  def __init__(self, x: np.ndarray, y: np.ndarray, activation: str):
+    self.activation, self.num_classes = activation, int(y.max()) + 1
+    self.x, self.y = x, y
+    self.x_dev, self.y_dev = jnp.asarray(x), jnp.asarray(y)
+    self._step = sgd_step(activation, self.num_classes)
+
+  def steps(self, params, velocity, indices: np.ndarray, lr: float, momentum: float):
+    """One SGD step per row of indices (K x B), on the batch x[row]: (params, velocity, the K
+    batch losses)."""
+    losses = []
+    for idx in indices:
+      params, velocity, loss = self._step(params, velocity, self.x[idx], self.y[idx], lr,
+                                          momentum)
+      losses.append(loss)
+    return params, velocity, jnp.stack(losses)
+
+  def training_error(self, params) -> tuple[float, float]:
+    return training_error(params, self.x_dev, self.y_dev, self.activation, self.num_classes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """What a run's result depends on besides (regime, activation, lr, seed)."""
@@ -88,29 +113,24 @@ def train_run(x: np.ndarray, y: np.ndarray, regime: str, activation: str, lr: fl
   k = setup.eval_every
   if max_steps % k:
     raise ValueError(f'max_steps {max_steps} is not a multiple of eval_every {k}')
-  num_classes = int(y.max()) + 1
-  chance = chance_error(num_classes)
-  step_fn = sgd_step(activation, num_classes)
-  params = net.init_params(seed, regime, activation, x.shape[1], num_classes)
+  loop = Loop(x, y, activation)
+  chance = chance_error(loop.num_classes)
+  params = net.init_params(seed, regime, activation, x.shape[1], loop.num_classes)
   velocity = jax.tree.map(jnp.zeros_like, params)
   order = data.batch_order(seed, len(x), setup.batch_size, max_steps)
-  x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
   start = time.perf_counter()
-  err, loss = training_error(params, x_dev, y_dev, activation, num_classes)
+  err, loss = loop.training_error(params)
   steps, errors, losses = [0], [err], [loss]
   outcome = 'max_steps'
   for begin in range(0, max_steps, k):
-    batch_losses = []
-    for idx in order[begin:begin + k]:
-      params, velocity, batch_loss = step_fn(params, velocity, x[idx], y[idx], lr,
-                                             setup.momentum)
-      batch_losses.append(batch_loss)
-    err, loss = training_error(params, x_dev, y_dev, activation, num_classes)
+    params, velocity, batch_losses = loop.steps(params, velocity, order[begin:begin + k], lr,
+                                                setup.momentum)
+    err, loss = loop.training_error(params)
     steps.append(begin + k)
     errors.append(err)
     losses.append(loss)
     window = setup.stuck_steps // k + 1
-    if not (np.isfinite(loss) and np.all(np.isfinite(jnp.stack(batch_losses)))):
+    if not (np.isfinite(loss) and np.all(np.isfinite(batch_losses))):
       outcome = 'diverged'
     elif errors[-1] <= setup.target:
       outcome = 'reached'
