@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import re
-import resource
 import statistics
 import time
 from typing import Any, Callable
@@ -17,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax import compiler_options
+from alexnet_jax.benchmarks import worker
 
 PAPER_CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
@@ -86,17 +86,7 @@ def _cpu_ghz() -> float:
     return float('nan')
 
 
-def host_rss_mb() -> tuple[float, float]:
-  """(current, peak) resident memory of this process in MB."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-  current = float('nan')
-  try:
-    with open('/proc/self/status') as f:
-      match = re.search(r'VmRSS:\s*(\d+) kB', f.read())
-    current = int(match.group(1)) / 1024 if match else current
-  except OSError:
-    pass
-  return current, peak
+host_rss_mb = worker.host_rss_mb  # without JAX, so that a torch worker reads it too
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -209,7 +199,7 @@ class StepTimer:
 
   def result(self) -> dict[str, Any]:
     return {'step_s': statistics.median(self.times), 'window_s': self.times,
-            'compile_s': self.compile_s, 'final_loss': _loss_of(self.loss),
+            'compile_s': self.compile_s, 'final_loss': loss_value(self.loss),
             'compiled': self.compiled}
 
 
@@ -223,7 +213,8 @@ def time_interleaved(timers: list, *, warmup: int, steps: int,
   return [timer.result() for timer in timers]
 
 
-def _loss_of(out) -> float:
+def loss_value(out) -> float:
+  """The loss a step returned: a scalar, or a metrics dict's 'loss'."""
   return float(out['loss'] if isinstance(out, dict) else out)
 
 

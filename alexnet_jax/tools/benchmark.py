@@ -1,27 +1,38 @@
-r"""Speed of the whole training step, against the yardsticks in the same process.
+r"""Speed of the whole training step against its yardsticks, each in a process of its own.
 
   python -m alexnet_jax.tools.benchmark                                    # float32, batch 32
+  python -m alexnet_jax.tools.benchmark --yardsticks=plain_jax,torch_eager,torch_compile \
+      --lrn=on,off                                        # the table of docs/performance.md
+  python -m alexnet_jax.tools.benchmark --yardsticks=                        # ours alone
+  python -m alexnet_jax.tools.benchmark --noours --yardsticks=torch_eager    # torch alone
+  python -m alexnet_jax.tools.benchmark --yardsticks=torch_eager,ours_beside_torch_eager
+                                  # ours isolated, and ours and torch in one process
   python -m alexnet_jax.tools.benchmark --batch_sizes=128,512 --dtypes=bfloat16      # a GPU
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m alexnet_jax.tools.benchmark \
       --meshes=1x1,1x2                                               # the paper's split, CPU
-  python -m alexnet_jax.tools.benchmark --yardsticks=plain_jax,torch_eager,torch_compile
   python -m alexnet_jax.tools.benchmark --mode=lrn                # LRN forward+backward only
   python -m alexnet_jax.tools.benchmark --nonfinite_guard=on,off --yardsticks=  # guard's cost
 
 For every batch size x dtype x LRN on/off it times our SGD step (train.jit_train_step: the
-paper's update, 1000 classes, synthetic device-resident data) for each mesh, LRN implementation
-and conv implementation asked for, then each yardstick's step on the same setting, and prints one
-JSON line per measurement and a table with ours / yardstick. The yardsticks
-(alexnet_jax/benchmarks/yardsticks/): `plain_jax` (feature_group_count convolutions, reduce_window
-LRN and pooling, XLA's own gradients), `torch_eager` and `torch_compile` (needs
-`pip install -r requirements-torch.txt`), or the path of a .py file defining a flax
-`AlexNet(use_lrn, dtype)` module. Machines are noisy: compare the ratios, which come from one
-run, not absolute times.
+paper's update, dropout, the non-finite guard, 1000 classes, synthetic device-resident data)
+for each mesh and implementation switch asked for, and each yardstick's step on the same
+setting, every one in a worker process of its own, timed one at a time in alternating windows
+(alexnet_jax/benchmarks/isolated.py says how, and why: one framework disturbs another in the
+same process). It prints one JSON line per measurement and a table with each yardstick's step
+time over ours (above 1.0, ours is faster). The yardsticks
+(alexnet_jax/benchmarks/yardsticks/): `plain_jax` (feature_group_count convolutions,
+reduce_window LRN and pooling, XLA's own gradients), `torch_eager` and `torch_compile` (PyTorch
+at its defaults; needs `pip install -r requirements-torch.txt`), `ours_beside_torch_eager` (ours
+and torch's eager step in one process, windows interleaved: what a second framework does to
+ours), or the path of a .py file defining a flax `AlexNet(use_lrn, dtype)` module. Machines are
+noisy: compare the ratios, which come from one run, not absolute times.
 
 Step time is the median over --windows timed windows of --steps steps each, after compilation
 and --warmup steps. MFU = model FLOPs per step (counted from the layer shapes: 2 x MACs, x3
 for forward + backward; 4.3 GFLOP per 227 px image at 1000 classes) / step time / the device's
-peak, whose figure and source are printed. XLA's own cost-analysis count is printed beside it.
+peak (on a CPU the float32 matmul peak measured in the same run), whose figure and source are
+printed. Each record names its worker's pid, the frameworks loaded in it, their versions and
+thread counts.
 """
 import functools
 import pathlib
@@ -31,9 +42,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from alexnet_jax.benchmarks import isolated
 from alexnet_jax.benchmarks import measure
 from alexnet_jax.benchmarks import step_timing
-from alexnet_jax.benchmarks.step_timing import YARDSTICKS
+from alexnet_jax.benchmarks.isolated import YARDSTICKS
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import alexnet
 from alexnet_jax.model import lrn as lrn_lib
@@ -68,8 +80,15 @@ _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed window.')
 _WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
 _YARDSTICKS = flags.DEFINE_list(
     'yardsticks', ['plain_jax'], f'Yardsticks timed beside ours: {", ".join(YARDSTICKS)}, or '
-    "a .py file defining a flax AlexNet(use_lrn, dtype); '' for none. Ratios are against the "
-    'first.')
+    "a .py file defining a flax AlexNet(use_lrn, dtype); '' for none. Each ratio is its step "
+    'time over ours.')
+_OURS = flags.DEFINE_bool('ours', True, 'Time our step; --noours times the yardsticks alone.')
+_PAUSE_S = flags.DEFINE_float(
+    'pause_s', 0.3, "Seconds between one worker's window and the next worker's, so that the "
+    "first one's threads have stopped spinning (each record reports their CPU in the pause).")
+_WORKER_TIMEOUT_S = flags.DEFINE_float(
+    'worker_timeout_s', isolated.DEFAULT_TIMEOUT_S, 'Longest wait for a worker to answer '
+    '(compiling included) before the run stops with an error.')
 _PEAK_TFLOPS = flags.DEFINE_float('peak_tflops', 0.0, "The device's peak TFLOP/s for MFU; "
                                   '0 = from the built-in table.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also append the JSON lines to this file.')
@@ -105,17 +124,17 @@ def main(argv):
                                   warmup=_WARMUP.value, steps=_STEPS.value,
                                   windows=_WINDOWS.value, emit=emit)
     return
-  records = step_timing.run_step_benchmark(
-      _CONFIG.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
+  records = isolated.run(
+      _CONFIG.value.to_dict(), ours=_OURS.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
       lrn_values=[v == 'on' for v in _LRN.value],
       meshes=[_parse_mesh(m) for m in _MESHES.value], lrn_impls=_LRN_IMPLS.value,
       conv_impls=_CONV_IMPLS.value, pool_impls=_POOL_IMPLS.value,
+      nonfinite_guards=tuple(v == 'on' for v in _NONFINITE_GUARD.value),
       yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
       num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
-      windows=_WINDOWS.value, peak_tflops=_PEAK_TFLOPS.value,
-      nonfinite_guards=tuple(v == 'on' for v in _NONFINITE_GUARD.value), emit=emit)
-  step_timing.print_step_table(records)
-
+      windows=_WINDOWS.value, pause_s=_PAUSE_S.value, peak_tflops=_PEAK_TFLOPS.value,
+      timeout_s=_WORKER_TIMEOUT_S.value, emit=emit)
+  isolated.print_table(records)
 
 if __name__ == '__main__':
   cli.run(main)

@@ -78,7 +78,8 @@ def test_torch_yardstick_imports_without_torch(monkeypatch):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   assert not module.available()
-  assert module.plain_jax.feature_size(227) == 9216  # what it sizes fc6 with
+  assert module.feature_size(227) == plain_jax.feature_size(227) == 9216  # fc6's input
+  assert module.feature_size(99) == plain_jax.feature_size(99) == 2 * 2 * 256
 
 
 def test_torch_param_count():

@@ -1,13 +1,16 @@
 """alexnet_jax/tools/benchmark.py and measure.py: the model FLOP count against the paper's layer
-table (4.3 GFLOP per image for a training step), and smoke runs of the command (every setting
-and yardstick present, positive and consistent figures, ratios computed from its own records, one
-error line for a bad flag); speed itself is never asserted (figures come from the command, as
-ratios in one run)."""
+table (4.3 GFLOP per image for a training step), counted from the flax model and, without JAX,
+from the PyTorch yardstick's layers; and smoke runs of the command (every setting and yardstick
+present, each in a worker process of its own, positive and consistent figures, ratios computed
+from its own records as the other's time over ours, one error line for a bad flag, including
+one that only a worker finds); speed itself is never asserted (figures come from the command,
+as ratios in one run)."""
 import json
 
 import pytest
 
 from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks.yardsticks import pytorch
 from alexnet_jax.model import alexnet
 from tests import helpers
 
@@ -21,6 +24,11 @@ def test_model_flops_match_the_layer_table():
   expected = 3 * 2 * macs  # forward + backward (input and weight gradients)
   assert 4.2e9 < expected < 4.4e9  # 4.3 GFLOP per image for the training step
   assert measure.model_flops_per_image(alexnet.AlexNet(), 227) == expected
+  assert pytorch.model_flops_per_image(227, 1000) == expected
+  # 10 classes: only fc8's term changes.
+  assert pytorch.model_flops_per_image(227, 10) == expected - 3 * 2 * 4096 * 990
+  assert measure.model_flops_per_image(alexnet.AlexNet(num_classes=10), 227) == (
+      pytorch.model_flops_per_image(227, 10))
 
 
 def run_benchmark(*args, devices=2):
@@ -31,22 +39,26 @@ def run_benchmark(*args, devices=2):
 
 
 def test_step_benchmark_runs_every_setting_and_prints_ratios():
-  # The repository's own plain-JAX yardstick: a fresh clone prints the ratio.
+  # The repository's own plain-JAX yardstick: a fresh clone prints the ratio. Each of the
+  # three steps in its own worker process; the matmul peak measured in the run.
   records, out = run_benchmark(
-      '--batch_sizes=4', '--image_size=67', '--num_classes=10', '--meshes=1x1,1x2',
-      '--windows=2', '--steps=1', '--warmup=0')
+      '--config=configs/alexnet.py:tiny', '--batch_sizes=4', '--image_size=67',
+      '--num_classes=10', '--meshes=1x1,1x2', '--windows=2', '--steps=1', '--warmup=0',
+      '--pause_s=0.05')
   ours = [r for r in records if r['impl'] == 'ours']
   assert sorted(r['mesh'] for r in ours) == ['1x1', '1x2']
-  assert [r['impl'] for r in records].count('yardstick:plain_jax') == 1
+  assert [r['impl'] for r in records] == ['plain_jax', 'ours', 'ours']  # yardsticks first
+  assert len({r['pid'] for r in records}) == 3
   for r in records:
     assert r['img_s'] > 0 and len(r['window_ms']) == 2 and r['compile_s'] > 0
     assert r['final_loss'] == r['final_loss']  # finite, not NaN
-    assert 0 < r['mfu'] < 1 and r['peak_source']
+    assert 0 < r['mfu'] < 1 and 'matmul measured here' in r['peak_source']
     assert r['device_memory_mb'] > 0 and r['host_rss_peak_mb'] > 0
+    assert r['frameworks'] == ['jax'] and r['pid'] != r['parent_pid']
+  ref = next(y for y in records if y['impl'] == 'plain_jax')
   for r in ours:
-    ref = next(y for y in records if y['impl'] == 'yardstick:plain_jax')
-    assert r['ratio_vs']['plain_jax'] == r['img_s'] / ref['img_s']
-  assert '| ours |' in out and 'TFLOP/s per device' in out and 'ours / plain_jax' in out
+    assert r['ratio_vs'] == {'plain_jax': ref['step_ms'] / r['step_ms']}  # its time / ours
+  assert '| ours |' in out and 'GFLOP/s' in out and 'plain_jax / ours' in out
 
 
 def test_lrn_benchmark_compares_the_three_implementations():

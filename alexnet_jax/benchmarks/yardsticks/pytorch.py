@@ -7,8 +7,10 @@ which adds 5e-4 w to the gradient before the momentum, as optax.add_decayed_weig
 weights, this network's logits equal plain_jax's.
 
 torch is optional (requirements-torch.txt) and imported only when a model is built, so this
-module imports without it; available() says whether it is there. It runs on the GPU when torch
-sees one, else on the CPU. The benchmark times it:
+module imports without it; available() says whether it is there. It imports no JAX either (not
+even plain_jax): the benchmark's torch worker (torch_worker.py) runs it in a process where JAX
+was never loaded. It runs on the GPU when torch sees one, else on the CPU. The benchmark times
+it:
 
   python -m alexnet_jax.tools.benchmark --yardsticks=plain_jax,torch_eager,torch_compile
 """
@@ -16,8 +18,6 @@ import importlib
 import statistics
 import time
 from typing import Any
-
-from alexnet_jax.benchmarks.yardsticks import plain_jax
 
 # The same constants as plain_jax (sections 3.3, 4.2 and 5); alpha is the paper's, un-divided.
 LRN_SIZE = 5
@@ -39,6 +39,46 @@ CONVS = (
 )
 # Section 5: biases 1 in conv2, conv4, conv5, fc6 and fc7; 0 elsewhere.
 UNIT_BIAS_CONVS = (1, 3, 4)
+DENSES = (4096, 4096)  # fc6, fc7; then fc8, num_classes wide
+
+
+def _conv_sides(image_size: int) -> list[tuple[int, int]]:
+  """(conv output side, side after its pooling) of each conv layer at image_size px."""
+  sides, size = [], image_size
+  for _, kernel, stride, padding, _, _, pool_after in CONVS:
+    size = (size + 2 * padding - kernel) // stride + 1
+    pooled = (size - 3) // 2 + 1 if pool_after else size
+    sides.append((size, pooled))
+    size = pooled
+  if size < 1:
+    raise ValueError(f'{image_size} px images are too small for AlexNet')
+  return sides
+
+
+def feature_size(image_size: int = 227) -> int:
+  """Width of the flattened conv5 output (6 * 6 * 256 = 9216 at 227 px), as plain_jax's."""
+  return _conv_sides(image_size)[-1][1] ** 2 * CONVS[-1][0]
+
+
+def model_flops_per_image(image_size: int = 227, num_classes: int = 1000) -> float:
+  """2 x multiply-adds of every conv and dense layer for one image, x3 for the training step
+  (forward, input gradient, weight gradient), from the layer table above: the count
+  measure.model_flops_per_image takes from the flax model's shapes, without JAX."""
+  macs, in_channels = 0, 3
+  for (out, kernel, _, _, groups, _, _), (side, _) in zip(CONVS, _conv_sides(image_size)):
+    macs += side * side * out * kernel * kernel * in_channels // groups
+    in_channels = out
+  widths = (feature_size(image_size),) + DENSES + (num_classes,)
+  macs += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+  return 3 * 2 * macs
+
+
+def runtime_info() -> dict[str, Any]:
+  """torch's version, its intra-op and inter-op thread counts and the device it runs on."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return {'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
+          'torch_interop_threads': torch.get_num_interop_threads(),
+          'torch_device': 'cuda' if torch.cuda.is_available() else 'cpu'}
 
 
 def available() -> bool:
@@ -93,9 +133,9 @@ def build_model(num_classes: int = 1000, lrn: bool = True, image_size: int = 227
     if pool_after:
       layers.append(nn.MaxPool2d(3, 2))
     in_channels = out
-  fc6 = nn.Linear(plain_jax.feature_size(image_size), 4096)
-  fc7 = nn.Linear(4096, 4096)
-  fc8 = nn.Linear(4096, num_classes)
+  fc6 = nn.Linear(feature_size(image_size), DENSES[0])
+  fc7 = nn.Linear(*DENSES)
+  fc8 = nn.Linear(DENSES[1], num_classes)
   layers += [nn.Flatten(),  # (C, H, W) order: plain_jax's fc6 rows are (H, W, C)
              nn.Dropout(DROPOUT_RATE), fc6, nn.ReLU(inplace=True),
              nn.Dropout(DROPOUT_RATE), fc7, nn.ReLU(inplace=True), fc8]
