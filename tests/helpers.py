@@ -48,9 +48,13 @@ CHANNEL_MEAN = np.load(os.path.join(ROOT, DEMO_STATS))['mean'].astype(np.float32
 
 def cpu_env(devices: int | None = None) -> dict:
   """The environment of a subprocess on CPU: one device (conftest gives this process 8 for the
-  sharding tests), or `devices` fake ones."""
-  flags = '' if devices is None else f'--xla_force_host_platform_device_count={devices}'
-  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS=flags)
+  sharding tests), or `devices` fake ones; this process's other XLA flags (conftest's
+  compiler level) passed on, so that both compile alike and share cache entries."""
+  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  if devices is not None:
+    flags.append(f'--xla_force_host_platform_device_count={devices}')
+  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS=' '.join(flags))
 
 
 def launch_command(workdir, *overrides, config=TINY) -> list[str]:

@@ -48,9 +48,9 @@ def children(pid: int) -> list[int]:
 
 def test_preempted_task_checkpoints_is_requeued_and_ends_bit_identical(tmp_path, tiny_run,
                                                                        monkeypatch):
-  # One CPU device, as the tiny run had (conftest gives this process 8 for the sharding tests);
-  # the local executor's processes take this environment.
-  monkeypatch.setenv('XLA_FLAGS', '')
+  # One CPU device and the compiler level, as the tiny run had (conftest gives this process 8
+  # for the sharding tests); the local executor's processes take this environment.
+  monkeypatch.setenv('XLA_FLAGS', helpers.cpu_env()['XLA_FLAGS'])
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   run = sweep_plan.Run('tiny', 0, (f'train.num_steps={conftest.TINY_RUN_STEPS}',),
                        str(tmp_path / 'tiny' / 'seed0'))
