@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax import collectives
+from alexnet_jax import sharding
 from alexnet_jax import train
 from tests import helpers
 
@@ -15,12 +16,19 @@ MODEL, IMAGE, BATCH = helpers.SPLIT_MODEL, helpers.SPLIT_IMAGE, helpers.SPLIT_BA
 
 
 def compiled_collectives(data, model):
+  """The collectives of the train step on a data x model mesh, compiled from shapes alone. The
+  state's shapes carry their placement and the batch has the loader's 'valid' flags, so the
+  program is test_sharding.py's on the same mesh, bit for bit: one compilation (one cache
+  entry) for both files."""
   mesh = helpers.mesh_of(data, model)
   with jax.set_mesh(mesh):
-    state = jax.eval_shape(
+    shapes = jax.eval_shape(
         lambda: train.create_train_state(MODEL, helpers.sgd(), jax.random.PRNGKey(0), IMAGE, mesh))
+    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+                         sharding.tree_shardings(shapes, mesh))
     batch = {'image': jax.ShapeDtypeStruct((BATCH, IMAGE, IMAGE, 3), jnp.float32),
-             'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32)}
+             'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32),
+             'valid': jax.ShapeDtypeStruct((BATCH,), jnp.bool_)}
     hlo = train.jit_train_step(state, mesh).lower(state, batch).compile()
   return [c for c in collectives.collectives(hlo.as_text()) if c.group_size > 1]
 
