@@ -141,7 +141,7 @@ def time_setting(specs: list[dict], setting: dict, *, warmup: int, steps: int, w
       order = list(range(len(workers)))
       order = order[round_index % len(order):] + order[:round_index % len(order)]
       for i in order:
-        reply = workers[i].request('window', steps=steps)
+        reply = workers[i].request('window', steps=steps, pause_s=pause_s)
         timed[i].append({**reply, **worker_lib.settle(workers[i].pid, pause_s)})
       log(f'  round {round_index + 1}/{windows}: ' + ', '.join(
           f'{_name(s)} {1e3 * t[-1]["step_s"]:.0f} ms' for s, t in zip(specs, timed)),

@@ -7,12 +7,14 @@ It serves worker.py's protocol for one spec (isolated.py builds them):
     without its non-finite guard, on a (data, model) mesh (step_timing.bench_ours);
   - 'plain_jax', or the path of a file defining a flax AlexNet: the yardstick's step;
   - 'ours_beside_torch_eager': ours and the PyTorch eager step in this one process, each window
-    a torch window then ours, as the benchmark timed them before it isolated them: it measures
-    what a second framework in the process does to our step (and ours to torch's);
+    a torch window, the pause, then ours, as the benchmark timed them before it isolated them
+    (but for the pause): it measures what a second framework in the process does to our step
+    (and ours to torch's), apart from torch's threads spinning on into ours;
   - 'matmul_peak': no step; its 'peak' request measures measure.device_peak.
 torch is imported here by the 'ours_beside_torch_eager' spec alone.
 """
 import os
+import time
 
 import jax
 import jaxlib
@@ -77,7 +79,11 @@ class Handlers:
 
   def window(self, request: dict) -> dict:
     steps = request['steps']
-    beside_s = self.beside.run(steps) if self.beside else None
+    beside_s = None
+    if self.beside:
+      beside_s = self.beside.run(steps)
+      # The same pause as between workers: torch's spinning threads are not what is measured.
+      time.sleep(request.get('pause_s', 0.0))
     reply = worker.measured(lambda: self.timer.run(steps))
     if beside_s is not None:
       reply['beside_step_s'] = beside_s
