@@ -1,7 +1,7 @@
 """Timers in their own processes, their windows alternating: a fair comparison of frameworks.
 
 Two frameworks in one process share its allocator and its thread pools: a step of one can slow
-the other's (issue 25 measured our AlexNet step 1.5x slower with PyTorch's steps in between).
+the other's (docs/performance.md, "How speed is compared").
 Here each timer runs in a worker process of its own, started by the benchmark command, and the
 parent asks the workers for one timed window at a time, in turn (window 1 of each, then window
 2 of each, ...): only one works at a time, and a burst of load on a shared machine still hits

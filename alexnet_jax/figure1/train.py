@@ -1,9 +1,16 @@
 """Figure 1's loop: plain SGD with momentum and no regularisation (section 5 without the weight
 decay; no dropout, no augmentation), and the training error as a full pass over the set.
 
-Pure functions: the SGD step and the full pass are jitted once per activation and shape, with
+Pure functions: the SGD steps and the full pass are jitted once per activation and shape, with
 the learning rate an argument, so that a grid does not recompile. A seed fixes both the init
 and the data order (net.init_params, data.batch_order): runs are paired.
+
+Speed (the small-net benchmark, alexnet_jax/tools/small_net_benchmark.py; docs/performance.md):
+the set lives on the device, and the K steps between two full passes are one compiled lax.scan
+that gathers its own batches (one call, no host copy or dispatch per step; net.py's layers are
+written so that XLA:CPU runs them fast inside it); the full pass is a loop over chunks of the
+set (its activations stay small); both compile with the backend's options
+(alexnet_jax/compiler_options.py), as the AlexNet steps do.
 """
 import dataclasses
 import functools
@@ -14,74 +21,98 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alexnet_jax import compiler_options
 from alexnet_jax.figure1 import data
 from alexnet_jax.figure1 import net
 
+FULL_PASS_CHUNK = 100  # images per iteration of the full pass
 
-def _loss(model, params, x, y):
+
+def _log_probs_of_labels(model, params, x, y):
   logits = model.apply({'params': params}, x)
-  return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+  return logits, jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1)[:, 0]
 
 
 @functools.lru_cache(maxsize=None)
-def sgd_step(activation: str, num_classes: int):
-  """jitted (params, velocity, x, y, lr, momentum) -> (params, velocity, loss): one step of
-  v <- momentum v - lr g; w <- w + v (section 5, without the weight decay). A Python loop calls
-  it: under lax.scan XLA:CPU runs these convolutions about 20x slower."""
+def sgd_steps(activation: str, num_classes: int):
+  """jitted (params, velocity, x_all, y_all, indices, lr, momentum) -> (params, velocity,
+  losses): one step of v <- momentum v - lr g; w <- w + v (section 5, without the weight decay)
+  per row of indices (K x B), on the batch x_all[row], in one lax.scan; the K batch losses
+  (each before its step's update). params and velocity are donated."""
   model = net.Net(activation, num_classes)
-  grad = jax.value_and_grad(functools.partial(_loss, model))
 
-  def step(params, velocity, x, y, lr, momentum):
-    loss, g = grad(params, x, y)
-    velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, g)
-    return jax.tree.map(jnp.add, params, velocity), velocity, loss
+  def loss_fn(params, x, y):
+    return -jnp.mean(_log_probs_of_labels(model, params, x, y)[1])
 
-  return jax.jit(step)
+  grad = jax.value_and_grad(loss_fn)
+
+  def steps(params, velocity, x_all, y_all, indices, lr, momentum):
+    def step(carry, idx):
+      params, velocity = carry
+      loss, g = grad(params, x_all[idx], y_all[idx])
+      velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, g)
+      return (jax.tree.map(jnp.add, params, velocity), velocity), loss
+
+    (params, velocity), losses = jax.lax.scan(step, (params, velocity), indices)
+    return params, velocity, losses
+
+  return jax.jit(steps, donate_argnums=(0, 1),
+                 compiler_options=compiler_options.for_platform(jax.default_backend()))
 
 
 @functools.lru_cache(maxsize=None)
 def full_pass(activation: str, num_classes: int):
-  """jitted (params, x_all, y_all) -> (number misclassified, mean loss) over the whole set."""
+  """jitted (params, x_chunks, y_chunks) -> (number misclassified, summed loss) over a set in
+  chunks (C x N x ...; labels < 0 mark padding, counted in neither), one chunk at a time."""
   model = net.Net(activation, num_classes)
 
-  def run(params, x_all, y_all):
-    logits = model.apply({'params': params}, x_all)
-    loss = jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y_all[:, None], axis=1))
-    return jnp.sum(jnp.argmax(logits, -1) != y_all), loss
+  def run(params, x_chunks, y_chunks):
+    def chunk(xy):
+      x, y = xy
+      real = y >= 0
+      logits, log_p = _log_probs_of_labels(model, params, x, jnp.maximum(y, 0))
+      return (jnp.sum((jnp.argmax(logits, -1) != y) & real),
+              -jnp.sum(jnp.where(real, log_p, 0.0)))
 
-  return jax.jit(run)
+    wrong, loss = jax.lax.map(chunk, (x_chunks, y_chunks))
+    return jnp.sum(wrong), jnp.sum(loss)
+
+  return jax.jit(run, compiler_options=compiler_options.for_platform(jax.default_backend()))
 
 
-def training_error(params, x, y, activation: str, num_classes: int) -> tuple[float, float]:
-  """(training error, mean loss): a full pass over the whole training set (not a running
-  minibatch figure)."""
-  wrong, loss = full_pass(activation, num_classes)(params, x, y)
-  return int(wrong) / len(y), float(loss)
+def _chunks(a: np.ndarray, size: int, fill) -> np.ndarray:
+  """a's rows in chunks of `size`, the last one filled up with `fill`."""
+  padded = np.concatenate([a, np.full((-len(a) % size,) + a.shape[1:], fill, a.dtype)])
+  return padded.reshape((-1, size) + a.shape[1:])
 
 
 class Loop:
-  """The protocol's work on one training set held in memory: SGD steps on batches of it
+  """The protocol's work on one training set held on the device: SGD steps on batches of it
   (steps) and the full-pass training error (training_error). train_run drives it; the small-net
   benchmark (alexnet_jax/tools/small_net_benchmark.py) times the same object."""
 
-  def __init__(self, x: np.ndarray, y: np.ndarray, activation: str):
+  def __init__(self, x: np.ndarray, y: np.ndarray, activation: str,
+               chunk: int = FULL_PASS_CHUNK):
     self.activation, self.num_classes = activation, int(y.max()) + 1
-    self.x, self.y = x, y
-    self.x_dev, self.y_dev = jnp.asarray(x), jnp.asarray(y)
-    self._step = sgd_step(activation, self.num_classes)
+    self.num_images = len(y)
+    self.x_dev, self.y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    chunk = min(chunk, len(y))
+    self.x_chunks = jnp.asarray(_chunks(x, chunk, 0))
+    self.y_chunks = jnp.asarray(_chunks(np.asarray(y, np.int32), chunk, -1))
+    self._steps = sgd_steps(activation, self.num_classes)
+    self._full_pass = full_pass(activation, self.num_classes)
 
   def steps(self, params, velocity, indices: np.ndarray, lr: float, momentum: float):
     """One SGD step per row of indices (K x B), on the batch x[row]: (params, velocity, the K
-    batch losses)."""
-    losses = []
-    for idx in indices:
-      params, velocity, loss = self._step(params, velocity, self.x[idx], self.y[idx], lr,
-                                          momentum)
-      losses.append(loss)
-    return params, velocity, jnp.stack(losses)
+    batch losses). The params and velocity passed in are donated: use the ones returned."""
+    return self._steps(params, velocity, self.x_dev, self.y_dev,
+                       jnp.asarray(indices, jnp.int32), lr, momentum)
 
   def training_error(self, params) -> tuple[float, float]:
-    return training_error(params, self.x_dev, self.y_dev, self.activation, self.num_classes)
+    """(training error, mean loss): a full pass over the whole training set (not a running
+    minibatch figure)."""
+    wrong, loss = self._full_pass(params, self.x_chunks, self.y_chunks)
+    return int(wrong) / self.num_images, float(loss) / self.num_images
 
 
 @dataclasses.dataclass(frozen=True)

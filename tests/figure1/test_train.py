@@ -57,11 +57,10 @@ def test_full_pass_error_equals_numpy(images, activation):
   params = net.init_params(3, 'modern', activation, SIZE)
   # A few SGD steps first, so that the guesses vary from image to image (a random net's do not).
   velocity = jax.tree.map(np.zeros_like, params)
-  for _ in range(8):
-    params, velocity, _ = train.sgd_step(activation, 10)(params, velocity, x, images.labels,
-                                                         0.01, 0.9)
+  loop = train.Loop(x, images.labels, activation, chunk=8)  # 3 chunks, the last one padded
+  params, velocity, _ = loop.steps(params, velocity, np.tile(np.arange(20), (8, 1)), 0.01, 0.9)
   logits = np_logits(params, x, activation)
-  error, loss = train.training_error(params, x, images.labels, activation, 10)
+  error, loss = loop.training_error(params)
   expected = np.mean(np.argmax(logits, -1) != images.labels)
   assert len(set(np.argmax(logits, -1))) > 3 and 0 < expected < 1  # not a constant guess
   assert error == expected
