@@ -1,19 +1,19 @@
-"""The small-net benchmark (tools/small_net_benchmark.py): its FLOP count by hand, its PyTorch
-yardstick the same net and update as figure1's (equal logits and an equal SGD step from equal
-weights; skipped without torch), the worker protocol of benchmarks/alternating.py (alternation,
-stray output, a dying worker), and the command end to end on a tiny setting."""
+"""The small-net benchmark (tools/small_net_benchmark.py, benchmarks/small_net.py): its FLOP
+count by hand, its PyTorch yardstick the same net and update as figure1's (equal logits and two
+equal SGD steps from equal weights, its full pass by hand; skipped without torch), the `before`
+tree (this package with another revision's figure1/), and the command end to end on a tiny
+setting, each implementation in its own process."""
 import json
+import os
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.benchmarks import alternating
-from alexnet_jax.benchmarks import small_net_timing
+from alexnet_jax.benchmarks import small_net
 from alexnet_jax.benchmarks.yardsticks import small_pytorch
-from alexnet_jax.errors import RunFailure
+from alexnet_jax.errors import UserError
 from alexnet_jax.figure1 import net
 from alexnet_jax.figure1 import train
 from tests import helpers
@@ -24,10 +24,11 @@ def test_flops_of_the_figure1_net_by_hand():
   # 5*5*32, dense 4*4*64 x 10 multiply-adds.
   macs = 32 * 32 * 32 * 75 + 16 * 16 * 32 * 800 + 8 * 8 * 64 * 800 + 1024 * 10
   assert macs == 12_298_240
-  assert small_net_timing.forward_flops_per_image(32, 10) == 2 * macs
-  assert small_net_timing.train_flops_per_image(32, 10) == 6 * macs
+  assert small_net.CONV_FEATURES == net.CONV_FEATURES == small_pytorch.CONV_FEATURES
+  assert small_net.forward_flops_per_image(32, 10) == 2 * macs
+  assert small_net.train_flops_per_image(32, 10) == 6 * macs
   # 16 px: 16 -> 8 -> 4 -> 2, the dense layer 2*2*64 -> 10.
-  assert small_net_timing.forward_flops_per_image(16, 10) == 2 * (
+  assert small_net.forward_flops_per_image(16, 10) == 2 * (
       16 * 16 * 32 * 75 + 8 * 8 * 32 * 800 + 4 * 4 * 64 * 800 + 256 * 10)
 
 
@@ -74,7 +75,7 @@ def test_torch_net_and_step_equal_ours():
 
 def test_torch_timer_steps_and_its_full_pass():
   torch = pytest.importorskip('torch')
-  x, y = small_net_timing.synthetic_set(40, 16, 10)
+  x, y = small_net.synthetic_set(40, 16, 10)
   timer = small_pytorch.TorchSmallNetTimer(x, y, batch_size=10, eval_every=2, lr=0.05)
   before = [p.detach().clone() for p in timer.model.parameters()]
   result = timer.window()
@@ -82,54 +83,33 @@ def test_torch_timer_steps_and_its_full_pass():
   assert all(not torch.equal(a, b) for a, b in zip(before, timer.model.parameters()))
   with torch.no_grad():  # the full pass: the whole set in eval mode, error and mean loss
     logits = timer.model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-  assert result['error'] == np.mean(np.argmax(logits, -1) != y)
+  assert result['training_error'] == np.mean(np.argmax(logits, -1) != y)
   log_p = logits - logits.max(1, keepdims=True)
   log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
   assert result['loss'] == pytest.approx(-log_p[np.arange(40), y].mean(), rel=1e-5)
-  assert 'torch' in timer.info()['framework'] and timer.info()['threads'] >= 1
+  assert 'torch' in timer.info()['framework'] and timer.info()['torch_threads'] >= 1
 
 
-# --- the worker protocol, on tiny Python workers (no JAX in them) ---
-
-_FAKE_WORKER = '''
-import sys, time
-from alexnet_jax.benchmarks import alternating
-name = sys.argv[1]
-print('a stray line on stdout', flush=True)
-count = [0]
-def window():
-  count[0] += 1
-  with open(sys.argv[2], 'a') as f:
-    f.write(f'{name}{count[0]} ')
-  return {'steps_s': 0.1 * count[0], 'pass_s': 0.0, 'loss': 1.0, 'error': 0.5}
-alternating.serve({'framework': name}, window)
-'''
+# --- the before tree ---
 
 
-def _fake(name, log, script=_FAKE_WORKER):
-  return alternating.Worker(name, [sys.executable, '-c', script, name, str(log)],
-                            cwd=helpers.ROOT)
-
-
-def test_windows_alternate_and_stray_output_is_ignored(tmp_path):
-  log = tmp_path / 'order.txt'
-  out = alternating.alternate([_fake('a', log), _fake('b', log)], windows=3)
-  assert log.read_text().split() == ['a1', 'b1', 'a2', 'b2', 'a3', 'b3']  # in turn
-  assert [w['steps_s'] for w in out['a']] == pytest.approx([0.1, 0.2, 0.3])
-  assert set(out) == {'a', 'b'}
-
-
-def test_a_worker_that_dies_is_one_failure_with_its_last_words(tmp_path):
-  dying = "import sys; print('worker broke: out of memory', file=sys.stderr); sys.exit(7)"
-  with pytest.raises(RunFailure, match=r'exit status 7.*out of memory'):
-    alternating.alternate([_fake('x', tmp_path / 'log', dying)], windows=1)
-
-
-def test_environment_for_another_framework_drops_our_huge_pages(monkeypatch):
-  monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1')
-  assert alternating.environment(False)['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
-  assert alternating.environment(False)['ALEXNET_JAX_HUGE_PAGES'] == '0'
-  assert 'hugetlb=1' in alternating.environment(True)['GLIBC_TUNABLES']
+def test_before_tree_is_this_package_with_the_revisions_figure1(tmp_path):
+  tree = small_net.before_tree('HEAD', str(tmp_path))
+  for rel in ('alexnet_jax/figure1/train.py', 'alexnet_jax/figure1/net.py'):
+    at_head = subprocess.run(['git', 'show', f'HEAD:{rel}'], cwd=helpers.ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(tree, rel)) as f:
+      assert f.read() == at_head
+  with open(os.path.join(tree, 'alexnet_jax/benchmarks/small_net.py')) as f:
+    assert f.read() == open(small_net.__file__).read()  # this tree's benchmark code
+  with pytest.raises(UserError, match='no-such-revision'):
+    small_net.before_tree('no-such-revision', str(tmp_path / 'other'))
+  worker = small_net.start_worker('before', 'small_net_jax_worker', tree, timeout_s=120)
+  try:  # the worker imports the tree's figure1/, not the working directory's
+    info = worker.request('setup', spec={'impl': 'matmul_peak'})
+  finally:
+    worker.close()
+  assert info['figure1'] == os.path.join(tree, 'alexnet_jax', 'figure1')
 
 
 # --- the command ---
@@ -147,10 +127,14 @@ def test_command_prints_a_record_per_impl_and_the_table(tmp_path):
   assert [r['impl'] for r in records] == impls.split(',')
   for r in records:
     assert r['img_s'] == pytest.approx(10 / (r['step_ms'] / 1e3))
-    assert len(r['window_step_ms']) == 2 and np.isfinite(r['final_loss'])
     assert r['peak_gflops'] == 100 and r['mfu'] == pytest.approx(
-        small_net_timing.train_flops_per_image(16, 10) * 10 / (r['step_ms'] / 1e3) / 1e11)
-  assert records[0]['ratio_step'] == 1.0
+        small_net.train_flops_per_image(16, 10) * 10 / (r['step_ms'] / 1e3) / 1e11)
+    assert len(r['window_step_ms']) == 2 and np.isfinite(r['final_loss'])
+    assert r['ratio_step'] == pytest.approx(r['step_ms'] / records[0]['step_ms'])
+  # Each in its own process, holding its own framework alone.
+  assert len({r['pid'] for r in records}) == len(records)
+  assert records[0]['frameworks'] == ['jax']
+  assert all(r['frameworks'] == ['torch'] for r in records[1:])
   assert '| ours | jax' in proc.stdout and 'protocol img/s' in proc.stdout
 
 

@@ -10,9 +10,11 @@ tests/benchmarks/test_small_net.py checks that, from the same weights, its logit
 step equal ours.
 
 torch is optional (requirements-torch.txt) and imported only when a model is built; this module
-imports neither torch nor JAX. The benchmark runs it in a process of its own:
+imports neither torch nor JAX. The benchmark times it:
 
   python -m alexnet_jax.tools.small_net_benchmark --impls=ours,torch_eager
+
+(in a process of its own: alexnet_jax/benchmarks/small_net_torch_worker.py).
 """
 import importlib
 import time
@@ -150,9 +152,12 @@ class TorchSmallNetTimer:
 
   def window(self) -> dict:
     steps_s, pass_s = self.run(self.segments)
-    return {'steps_s': steps_s, 'pass_s': pass_s, 'loss': self.loss, 'error': self.error}
+    return {'steps_s': steps_s, 'pass_s': pass_s, 'loss': self.loss, 'training_error': self.error}
 
   def info(self) -> dict:
+    """torch's version and thread counts, and the first segment's time (compile_s)."""
     torch = self._torch
-    return {'framework': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
+    return {'framework': f'torch {torch.__version__}, {torch.get_num_threads()} threads',
+            'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
+            'torch_interop_threads': torch.get_num_interop_threads(),
             'compile_s': self.compile_s}

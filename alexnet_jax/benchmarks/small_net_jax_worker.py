@@ -1,0 +1,97 @@
+"""Our Figure 1 loop in a process of its own, for the small-net benchmark (small_net.py).
+
+  python -m alexnet_jax.benchmarks.small_net_jax_worker   # started by small_net.py, not by hand
+
+It serves worker.py's protocol: 'setup' builds OursTimer (figure1.train.Loop on a synthetic
+set, from the modern regime's init) and runs the warm-up, which compiles; 'window' times the
+window's segments; 'peak' measures the matmul peak (measure.device_peak). The spec
+'matmul_peak' builds nothing and only answers 'peak'. torch is never imported here.
+"""
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks import small_net
+from alexnet_jax.benchmarks import worker
+from alexnet_jax.figure1 import data
+from alexnet_jax.figure1 import net
+from alexnet_jax.figure1 import train
+
+LEARNING_RATE = 0.003  # the modern regime's ReLU lr (docs/experiments.md): no divergence
+MOMENTUM = 0.9
+
+
+class OursTimer:
+  """figure1.train.Loop on a synthetic set, from the modern regime's init, timed by window."""
+
+  def __init__(self, activation: str = 'relu', batch_size: int = 100, image_size: int = 32,
+               num_images: int = 1000, num_classes: int = 10, eval_every: int = 10,
+               segments: int = 1, warmup: int = 1, seed: int = 0):
+    x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
+    self.loop = train.Loop(x, y, activation)
+    self.params = net.init_params(seed, 'modern', activation, image_size, num_classes)
+    self.velocity = jax.tree.map(jnp.zeros_like, self.params)
+    per_epoch = num_images // batch_size
+    self.order = data.batch_order(seed, num_images, batch_size, 10 * per_epoch * eval_every)
+    self.eval_every, self.segments, self._next = eval_every, segments, 0
+    self.loss = self.error = float('nan')
+    t0 = time.perf_counter()
+    self.run(max(warmup, 1))  # the first segment compiles the steps and the full pass
+    self.compile_s = time.perf_counter() - t0
+
+  def run(self, segments: int) -> tuple[float, float]:
+    """(seconds in SGD steps, seconds in full passes) over `segments` segments."""
+    steps_s = pass_s = 0.0
+    for _ in range(segments):
+      if self._next + self.eval_every > len(self.order):
+        self._next = 0
+      indices = self.order[self._next:self._next + self.eval_every]
+      self._next += self.eval_every
+      t0 = time.perf_counter()
+      self.params, self.velocity, losses = self.loop.steps(self.params, self.velocity, indices,
+                                                           LEARNING_RATE, MOMENTUM)
+      jax.block_until_ready((self.params, self.velocity, losses))
+      t1 = time.perf_counter()
+      self.error, self.loss = self.loop.training_error(self.params)
+      pass_s += time.perf_counter() - t1
+      steps_s += t1 - t0
+    return steps_s, pass_s
+
+
+class Handlers:
+  """The requests of worker.py's protocol for our loop (or none, for the peak)."""
+
+  def __init__(self):
+    self.timer = None
+
+  def __call__(self, request: dict) -> dict:
+    return getattr(self, request['op'])(request)
+
+  def setup(self, request: dict) -> dict:
+    spec = dict(request['spec'])
+    info = {'pid': os.getpid(), 'framework': f'jax {jax.__version__}',
+            'figure1': os.path.dirname(train.__file__),
+            'jaxlib': jaxlib.__version__, 'platform': jax.devices()[0].platform,
+            'cores': len(os.sched_getaffinity(0))}
+    if spec.pop('impl') != 'matmul_peak':
+      self.timer = OursTimer(**spec)
+      info['compile_s'] = self.timer.compile_s
+    return {**info, 'frameworks': worker.frameworks_loaded(), 'os_threads': worker.os_threads()}
+
+  def window(self, request: dict) -> dict:
+    del request
+    steps_s, pass_s = self.timer.run(self.timer.segments)
+    return {'steps_s': steps_s, 'pass_s': pass_s, 'loss': float(self.timer.loss),
+            'training_error': float(self.timer.error)}
+
+  def peak(self, request: dict) -> dict:
+    peak, source = measure.device_peak(jax.devices()[0], 'float32', request['peak_tflops'])
+    return {'peak_flops': peak, 'peak_source': source}
+
+
+if __name__ == '__main__':
+  worker.serve(Handlers())
