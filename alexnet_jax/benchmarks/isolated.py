@@ -122,7 +122,9 @@ def _summary(windows: list[dict], steps: int) -> dict[str, Any]:
           'sys_ms_per_step': 1e3 * per_step('sys_s'),
           'user_ms_per_step': 1e3 * per_step('user_s'),
           'pause_cpu_ms_max': max(w['after_cpu_ms'] for w in windows),
-          'pause_busy_until_ms_max': max(w['busy_until_ms'] for w in windows)}
+          'pause_busy_until_ms_max': max(w['busy_until_ms'] for w in windows),
+          **{f'{k}_per_step': per_step(k) for k in worker_lib.VMSTAT_COUNTERS
+             if all(k in w for w in windows)}}
 
 
 def time_setting(specs: list[dict], setting: dict, *, warmup: int, steps: int, windows: int,

@@ -60,15 +60,34 @@ def host_rss_mb() -> tuple[float, float]:
   return current, peak
 
 
+# The kernel's machine-wide memory counters (/proc/vmstat) read around a window: huge pages
+# given at a fault (each one 2 MiB zeroed), huge pages split back into small ones, and
+# allocations that stalled to compact memory. Machine-wide, but while a window runs the other
+# workers are blocked, so on an otherwise idle machine they are the timed step's.
+VMSTAT_COUNTERS = ('thp_fault_alloc', 'thp_split_pmd', 'compact_stall')
+
+
+def vmstat() -> dict[str, int]:
+  """VMSTAT_COUNTERS now (an empty dict where there is no /proc/vmstat)."""
+  try:
+    with open('/proc/vmstat') as f:
+      fields = dict(line.split() for line in f)
+  except (OSError, ValueError):
+    return {}
+  return {k: int(fields[k]) for k in VMSTAT_COUNTERS if k in fields}
+
+
 def measured(run: Callable[[], float]) -> dict[str, float]:
   """run() -> seconds per step, with what this process cost the kernel meanwhile: minor page
-  faults and system CPU seconds (where XLA's fresh buffers show up) and user CPU seconds."""
-  before = resource.getrusage(resource.RUSAGE_SELF)
+  faults and system CPU seconds (where XLA's fresh buffers show up), user CPU seconds, and
+  the vmstat counters' increase."""
+  before, counters = resource.getrusage(resource.RUSAGE_SELF), vmstat()
   step_s = run()
-  after = resource.getrusage(resource.RUSAGE_SELF)
+  after, counters_after = resource.getrusage(resource.RUSAGE_SELF), vmstat()
   return {'step_s': step_s, 'minor_faults': after.ru_minflt - before.ru_minflt,
           'sys_s': after.ru_stime - before.ru_stime,
-          'user_s': after.ru_utime - before.ru_utime}
+          'user_s': after.ru_utime - before.ru_utime,
+          **{k: counters_after[k] - counters[k] for k in counters if k in counters_after}}
 
 
 def serve(handlers: Callable[[dict], dict]) -> None:
