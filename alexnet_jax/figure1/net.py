@@ -36,10 +36,6 @@ REGIMES = ('paper', 'modern')
 CONV_FEATURES = (32, 32, 64)
 LAYERS = ('conv1', 'conv2', 'conv3', 'dense')
 PAPER_STD = 0.01  # section 5: "a zero-mean Gaussian distribution with standard deviation 0.01"
-# Each conv layer's convolution (CONVOLUTIONS): conv1, on 3 channels, direct; conv2 and conv3,
-# 5x5 on 32 channels, by FFT, whose fewer FLOPs measured faster on the CPU (docs/performance.md,
-# "The small nets").
-CONV_IMPLS = ('direct', 'fft', 'fft')
 
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
@@ -75,54 +71,6 @@ def _conv_same_bwd(residuals, dy):
 
 
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
-
-
-def _spectrum(x: jax.Array, n: int) -> jax.Array:
-  """The n x n real FFT of each B x H x W x C plane (zero-padded at the end), as U x V x B x C:
-  the frequencies leading, so that mixing the channels is a batched matmul."""
-  return jnp.transpose(jnp.fft.rfft2(jnp.transpose(x, (0, 3, 1, 2)), s=(n, n)), (2, 3, 0, 1))
-
-
-def _planes(spectrum: jax.Array, n: int) -> jax.Array:
-  """_spectrum's inverse: U x V x B x C -> B x C x n x n."""
-  return jnp.fft.irfft2(jnp.transpose(spectrum, (2, 3, 0, 1)), s=(n, n))
-
-
-@jax.custom_vjp
-def conv_same_fft(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """conv_same by the convolution theorem (CONV_IMPLS says where): fewer FLOPs than the direct
-  convolution for 5x5 kernels on 32 channels.
-
-  With n = H + k - 1 the circular convolution of n x n planes is the linear one, whose entries
-  p..p+H-1 (p = k // 2) are the 'SAME' correlation with the kernel: y = crop_p(F^-1(X W)) for
-  X = F(x), W = F(kernel flipped in H and W), the channels mixed per frequency (a batched
-  matmul). Its gradients, with G = F(dy placed at offset p in an n x n plane):
-    dx = crop_0(F^-1(G conj(W))),   dkernel = flip(crop_0(F^-1(sum over the batch of conj(X) G))).
-  """
-  return _conv_same_fft_fwd(x, kernel)[0]
-
-
-def _conv_same_fft_fwd(x, kernel):
-  h, w, k = x.shape[1], x.shape[2], kernel.shape[0]
-  n, p = h + k - 1, k // 2
-  x_hat = _spectrum(x, n)
-  kernel_hat = _spectrum(jnp.transpose(kernel[::-1, ::-1], (2, 0, 1, 3)), n)  # U x V x I x O
-  y = _planes(jnp.einsum('uvbi,uvio->uvbo', x_hat, kernel_hat), n)
-  return (jnp.transpose(y[:, :, p:p + h, p:p + w], (0, 2, 3, 1)),
-          (x_hat, kernel_hat, x.shape, k))
-
-
-def _conv_same_fft_bwd(residuals, dy):
-  x_hat, kernel_hat, (_, h, w, _), k = residuals
-  n, p = h + k - 1, k // 2
-  g = _spectrum(jnp.pad(dy, ((0, 0), (p, n - h - p), (p, n - w - p), (0, 0))), n)
-  dx = _planes(jnp.einsum('uvbo,uvio->uvbi', g, jnp.conj(kernel_hat)), n)[:, :, :h, :w]
-  dk = _planes(jnp.einsum('uvbi,uvbo->uvio', jnp.conj(x_hat), g), n)[:, :, :k, :k]
-  return jnp.transpose(dx, (0, 2, 3, 1)), jnp.transpose(dk, (2, 3, 0, 1))[::-1, ::-1]
-
-
-conv_same_fft.defvjp(_conv_same_fft_fwd, _conv_same_fft_bwd)
-CONVOLUTIONS = {'direct': conv_same, 'fft': conv_same_fft}
 
 
 def _same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
@@ -198,11 +146,9 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class Conv(nn.Module):
-  """nn.Conv(features, (k, k), padding='SAME') through conv_same or conv_same_fft (impl): the
-  same 'kernel' (k x k x I x O) and 'bias' parameters, nn.Conv's default init (init_params
-  replaces it)."""
+  """nn.Conv(features, (k, k), padding='SAME') through conv_same: the same 'kernel' (k x k x
+  I x O) and 'bias' parameters, nn.Conv's default init (init_params replaces it)."""
   features: int
-  impl: str = 'direct'
   kernel_size: int = 5
 
   @nn.compact
@@ -212,7 +158,7 @@ class Conv(nn.Module):
                         jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    return CONVOLUTIONS[self.impl](x, kernel) + bias
+    return conv_same(x, kernel) + bias
 
 
 class Net(nn.Module):
@@ -224,7 +170,7 @@ class Net(nn.Module):
   def __call__(self, x):
     act = ACTIVATIONS[self.activation]
     for i, features in enumerate(CONV_FEATURES):
-      x = Conv(features, CONV_IMPLS[i], name=f'conv{i + 1}')(x)
+      x = Conv(features, name=f'conv{i + 1}')(x)
       x = max_pool(act(x))
     return nn.Dense(self.num_classes, name='dense')(x.reshape(x.shape[0], -1))
 
