@@ -68,22 +68,34 @@ def train_flops_per_image(image_size: int, num_classes: int) -> float:
   return 3 * forward_flops_per_image(image_size, num_classes)
 
 
-def before_tree(revision: str, directory: str) -> str:
-  """A copy of this alexnet_jax package in directory, its figure1/ replaced by `revision`'s
-  (git archive of this checkout): the `before` worker times that revision's Loop with this
-  benchmark's code. The revision needs figure1.train.Loop."""
+def before_tree(source: str, directory: str) -> str:
+  """A copy of this alexnet_jax package in directory, its figure1/ replaced by another one: a
+  git revision's (git archive of this checkout), or a directory's (a figure1 package, e.g. a
+  modified copy, to time a variant). The `before` worker times that Loop with this benchmark's
+  code; it needs figure1.train.Loop."""
   root = _PACKAGE_PARENT
-  if not os.path.isdir(os.path.join(root, '.git')):
-    raise UserError(f'--before needs the git checkout the package is in; {root} is none')
-  archive = subprocess.run(['git', '-C', root, 'archive', revision, 'alexnet_jax/figure1'],
-                           capture_output=True, check=False)
-  if archive.returncode:
-    raise UserError(f'--before={revision}: {archive.stderr.decode().strip()}')
+  figure1 = os.path.join(directory, 'alexnet_jax', 'figure1')
+  if os.path.isdir(source):
+    if not os.path.isfile(os.path.join(source, 'train.py')):
+      raise UserError(f'--before: the directory {source} is no figure1 package (no train.py)')
+    files = None
+  else:
+    if not os.path.isdir(os.path.join(root, '.git')):
+      raise UserError(f'--before={source}: neither a directory nor, without the git checkout '
+                      f'the package is in ({root} is none), a revision')
+    archive = subprocess.run(['git', '-C', root, 'archive', source, 'alexnet_jax/figure1'],
+                             capture_output=True, check=False)
+    if archive.returncode:
+      raise UserError(f'--before={source}: {archive.stderr.decode().strip()}')
+    files = archive.stdout
   shutil.copytree(os.path.join(root, 'alexnet_jax'), os.path.join(directory, 'alexnet_jax'),
                   ignore=shutil.ignore_patterns('__pycache__'))
-  shutil.rmtree(os.path.join(directory, 'alexnet_jax', 'figure1'))
-  with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-    tar.extractall(directory, filter='data')
+  shutil.rmtree(figure1)
+  if files is None:
+    shutil.copytree(source, figure1, ignore=shutil.ignore_patterns('__pycache__'))
+  else:
+    with tarfile.open(fileobj=io.BytesIO(files)) as tar:
+      tar.extractall(directory, filter='data')
   return directory
 
 

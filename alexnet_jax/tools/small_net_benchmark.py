@@ -4,6 +4,7 @@ plainly in PyTorch: each in a process of its own, their timed windows alternatin
   python -m alexnet_jax.tools.small_net_benchmark                       # ours and torch eager
   python -m alexnet_jax.tools.small_net_benchmark --impls=ours          # ours alone
   python -m alexnet_jax.tools.small_net_benchmark --before=REV          # + REV's figure1/
+  python -m alexnet_jax.tools.small_net_benchmark --before=/tmp/figure1  # + a variant's
 
 A window is --segments segments of the Figure 1 protocol (alexnet_jax/figure1/train.py's Loop):
 --eval_every SGD steps of batch --batch_size on --num_images synthetic images held in memory,
@@ -11,8 +12,9 @@ then the full-pass training error over all of them. The implementations (--impls
 (figure1.train.Loop), `torch_eager` and `torch_compile` (the same net and loop written plainly
 in PyTorch, alexnet_jax/benchmarks/yardsticks/small_pytorch.py; needs
 `pip install -r requirements-torch.txt`). --before=REV also times `before`: the Loop of a git
-revision's alexnet_jax/figure1/ (one with train.Loop) beside this benchmark's code, in the same
-alternation, so that a change's speed-up is a ratio from one run.
+revision's alexnet_jax/figure1/ (one with train.Loop), or of a directory holding a figure1
+package (a modified copy: a variant), beside this benchmark's code, in the same alternation, so
+that a change's speed-up is a ratio from one run.
 
 The method is the step benchmark's (alexnet_jax/benchmarks/small_net.py; docs/performance.md,
 "How speed is compared"): one worker process per implementation, compiled one at a time, then
@@ -35,8 +37,9 @@ from alexnet_jax.tools import cli
 
 _IMPLS = flags.DEFINE_list('impls', ['ours', 'torch_eager'],
                            f'Implementations: {", ".join(small_net.IMPLS)}.')
-_BEFORE = flags.DEFINE_string('before', '', "A git revision whose alexnet_jax/figure1/ is also "
-                              "timed, as 'before' (it needs figure1.train.Loop).")
+_BEFORE = flags.DEFINE_string('before', '', "A git revision, or a directory holding a figure1 "
+                              "package, whose Loop is also timed, as 'before' (it needs "
+                              "figure1.train.Loop).")
 _ACTIVATION = flags.DEFINE_enum('activation', 'relu', ['relu', 'tanh'], 'The activation.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 100, 'SGD batch (Figure 1: 100).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 32, 'Image side, px (Figure 1: 32).')

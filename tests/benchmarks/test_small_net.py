@@ -93,7 +93,7 @@ def test_torch_timer_steps_and_its_full_pass():
 # --- the before tree ---
 
 
-def test_before_tree_is_this_package_with_the_revisions_figure1(tmp_path):
+def test_before_tree_is_this_package_with_another_figure1(tmp_path):
   tree = small_net.before_tree('HEAD', str(tmp_path))
   for rel in ('alexnet_jax/figure1/train.py', 'alexnet_jax/figure1/net.py'):
     at_head = subprocess.run(['git', 'show', f'HEAD:{rel}'], cwd=helpers.ROOT,
@@ -104,6 +104,11 @@ def test_before_tree_is_this_package_with_the_revisions_figure1(tmp_path):
     assert f.read() == open(small_net.__file__).read()  # this tree's benchmark code
   with pytest.raises(UserError, match='no-such-revision'):
     small_net.before_tree('no-such-revision', str(tmp_path / 'other'))
+  variant = os.path.join(tree, 'alexnet_jax', 'figure1')  # a directory: copied as figure1/
+  with open(os.path.join(variant, 'VARIANT'), 'w') as f:
+    f.write('x')
+  assert os.path.isfile(os.path.join(small_net.before_tree(variant, str(tmp_path / 'v')),
+                                     'alexnet_jax', 'figure1', 'VARIANT'))
   worker = small_net.start_worker('before', 'small_net_jax_worker', tree, timeout_s=120)
   try:  # the worker imports the tree's figure1/, not the working directory's
     info = worker.request('setup', spec={'impl': 'matmul_peak'})
