@@ -60,7 +60,7 @@ def test_quick_sweep_end_to_end_and_resumable(one_at_a_time):
     assert float(r['top1']) == summary['eval']['top1'] and int(r['steps']) == 4
   # The no_lrn run really ran without LRN (its own config says so).
   with open(os.path.join(sweep_dir, 'no_lrn', 'seed0', 'config.json')) as f:
-    assert json.load(f)['model']['lrn'] is False
+    assert json.load(f)['model']['norm'] == 'none'
   markdown = open(os.path.join(sweep_dir, 'results.md')).read()
   assert '| no_lrn | 1 | +' in markdown or '| no_lrn | 1 | -' in markdown  # the effect row
   for name in ('val_curves.png', 'deltas.png'):
