@@ -65,13 +65,13 @@ def load_params(model, params: dict) -> None:
     for i, conv in enumerate(convs):
       p = params[f'conv{i + 1}']
       conv.weight.copy_(torch.from_numpy(np.asarray(p['kernel']).transpose(3, 2, 0, 1).copy()))
-      conv.bias.copy_(torch.from_numpy(np.asarray(p['bias'])))
+      conv.bias.copy_(torch.from_numpy(np.array(p['bias'])))
     kernel = np.asarray(params['dense']['kernel'])
     channels = convs[-1].out_channels
     side = int(round((kernel.shape[0] // channels) ** 0.5))
     kernel = kernel.reshape(side, side, channels, -1).transpose(2, 0, 1, 3)
     dense.weight.copy_(torch.from_numpy(kernel.reshape(-1, kernel.shape[-1]).T.copy()))
-    dense.bias.copy_(torch.from_numpy(np.asarray(params['dense']['bias'])))
+    dense.bias.copy_(torch.from_numpy(np.array(params['dense']['bias'])))
 
 
 class TorchSmallNetTimer:
