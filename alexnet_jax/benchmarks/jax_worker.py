@@ -39,15 +39,13 @@ def _ours(spec: dict):
                                 spec['num_classes'], nonfinite_guard=spec['nonfinite_guard'])
 
 
-class Handlers:
+class Handlers(worker.Handlers):
   """The requests of worker.py's protocol for one JAX step (or none, for the peak)."""
 
   def __init__(self):
-    self.timer = self.beside = None
+    super().__init__()
+    self.beside = None
     self.spec: dict = {}
-
-  def __call__(self, request: dict) -> dict:
-    return getattr(self, request['op'])(request)
 
   def setup(self, request: dict) -> dict:
     spec = self.spec = request['spec']

@@ -62,14 +62,8 @@ class OursTimer:
     return steps_s, pass_s
 
 
-class Handlers:
+class Handlers(worker.Handlers):
   """The requests of worker.py's protocol for our loop (or none, for the peak)."""
-
-  def __init__(self):
-    self.timer = None
-
-  def __call__(self, request: dict) -> dict:
-    return getattr(self, request['op'])(request)
 
   def setup(self, request: dict) -> dict:
     spec = dict(request['spec'])

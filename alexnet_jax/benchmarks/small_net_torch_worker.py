@@ -19,14 +19,8 @@ SPECS = ('torch_eager', 'torch_compile')
 _SET = ('num_images', 'image_size', 'num_classes')
 
 
-class Handlers:
+class Handlers(worker.Handlers):
   """The requests of worker.py's protocol for the PyTorch loop."""
-
-  def __init__(self):
-    self.timer = None
-
-  def __call__(self, request: dict) -> dict:
-    return getattr(self, request['op'])(request)
 
   def setup(self, request: dict) -> dict:
     spec = dict(request['spec'])

@@ -16,14 +16,8 @@ from alexnet_jax.errors import UserError
 SPECS = ('torch_eager', 'torch_compile')
 
 
-class Handlers:
+class Handlers(worker.Handlers):
   """The requests of worker.py's protocol for one PyTorch step."""
-
-  def __init__(self):
-    self.timer = None
-
-  def __call__(self, request: dict) -> dict:
-    return getattr(self, request['op'])(request)
 
   def setup(self, request: dict) -> dict:
     spec = request['spec']

@@ -90,6 +90,17 @@ def measured(run: Callable[[], float]) -> dict[str, float]:
           **{k: counters_after[k] - counters[k] for k in counters if k in counters_after}}
 
 
+class Handlers:
+  """A worker's requests, one method per op ('setup', 'window', ...); serve() calls the
+  instance with each request. Subclasses set self.timer in setup."""
+
+  def __init__(self):
+    self.timer = None
+
+  def __call__(self, request: dict) -> dict:
+    return getattr(self, request['op'])(request)
+
+
 def serve(handlers: Callable[[dict], dict]) -> None:
   """The worker's loop: handlers(request) -> reply, for each line on stdin until it closes.
 
