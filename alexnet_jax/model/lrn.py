@@ -41,6 +41,18 @@ CHOICES = ('auto',) + IMPLS
 _AUTO = {'cpu': 'fast'}
 
 
+def from_cuda_convnet(size: int, scale: float, power: float) -> dict:
+  """Our (depth_radius, bias, alpha, beta) for cuda-convnet's cross-map response norm
+  x / (1 + (scale / size) * sum_{window} x^2)^pow: n = size, k = 1, alpha = scale / size,
+  beta = pow. cuda-convnet divides scale by size itself (layer.py line 1045 at 3878e8f) and adds
+  1 (src/cudaconv2/conv_util.cu line 1085); its window starts at f - size/2 (line 1054) and
+  holds size maps (line 1071), i.e. f-r..f+r for an odd size 2r+1: ours. An even size would
+  be off-centre, which this op does not do."""
+  if size < 1 or size % 2 == 0:
+    raise ValueError(f'cuda-convnet norm size {size}: only an odd size has a centred window')
+  return {'depth_radius': size // 2, 'bias': 1.0, 'alpha': scale / size, 'beta': power}
+
+
 def auto_impl(backend: str) -> str:
   """What impl='auto' runs on a backend ('cpu', 'gpu', 'tpu', ...)."""
   return _AUTO.get(backend, 'reduce_window')
