@@ -2,13 +2,18 @@ r"""The paper's Figure 1: ReLU against tanh on a small conv net, each at its fas
 
   python -m alexnet_jax.figure1 --workdir=runs/figure1
   python -m alexnet_jax.figure1 --workdir=/tmp/fig1 --config=alexnet_jax/figure1/config.py:quick
+  python -m alexnet_jax.figure1 --workdir=runs/figure1-cifar10 \
+      --config=alexnet_jax/figure1/config.py:cifar10 --config.folder=DIR
 
---config defaults to this package's config.py, found beside this file (from any directory).
-For each regime of the config (the paper's, the modern one; net.py, data.py): the lr of
-each activation chosen on the tuning seed, then the steps to 25 % training error on the other
-seeds, their ratio tanh / relu and its 95 % interval. Every finished run is a JSON file under
-<workdir>/runs/ and is not run again; the command writes <workdir>/results.json, results.md
-and figure1.png (training error against steps, one line per seed, ReLU solid, tanh dashed).
+(CIFAR-10 as an image folder; --config.dataset=cifar10 in place of --config.folder reads
+TFDS's cifar10.) --config defaults to this package's config.py, found beside this file (from any
+directory). For each regime of the config (the paper's, the modern one; net.py, data.py): the
+lr of each activation chosen on the tuning seed, then the steps to 25 % training error on the
+other seeds, their ratio tanh / relu and its 95 % interval. Every finished run is a JSON file
+under <workdir>/runs/ and is not run again; a run under way saves its state there every minute
+(a command killed mid-run goes on from it when started again). The command writes
+<workdir>/results.json, results.md and figure1.png (training error against steps, one line per
+seed, ReLU solid, tanh dashed).
 """
 import datetime
 import json
@@ -17,6 +22,7 @@ import time
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from alexnet_jax.figure1 import data
@@ -43,11 +49,24 @@ def _pyplot():
   return plt
 
 
-def setup_of(config) -> train.Setup:
-  return train.Setup(folder=config.folder, split=config.split, image_size=config.image_size,
-                     num_images=config.num_images, batch_size=config.batch_size,
-                     momentum=config.momentum, eval_every=config.eval_every,
-                     target=config.target, stuck_steps=config.stuck_steps)
+def regimes_of(config) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """The config's regimes, in net.REGIMES's order."""
+  return [(name, config.regimes[name]) for name in net.REGIMES if name in config.regimes]
+
+
+def error_rule(config, num_images: int) -> str:
+  """How the training error is measured, in words."""
+  subset = 0 < config.error_images < num_images
+  over = (f'over a fixed subset of {config.error_images:,} images (as many of each class)'
+          if subset else 'over the set')
+  refine = ('' if not config.eval_refine else
+            f', the crossing of {100 * config.target:g} % located to '
+            f'{config.eval_refine[-1]} steps')
+  return f'training error {over} every {config.eval_every} steps{refine}'
+
+
+def _seeds(config, regime) -> tuple:
+  return tuple(regime.get('seeds', config.seeds))
 
 
 def _steps(value) -> str:
@@ -132,7 +151,9 @@ def plot(results: list[dict], out: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel('training step (batch 100)' if r['setup']['batch_size'] == 100
                   else 'training step')
-    ax.set_ylabel('training error (%), full pass')
+    subset = r['setup'].get('error_images', 0)
+    ax.set_ylabel('training error (%), ' + (f'{subset:,} training images' if subset
+                                            else 'full pass'))
     ax.set_ylim(0, 100)
     if r['measured']:
       ax.legend(fontsize=7, ncol=2)
@@ -148,29 +169,35 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config, workdir = _CONFIG.value, _WORKDIR.value
-  setup = setup_of(config)
+  setup = train.setup_of(config)
+  for _, regime in regimes_of(config):
+    train.check_setup(setup, regime.max_steps)
   os.makedirs(workdir, exist_ok=True)
-  images = data.load_images(config.folder, config.split, config.image_size, config.num_images)
+  log = lambda s: print(s, flush=True)
+  images = data.load(config.dataset, config.folder, config.data_dir, config.split,
+                     config.image_size, config.num_images, log=log)
   params = net.num_params(net.init_params(0, 'paper', 'relu', config.image_size,
                                           len(images.class_names)))
+  seeds = {name: list(_seeds(config, regime)) for name, regime in regimes_of(config)}
   print(f'{len(images.labels)} images at {config.image_size} px, {len(images.class_names)} '
         f'classes | net: 3 conv 5x5 (32, 32, 64) + pool 3/2, dense; {params:,} parameters | '
-        f'batch {config.batch_size}, momentum {config.momentum}, full pass every '
-        f'{config.eval_every} steps | tuning seed {config.tuning_seed}, seeds '
-        f'{list(config.seeds)}', flush=True)
+        f'batch {config.batch_size}, momentum {config.momentum}, '
+        f'{error_rule(config, len(images.labels))} | tuning seed {config.tuning_seed}, seeds '
+        f'{seeds if len(set(map(tuple, seeds.values()))) > 1 else list(config.seeds)}',
+        flush=True)
   start = time.time()
   results = [protocol.run_regime(images, name, setup, regime.lr_grid, regime.max_steps,
-                                 config.tuning_seed, config.seeds, workdir, config.extend_grid,
-                                 log=lambda s: print(s, flush=True))
-             for name, regime in ((n, config.regimes[n]) for n in net.REGIMES
-                                  if n in config.regimes)]
+                                 config.tuning_seed, _seeds(config, regime), workdir,
+                                 config.extend_grid, log=log)
+             for name, regime in regimes_of(config)]
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump({'config': config.to_dict(), 'num_params': params,
                'date': datetime.date.today().isoformat(), 'regimes': results}, f, indent=1)
   lines = ['# Figure 1: ReLU against tanh', '',
            f'{len(images.labels)} images at {config.image_size} px; net of {params:,} '
            f'parameters; batch {config.batch_size}, momentum {config.momentum}, no '
-           'regularisation.', '']
+           'regularisation.' + (f' The {error_rule(config, len(images.labels))}.'
+                                if config.error_images or config.eval_refine else ''), '']
   for r in results:
     lines += regime_markdown(r)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:

@@ -4,9 +4,9 @@ chosen on a tuning seed, then the steps to the target on the other seeds, and th
 relu with its t-interval over the seeds.
 
 The experiment (run_regime) keeps every finished run as a JSON file (RunStore) and skips it
-when run again; a run stored for more steps answers a shorter request (truncate).
+when run again; a run stored for more steps answers a shorter request (truncate); a run under
+way saves its state as it goes and a command killed mid-run resumes it (train.train_run).
 """
-import dataclasses
 import json
 import math
 import os
@@ -129,7 +129,9 @@ class RunStore:
   """<directory>/<activation>_lr<lr>_seed<seed>.json, one per finished run, with its Setup.
 
   A stored run answers a request for max_steps if it ended (reached, diverged, stuck) by then or
-  ran at least that long (truncate); one stored under another Setup is refused, not reused."""
+  ran at least that long (truncate); one stored under another Setup is refused, not reused.
+  A run under way saves its state beside them (state_path, .state.npz; train.train_run), so
+  that a command killed mid-run goes on from there; save removes it."""
 
   def __init__(self, directory: str, regime: str, setup: train.Setup):
     self.directory, self.regime, self.setup = directory, regime, setup
@@ -143,19 +145,25 @@ class RunStore:
       return None
     with open(path) as f:
       run = json.load(f)
-    if run.get('setup') != dataclasses.asdict(self.setup):
+    if run.get('setup') != self.setup.record():
       raise UserError(f'{path} was run with another setup ({run.get("setup")}); use another '
                       '--workdir or delete it')
     if run['outcome'] == 'max_steps' and run['max_steps'] < max_steps:
       return None  # it stopped before this request's end: run again
     return truncate(run, max_steps)
 
+  def state_path(self, activation: str, lr: float, seed: int) -> str:
+    return self.path(activation, lr, seed)[:-len('.json')] + '.state.npz'
+
   def save(self, run: dict) -> None:
     os.makedirs(self.directory, exist_ok=True)
     path = self.path(run['activation'], run['lr'], run['seed'])
     with open(path + '.tmp', 'w') as f:
-      json.dump(dict(run, setup=dataclasses.asdict(self.setup)), f)
+      json.dump(dict(run, setup=self.setup.record()), f)
     os.replace(path + '.tmp', path)
+    state = self.state_path(run['activation'], run['lr'], run['seed'])
+    if os.path.exists(state):
+      os.remove(state)
 
 
 def describe(run: dict) -> str:
@@ -186,9 +194,11 @@ def run_regime(images: data.Images, regime: str, setup: train.Setup, lr_grid: di
     found = store.load(activation, lr, seed, steps)
     if found is None:
       log(f'[{regime}] {activation} lr {lr:g} seed {seed}: training (at most {steps} steps)')
+      os.makedirs(store.directory, exist_ok=True)
       found = train.train_run(
           x, images.labels, regime, activation, lr, seed, setup, steps,
-          log=lambda s: log(f'[{regime}] {activation} lr {lr:g} seed {seed}: {s}'))
+          log=lambda s: log(f'[{regime}] {activation} lr {lr:g} seed {seed}: {s}'),
+          state_path=store.state_path(activation, lr, seed))
       store.save(found)
       how = f'{found["wall_s"]:.0f} s'
     else:
@@ -196,7 +206,7 @@ def run_regime(images: data.Images, regime: str, setup: train.Setup, lr_grid: di
     log(f'[{regime}] {activation} lr {lr:g} seed {seed}: {describe(found)} ({how})')
     return found
 
-  result = {'regime': regime, 'setup': dataclasses.asdict(setup), 'tuning_seed': tuning_seed,
+  result = {'regime': regime, 'setup': setup.record(), 'tuning_seed': tuning_seed,
             'seeds': seeds, 'max_steps': max_steps, 'tuning': {}, 'measured': {}}
   tuning_runs = []
   for activation in ('relu', 'tanh'):

@@ -50,9 +50,11 @@ def _float64(tree):
 class ReferenceLoop:
   """train.Loop's interface, computed the plain way in float64 (call under jax.enable_x64)."""
 
-  def __init__(self, x, y, activation):
+  def __init__(self, x, y, activation, error_indices=None):
     self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.int32)
     self.num_classes = int(y.max()) + 1
+    measured = slice(None) if error_indices is None else error_indices
+    self.x_measured, self.y_measured = self.x[measured], self.y[measured]
     model = ReferenceNet(activation, self.num_classes)
 
     def loss_of(params, x, y):
@@ -77,8 +79,8 @@ class ReferenceLoop:
     return params, velocity, jnp.stack(losses)
 
   def training_error(self, params):
-    loss, logits = self._loss_of(_float64(params), self.x, self.y)
-    return float(np.mean(np.argmax(logits, -1) != self.y)), float(loss)
+    loss, logits = self._loss_of(_float64(params), self.x_measured, self.y_measured)
+    return float(np.mean(np.argmax(logits, -1) != self.y_measured)), float(loss)
 
 
 @pytest.mark.parametrize('regime, activation, lr', [('paper', 'relu', 0.003),

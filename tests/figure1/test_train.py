@@ -1,9 +1,15 @@
 """alexnet_jax/figure1/train.py: the full-pass training error against the same net written in
-numpy, and a short run that stops where it should and is the start of a longer one."""
+numpy, a short run that stops where it should and is the start of a longer one; the error on a
+fixed subset against a direct count, the crossing located on finer steps against a run
+evaluated at those steps, and a run killed between two saves resumed bit for bit."""
+import dataclasses
+import json
+
 import jax
 import numpy as np
 import pytest
 
+from alexnet_jax.figure1 import config as figure1_config
 from alexnet_jax.figure1 import data
 from alexnet_jax.figure1 import net
 from alexnet_jax.figure1 import protocol
@@ -90,3 +96,99 @@ def test_a_short_run_is_the_start_of_a_longer_one(images):
       long, level)
   diverged = train.train_run(x, images.labels, 'modern', 'relu', 1e6, 1, setup(), 12)
   assert diverged['outcome'] == 'diverged' and diverged['steps_to_target'] is None
+
+
+# --- the training error on a fixed subset, the crossing located, a run resumed ---
+
+
+def test_the_error_on_a_subset_is_a_count_on_those_images(images):
+  x = data.regime_inputs(images.pixels, 'modern')
+  subset = data.error_subset(images.labels, 10, 10)  # one of each class
+  params = net.init_params(4, 'modern', 'relu', SIZE)
+  velocity = jax.tree.map(np.zeros_like, params)
+  loop = train.Loop(x, images.labels, 'relu', chunk=4, error_indices=subset)
+  params, _, _ = loop.steps(params, velocity, np.tile(np.arange(20), (6, 1)), 0.01, 0.9)
+  guesses = np.argmax(np_logits(params, x[subset], 'relu'), -1)
+  wrong = int(np.sum(guesses != images.labels[subset]))
+  assert 0 < wrong < 10 and len(set(guesses)) > 2  # neither all right nor a constant guess
+  assert loop.training_error(params)[0] == wrong / 10
+  everything = train.Loop(x, images.labels, 'relu').training_error(params)[0]
+  assert everything == np.mean(np.argmax(np_logits(params, x, 'relu'), -1) != images.labels)
+
+
+def test_the_crossing_is_located_on_the_finer_steps(images):
+  # One run evaluated every 2 steps is the truth; a run evaluated every 4 that refines to 2
+  # must report what the rule gives on it: the first multiple of 4 at or below the level, then
+  # the first multiple of 2 at or below it in the 4 steps before that.
+  x = data.regime_inputs(images.pixels, 'modern')
+  every_2 = train.train_run(x, images.labels, 'modern', 'relu', 0.01, 1,
+                            setup(target=0.0, eval_every=2), 16)
+  curve = dict(zip(every_2['steps'], every_2['error']))
+  tried = 0
+  for level in sorted(set(every_2['error']), reverse=True):
+    coarse = next((s for s in range(0, 17, 4) if curve.get(s, 1) <= level), None)
+    if coarse is None or coarse == 0:
+      continue
+    want = next(s for s in (coarse - 2, coarse) if curve[s] <= level)
+    refined = train.train_run(x, images.labels, 'modern', 'relu', 0.01, 1,
+                              setup(target=level, eval_every=4, eval_refine=(2,)), 16)
+    assert refined['outcome'] == 'reached' and refined['steps_to_target'] == want, level
+    # Its passes: every 4 steps before the crossing's window, then step coarse - 2 and the end.
+    assert refined['steps'] == sorted(set(range(0, coarse - 3, 4)) | {coarse - 2, want})
+    assert refined['error'] == [curve[s] for s in refined['steps']]  # the same run, bit for bit
+    tried += want % 4 != 0
+  assert tried >= 1  # at least one crossing fell between two passes 4 steps apart
+
+
+@pytest.mark.parametrize('changes, kill_at_call, saved_at', [
+    ({}, 4, 6),  # the quick config: a pass every 2 steps, killed in the steps 6-8
+    (dict(eval_every=4, eval_refine=(2,), error_images=10), 3, 4)])  # killed in steps 4-6
+def test_a_run_killed_between_saves_resumes_bit_for_bit(images, tmp_path, monkeypatch,
+                                                         changes, kill_at_call, saved_at):
+  quick = train.setup_of(figure1_config.get_config('quick'))
+  run_setup = dataclasses.replace(quick, target=-1.0, **changes)  # never reached: all 12 steps
+  x = data.regime_inputs(images.pixels, 'modern')
+  seen = []  # the params of every training-error pass
+  original_error, original_steps = train.Loop.training_error, train.Loop.steps
+
+  def recording(self, params):
+    seen.append(jax.tree.map(np.array, params))
+    return original_error(self, params)
+
+  monkeypatch.setattr(train.Loop, 'training_error', recording)
+
+  def run(state_path):
+    seen.clear()
+    result = train.train_run(x, images.labels, 'modern', 'tanh', 0.03, 2, run_setup, 12,
+                             state_path=state_path, save_every_s=0)
+    return result, seen[-1]
+
+  whole, whole_params = run(None)
+  state = str(tmp_path / 'run.state.npz')
+  calls = []
+
+  def killed(self, *args):
+    calls.append(1)
+    if len(calls) == kill_at_call:
+      raise KeyboardInterrupt  # as a kill would, between two saves
+    return original_steps(self, *args)
+
+  monkeypatch.setattr(train.Loop, 'steps', killed)
+  with pytest.raises(KeyboardInterrupt):
+    run(state)
+  monkeypatch.setattr(train.Loop, 'steps', original_steps)
+  with np.load(state) as saved:
+    assert json.loads(str(saved['meta']))['curve']['steps'][-1] == saved_at
+  logged = []
+  seen.clear()
+  resumed = train.train_run(x, images.labels, 'modern', 'tanh', 0.03, 2, run_setup, 12,
+                            log=logged.append, state_path=state, save_every_s=0)
+  resumed_params = seen[-1]
+  assert f'resumed at step {saved_at} (saved)' in logged
+  assert len(seen) == (12 - saved_at) // run_setup.eval_every  # only the passes after the save
+  for key in ('steps', 'error', 'loss', 'outcome'):
+    assert resumed[key] == whole[key], key
+  for layer in net.LAYERS:
+    for name in ('kernel', 'bias'):
+      np.testing.assert_array_equal(resumed_params[layer][name], whole_params[layer][name])
+  assert whole['error'][-1] < whole['error'][0]  # it learned: the params moved
