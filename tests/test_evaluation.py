@@ -4,6 +4,7 @@ batch norm, whose running statistics must be restored): the centre-crop evaluate
 the run's own evaluation in its summary.json, the 10-crop one covers every validation image, and
 predict's own path (file -> preprocessing -> net) gets the same top-1 accuracy as the Grain eval
 pipeline."""
+import functools
 import json
 import os
 import types
@@ -152,12 +153,19 @@ def test_eval_step_counts_constant_and_non_finite_logits_as_argmax_would():
 RUNS = ['tiny_run', 'tiny_batchnorm_run']  # conftest.py's shared runs: LRN, batch norm
 
 
+@functools.cache
+def centre_eval(workdir):
+  """evaluate_run's centre-crop result on a shared (read-only) run, computed once per module for
+  the tests that compare against it."""
+  return evaluation.evaluate_run(workdir, ten_crop=False)
+
+
 @pytest.mark.parametrize('run', RUNS)
 def test_centre_eval_reproduces_the_runs_own_evaluation(run, request):
   """The training run's last evaluation, to the digit: with batch norm this holds only if the
   checkpoint's running statistics are restored and used (the test below shows they matter)."""
   workdir = request.getfixturevalue(run)
-  result = evaluation.evaluate_run(workdir, ten_crop=False)
+  result = centre_eval(workdir)
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   assert result['count'] == 240 and result['step'] == 30
@@ -178,10 +186,11 @@ def test_batch_norm_statistics_are_restored_and_matter(tiny_batchnorm_run):
   assert np.abs(variables['batch_stats']['bn1']['mean']).max() > 1e-3
   model = alexnet.from_config(config.model)
   images = jax.random.normal(jax.random.PRNGKey(0), (4, 67, 67, 3))
-  logits = model.apply(variables, images, train=False)
+  apply = jax.jit(functools.partial(model.apply, train=False))  # one program for both
+  logits = apply(variables, images)
   initial = {name: {'mean': np.zeros_like(v['mean']), 'var': np.ones_like(v['var'])}
              for name, v in variables['batch_stats'].items()}
-  other = model.apply({**variables, 'batch_stats': initial}, images, train=False)
+  other = apply({**variables, 'batch_stats': initial}, images)
   assert np.abs(np.asarray(logits) - np.asarray(other)).max() > 1e-3
 
 
@@ -222,8 +231,7 @@ def test_predict_agrees_with_evaluation(run, request):
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     assert {name for name, _ in top} <= set(classes)
   accuracy = np.mean([top[0][0] == label for top, label in zip(predictions, labels)])
-  centre = evaluation.evaluate_run(tiny_run, ten_crop=False)
-  assert abs(accuracy - centre['top1']) < 1e-9
+  assert abs(accuracy - centre_eval(tiny_run)['top1']) < 1e-9
 
 
 def test_evaluating_a_run_opens_only_its_eval_split(tiny_run, monkeypatch):
