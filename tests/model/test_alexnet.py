@@ -159,8 +159,9 @@ def dropout_run(placement, train, rate=0.5):
   params = helpers.init_params(model, helpers.IMAGE, 0)
   x = jax.random.uniform(jax.random.PRNGKey(42), (4, helpers.IMAGE, helpers.IMAGE, 3), minval=-1,
                          maxval=1)
-  _, state = model.apply({'params': params}, x, train=train, capture_intermediates=True,
-                         mutable=['intermediates'], rngs={'dropout': jax.random.PRNGKey(3)})
+  apply = jax.jit(functools.partial(model.apply, train=train, capture_intermediates=True,
+                                    mutable=['intermediates']))  # one program, not op by op
+  _, state = apply({'params': params}, x, rngs={'dropout': jax.random.PRNGKey(3)})
   inter = state['intermediates']
   calls = {name: np.asarray(v['__call__'][0], np.float64) for name, v in inter.items()
            if isinstance(v, dict) and '__call__' in v}
