@@ -20,13 +20,14 @@ config.py:VARIANT):
     is not its fastest;
   - the training error over a fixed subset of 10,000 training images, 1,000 per class
     (error_images; data.error_subset, seeded, the same for every run), every 500 steps (one
-    epoch; a pass over 10,000 images costs about 7 % of the 500 steps before it); where a
-    pass finds the error at or below 25 %, the step it was crossed is found to 25 steps on the
+    epoch: a forward pass over a fifth of an epoch's images after the forward and backward
+    passes over all of them, a small share of the time; docs/experiments.md gives the time);
+    where a pass finds the error at or below 25 %, the step it was crossed is found on the
     params kept every 25 steps of that epoch (eval_refine (100, 25): at most 4 + 3 more passes,
-    once a run). So the crossing is known to 25 steps, under 2 % of a ReLU run's ~1,500+
-    steps, for about a tenth of the run time;
+    once a run). So the steps to 25 % are known to 25 steps, at most 2 % of any crossing from
+    1,250 steps (2.5 epochs) on, where a pass every 25 steps would cost more than the training;
   - stuck_steps 5,000 (10 epochs at chance, as the photos' 100 steps are 10 of their epochs);
-  - tuning seed 0, measured seeds 1, 2, 3 (per regime: regimes.<name>.seeds; the modern
+  - tuning seed 0, seeds 1, 2, 3 for the ratio (per regime: regimes.<name>.seeds; the modern
     regime is the one to cut to one seed if time is short, issue 26).
 """
 import ml_collections
