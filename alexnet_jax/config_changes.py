@@ -83,6 +83,7 @@ KEYS: dict[str, Rule] = {
     'input.prefetch': Rule(RUN, 'buffering only'),
     'input.max_unreadable_frac': Rule(RUN, 'when a run with unreadable images stops; the '
                                       'images it skips get no weight either way'),
+    'model.arch': Rule(EXPERIMENT, 'another net: every layer\'s shape', fixed=True),
     'model.num_classes': Rule(EXPERIMENT, 'fc8\'s shape', fixed=True),
     'model.norm': Rule(EXPERIMENT, _MODEL + ' (to or from batch norm the checkpoint\'s arrays '
                        'differ too: refused as another model)'),
@@ -110,6 +111,10 @@ KEYS: dict[str, Rule] = {
     'optimizer.plateau_threshold': Rule(OPTIMIZER, 'the plateau rule (its counters carry on)'),
     'optimizer.plateau_min_epochs': Rule(OPTIMIZER, 'the plateau rule (its counters carry on)'),
     'optimizer.step_epochs': Rule(OPTIMIZER, _SCHED),
+    'optimizer.step_at_epochs': Rule(OPTIMIZER, _SCHED),
+    'optimizer.bias_lr_mult': Rule(OPTIMIZER, _SCHED),
+    'optimizer.bias_decay_mult': Rule(OPTIMIZER, _SCHED),
+    'optimizer.decay_mults': Rule(OPTIMIZER, _SCHED),
     'optimizer.warmup_epochs': Rule(OPTIMIZER, _SCHED),
     'mesh.data': Rule(RUN, 'a checkpoint restores onto any mesh'),
     'mesh.model': Rule(RUN, 'a checkpoint restores onto any mesh'),
@@ -227,6 +232,11 @@ ADDED_KEYS: dict[str, Any] = {
     # the paper's now, so resuming such a run with today's default is a change to refuse.
     'model.dropout_placement': 'torchvision',
     'input.augment_on': 'host',  # before it, the Grain workers augmented
+    'model.arch': 'alexnet',  # before it, the AlexNet was the only net
+    'optimizer.step_at_epochs': '',  # before them, the paper's update and 'step' schedule
+    'optimizer.bias_lr_mult': 1.0,
+    'optimizer.bias_decay_mult': 1.0,
+    'optimizer.decay_mults': '',
 }
 
 

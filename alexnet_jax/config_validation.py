@@ -27,7 +27,9 @@ from alexnet_jax import sharding
 from alexnet_jax.data import augment_on
 from alexnet_jax.data import dataset_stats
 from alexnet_jax.errors import UserError
+from alexnet_jax import model as model_lib
 from alexnet_jax.model import alexnet
+from alexnet_jax.model import cuda_convnet
 from alexnet_jax.model import grouped_conv
 from alexnet_jax.model import lrn
 from alexnet_jax.model import pooling
@@ -121,6 +123,15 @@ def _names(text: str) -> list[str]:
   return [name.strip() for name in text.split(',') if name.strip()]
 
 
+def _parses(parse: Callable[[str], Any], text: str) -> bool:
+  """Whether a module's parser (which raises UserError) takes text."""
+  try:
+    parse(text)
+  except UserError:
+    return False
+  return True
+
+
 def _address_ok(address: str) -> bool:
   """'' or host:port with a port in 1..65535 (jax.distributed's coordinator)."""
   if not address:
@@ -153,6 +164,7 @@ TABLE: dict[str, Rule] = {
     'input.workers': _int(0, also=(-1,), meaning=' (from the machine)'),  # 0: main process
     'input.prefetch': _int(1, also=(-1,), meaning=' (from the machine)'),
     'input.max_unreadable_frac': _number(0, high=1, open_high=False),  # 1 = never stop
+    'model.arch': _choice(model_lib.ARCHS),
     'model.num_classes': _int(2),
     'model.norm': _choice(alexnet.NORMS),
     'model.lrn_order': _choice(alexnet.LRN_ORDERS),
@@ -181,6 +193,12 @@ TABLE: dict[str, Rule] = {
     'optimizer.plateau_min_epochs': _number(0),
     'optimizer.plateau_max_decays': _int(0),
     'optimizer.step_epochs': _number(0, open_low=True),
+    'optimizer.step_at_epochs': _text("'' or increasing epochs > 0, comma-separated",
+                                      lambda v: _parses(optim.parse_step_at_epochs, v)),
+    'optimizer.bias_lr_mult': _number(0),
+    'optimizer.bias_decay_mult': _number(0),
+    'optimizer.decay_mults': _text("'' or LAYER=FACTOR pairs, comma-separated, factors >= 0",
+                                   lambda v: _parses(optim.parse_decay_mults, v)),
     'optimizer.warmup_epochs': _number(0),  # 0 = none
     'mesh.data': _int(1, also=(-1,), meaning=' (every device mesh.model leaves)'),
     'mesh.model': _choice(MESH_MODEL),
@@ -236,12 +254,18 @@ def _check_keys(config) -> None:
 
 def _check_across_keys(config) -> None:
   inp = config.get('input')
+  arch = config.get('model', {}).get('arch', 'alexnet')
   if inp is not None and 'image_size' in inp and 'resize_size' in inp:
     if inp.image_size > inp.resize_size:
       raise UserError(f'config.input.image_size={inp.image_size} must be <= '
                       f'config.input.resize_size={inp.resize_size}')
     pool = config.get('model', {}).get('pool', 'overlap')
-    if pool5_size(inp.image_size, pool) < 1:
+    if arch == cuda_convnet.ARCH:
+      if cuda_convnet.fc_input_size(inp.image_size) < 1:
+        raise UserError(f'config.input.image_size={inp.image_size} is too small for '
+                        f'model.arch={arch!r}: it must be >= {cuda_convnet.min_image_size()} '
+                        'to leave pool2 at least 1x1')
+    elif pool5_size(inp.image_size, pool) < 1:
       raise UserError(f'config.input.image_size={inp.image_size} is too small for the network: '
                       f'it must be >= {min_image_size(pool)} with model.pool={pool!r} to leave '
                       'pool5 at least 1x1')
@@ -250,7 +274,7 @@ def _check_across_keys(config) -> None:
     raise UserError(f"config.dataset.folder='' must be set: config.dataset.name="
                     f'{data.name!r} reads its images from it')
   if 'model' in config:
-    alexnet.from_config(config.model)  # the model's own checks (e.g. model.remove_convs)
+    model_lib.from_config(config.model)  # the model's own checks (e.g. model.remove_convs)
 
 
 def check_batch(name: str, batch: int, data_shards: int, processes: int = 1,

@@ -13,6 +13,7 @@ update exactly, at every step.
 """
 import dataclasses
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +24,106 @@ from alexnet_jax.errors import UserError
 SCHEDULES = ('plateau', 'step', 'cosine', 'constant')
 
 
-def paper_sgd(learning_rate, momentum: float = 0.9,
-              weight_decay: float = 5e-4) -> optax.GradientTransformation:
-  """v <- momentum * v - lr * (weight_decay * w + grad); the update is v (w <- w + v)."""
+@dataclasses.dataclass(frozen=True)
+class Multipliers:
+  """Per-parameter factors of the lr and the weight decay, as Caffe's lr_mult and decay_mult:
+  a parameter p of layer L takes lr * lr_mult(p) and weight_decay * decay_mult(p). Biases
+  (every leaf named 'bias') take bias_lr and bias_decay; other leaves the factor `decay` names
+  for their layer (the first part of their path, e.g. 'conv1'), else 1, and lr factor 1.
+
+  cuda-convnet's recipe needs them (layer-params-conv-local-11pct.cfg at 3878e8f): epsB = 2 epsW,
+  no weight decay on biases (include/weights.cuh line 157: only weights have wc), and wc per
+  layer (0 on the convolutions). The paper's update has none: all factors 1 (DEFAULT)."""
+  bias_lr: float = 1.0
+  bias_decay: float = 1.0
+  decay: tuple[tuple[str, float], ...] = ()  # (layer, factor), in the config's order
+
+  def is_default(self) -> bool:
+    return self.bias_lr == 1.0 and self.bias_decay == 1.0 and all(f == 1.0 for _, f in self.decay)
+
+  def factors(self, path) -> tuple[float, float]:
+    """(lr factor, weight decay factor) of the parameter at a pytree key path."""
+    names = [str(getattr(key, 'key', getattr(key, 'name', key))) for key in path]
+    if names and names[-1] == 'bias':
+      return self.bias_lr, self.bias_decay
+    return 1.0, dict(self.decay).get(names[0] if names else '', 1.0)
+
+  def check_layers(self, params) -> None:
+    """A layer named in `decay` must be one of the net's (a typo would decay nothing)."""
+    layers = set(params) if isinstance(params, dict) else set()
+    unknown = [name for name, _ in self.decay if name not in layers]
+    if unknown:
+      raise UserError(f'config.optimizer.decay_mults names {", ".join(unknown)}, not a layer '
+                      f'of this net ({", ".join(sorted(layers))})')
+
+
+DEFAULT_MULTIPLIERS = Multipliers()
+_DECAY_ITEM = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^,=]+?)\s*$')
+
+
+def parse_decay_mults(text: str) -> tuple[tuple[str, float], ...]:
+  """'conv1=0,conv2=0' -> (('conv1', 0.0), ('conv2', 0.0)); UserError on anything else."""
+  items = []
+  for part in (p for p in text.split(',') if p.strip()):
+    match = _DECAY_ITEM.match(part)
+    try:
+      factor = float(match.group(2)) if match else math.nan
+    except ValueError:
+      factor = math.nan
+    if not match or not math.isfinite(factor) or factor < 0:
+      raise UserError(f'config.optimizer.decay_mults={text!r}: {part.strip()!r} is not '
+                      'LAYER=FACTOR with a factor >= 0 (e.g. conv1=0,fc10=2.5)')
+    items.append((match.group(1), factor))
+  names = [name for name, _ in items]
+  if len(set(names)) != len(names):
+    raise UserError(f'config.optimizer.decay_mults={text!r} names a layer twice')
+  return tuple(items)
+
+
+def multipliers(opt_config) -> Multipliers:
+  """config.optimizer's bias_lr_mult, bias_decay_mult and decay_mults (keys a config stored
+  before them lacks read as 1, no factor)."""
+  return Multipliers(bias_lr=float(opt_config.get('bias_lr_mult', 1.0)),
+                     bias_decay=float(opt_config.get('bias_decay_mult', 1.0)),
+                     decay=parse_decay_mults(opt_config.get('decay_mults', '')))
+
+
+def _scaled_decay_and_lr(learning_rate, weight_decay,
+                         mults: Multipliers) -> optax.GradientTransformation:
+  """-lr * lr_mult * (g + weight_decay * decay_mult * w), per parameter."""
+
+  def update_fn(updates, state, params):
+    mults.check_layers(params)
+
+    def one(path, g, w):
+      lr_factor, decay_factor = mults.factors(path)
+      return -(learning_rate * lr_factor) * (g + (weight_decay * decay_factor) * w)
+
+    return jax.tree_util.tree_map_with_path(one, updates, params), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def paper_sgd(learning_rate, momentum: float = 0.9, weight_decay: float = 5e-4,
+              multipliers: Multipliers | None = None) -> optax.GradientTransformation:
+  """v <- momentum * v - lr * (weight_decay * w + grad); the update is v (w <- w + v).
+
+  With multipliers (not all 1): v <- momentum * v - lr * lr_mult * (weight_decay * decay_mult *
+  w + grad) per parameter, cuda-convnet's inc <- mom * inc - wc * eps * w - eps * grad with
+  eps = lr * lr_mult and wc = weight_decay * decay_mult (include/weights.cuh lines 150-160).
+  Without them the chain is the paper's, unchanged (same ops, same state)."""
+  if multipliers is None or multipliers.is_default():
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),  # -lr * (g + wd * w)
+        optax.trace(decay=momentum),  # v = momentum * v + that
+    )
+  # The same chain's state (three parts, the first two empty), so a checkpoint's structure does
+  # not depend on the factors.
   return optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      optax.scale_by_learning_rate(learning_rate),  # -lr * (g + wd * w)
-      optax.trace(decay=momentum),  # v = momentum * v + that
+      optax.identity(),
+      _scaled_decay_and_lr(learning_rate, weight_decay, multipliers),
+      optax.trace(decay=momentum),
   )
 
 
@@ -43,8 +137,9 @@ def adamw(learning_rate, weight_decay: float) -> optax.GradientTransformation:
 # inject_hyperparams injects defaults too, and a run without a warm-up must keep the state's
 # structure of checkpoints written before warm-ups existed.
 def paper_sgd_with_warmup(learning_rate, warmup, momentum: float = 0.9,
-                          weight_decay: float = 5e-4) -> optax.GradientTransformation:
-  return paper_sgd(learning_rate * warmup, momentum, weight_decay)
+                          weight_decay: float = 5e-4,
+                          multipliers: Multipliers | None = None) -> optax.GradientTransformation:
+  return paper_sgd(learning_rate * warmup, momentum, weight_decay, multipliers)
 
 
 def adamw_with_warmup(learning_rate, warmup, weight_decay: float) -> optax.GradientTransformation:
@@ -74,12 +169,30 @@ def learning_rate_schedule(opt_config, steps_per_epoch: int, total_steps: int,
   if name in ('plateau', 'constant'):
     return lr
   if name == 'step':
+    at_epochs = parse_step_at_epochs(opt_config.get('step_at_epochs', ''))
+    if at_epochs:
+      # Divide by 10 at each of these epochs (cuda-convnet's lr, lr/10, lr/100 stages).
+      return optax.piecewise_constant_schedule(
+          lr, {max(1, int(epoch * steps_per_epoch)): 0.1 for epoch in at_epochs})
     # Divide by 10 every step_epochs epochs.
     every = max(1, int(opt_config.step_epochs * steps_per_epoch))
     return optax.exponential_decay(lr, transition_steps=every, decay_rate=0.1, staircase=True)
   warmup = warmup_steps(opt_config, steps_per_epoch)
   return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup,
                                             max(total_steps, warmup + 1))
+
+
+def parse_step_at_epochs(text: str) -> tuple[float, ...]:
+  """'30,35' -> (30.0, 35.0): increasing epochs > 0; UserError on anything else."""
+  try:
+    epochs = tuple(float(p) for p in text.split(',') if p.strip())
+  except ValueError:
+    epochs = (math.nan,)
+  if (not all(math.isfinite(e) and e > 0 for e in epochs)
+      or any(b <= a for a, b in zip(epochs, epochs[1:]))):
+    raise UserError(f'config.optimizer.step_at_epochs={text!r} must be increasing epochs > 0, '
+                    "comma-separated (e.g. '30,35'), or '' for every step_epochs")
+  return epochs
 
 
 def warmup_steps(opt_config, steps_per_epoch: int) -> int:
@@ -129,6 +242,13 @@ def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
     raise UserError(f'config.optimizer.name={opt_config.name!r}; choose one of sgd, adamw')
   optimizer, optimizer_with_warmup = optimizers[opt_config.name]
   extra = {'momentum': opt_config.momentum} if opt_config.name == 'sgd' else {}
+  mults = multipliers(opt_config)
+  if not mults.is_default():
+    if opt_config.name != 'sgd':
+      raise UserError('config.optimizer.bias_lr_mult, bias_decay_mult and decay_mults apply to '
+                      f'optimizer.name=sgd only, not {opt_config.name!r}: leave them at 1 and '
+                      "''")
+    extra['multipliers'] = mults  # not a number: inject_hyperparams passes it on as it is
   if warmup and opt_config.schedule != 'cosine':  # cosine's schedule has its own warm-up
     optimizer, extra['warmup'] = optimizer_with_warmup, warmup_factor(warmup)
   return optax.inject_hyperparams(optimizer)(

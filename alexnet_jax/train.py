@@ -28,6 +28,7 @@ from alexnet_jax import config_changes
 from alexnet_jax import config_validation
 from alexnet_jax import evaluation
 from alexnet_jax import metric_logging
+from alexnet_jax import model as model_lib
 from alexnet_jax import optim
 from alexnet_jax import resilience
 from alexnet_jax import sharding
@@ -372,7 +373,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:  # one run per workdir; released at exit, kill -9 included
       stack.enter_context(resilience.WorkdirLock(workdir))
     mesh = sharding.create_mesh(config.mesh)
-    model = alexnet.from_config(config.model)  # a bad switch is an error before the data pass
+    model = model_lib.from_config(config.model)  # a bad switch: an error before the data pass
     config_changes.allowed_keys(config)  # an unknown key there is an error before anything runs
     # The data once: sources, class names, the statistics (the run's own cached file).
     dataset = dataset_lib.build(config, stats_dir=workdir, log=_log, run_dir=workdir)

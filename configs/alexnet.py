@@ -81,6 +81,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.max_unreadable_frac = 0.01
 
   config.model = ml_collections.ConfigDict()
+  # The net: 'alexnet' (the paper's); 'cuda_convnet_cifar10' (cuda-convnet's CIFAR-10 net of
+  # the paper's LRN claim, section 3.3; configs/cifar10.py): model.norm 'lrn' or 'none', the
+  # AlexNet's other switches at their defaults (dropout 0).
+  config.model.arch = 'alexnet'
   config.model.num_classes = 1000
   # Normalisation (paper 3.3 has LRN): 'lrn'; 'batchnorm' (batch norm where the LRNs sit, in
   # lrn_order's place); 'batchnorm_all' (conv -> batch norm -> ReLU in every conv layer, the
@@ -135,6 +139,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.plateau_min_epochs = 10.0  # no decay before this epoch.
   config.optimizer.plateau_max_decays = 3
   config.optimizer.step_epochs = 30.0  # 'step': divide by 10 every this many epochs.
+  # 'step' at given epochs instead: comma-separated, increasing, e.g. '30,35' = lr until epoch
+  # 30, lr/10 until 35, lr/100 after (cuda-convnet's stages). '' = every step_epochs.
+  config.optimizer.step_at_epochs = ''
+  # Per-parameter factors for 'sgd' (Caffe's lr_mult / decay_mult; cuda-convnet's epsB, and wc
+  # per layer): biases (every leaf named 'bias') take lr x bias_lr_mult and weight_decay x
+  # bias_decay_mult; the weights of a layer named in decay_mults ('LAYER=FACTOR,...', e.g.
+  # 'conv1=0,conv2=0') weight_decay x FACTOR. 1, 1, '' = the paper's update (all alike).
+  config.optimizer.bias_lr_mult = 1.0
+  config.optimizer.bias_decay_mult = 1.0
+  config.optimizer.decay_mults = ''
   # Linear warm-up from 0 over this many epochs, under every schedule (Goyal et al. 2017: with
   # lr_scaling='linear' at large batches). 'plateau' makes no decay during the warm-up.
   config.optimizer.warmup_epochs = 0.0

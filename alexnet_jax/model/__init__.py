@@ -3,17 +3,16 @@ Response Normalization (lrn.py) and max pooling with a fast backward (pooling.py
 cuda-convnet's CIFAR-10 net of the paper's LRN claim (cuda_convnet.py). config.model.arch picks
 the net (from_config)."""
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import alexnet
+from alexnet_jax.model import cuda_convnet
 
-ARCHS = ('alexnet', 'cuda_convnet_cifar10')
+ARCHS = ('alexnet', cuda_convnet.ARCH)
 
 
 def from_config(model_config):
   """The net config.model.arch names, from config.model, every switch checked (each net's own
   from_config). A config stored before model.arch existed is the AlexNet's."""
   arch = model_config.get('arch', 'alexnet')
-  # Imported here: alexnet.py and cuda_convnet.py import this package's other modules.
-  from alexnet_jax.model import alexnet  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.model import cuda_convnet  # pylint: disable=g-import-not-at-top
   if arch == 'alexnet':
     return alexnet.from_config(model_config)
   if arch == cuda_convnet.ARCH:

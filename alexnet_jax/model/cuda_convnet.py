@@ -4,7 +4,8 @@ normalization"; footnote 3 points to cuda-convnet's `layers-conv-local-11pct.cfg
 `layers-conv-local-13pct.cfg`).
 
 The version followed: cuda-convnet `example-layers/layers-conv-local-11pct.cfg` at commit
-3878e8f (dnouri/cuda-convnet, 2012-03-13), with its `layer-params-conv-local-11pct.cfg`:
+3878e8f (dnouri/cuda-convnet, the mirror's first commit of that file), with its
+`layer-params-conv-local-11pct.cfg`:
 
   input  24x24x3 (a crop of the 32x32 image)
   conv1  5x5x3 -> 64, pad 2, ReLU            -> 24x24x64   initW 1e-4
@@ -131,11 +132,13 @@ class CudaConvnetCifar10(nn.Module):
       if self.norm == 'lrn':
         x = norm(x)
       x = max_pool(x, self.pool_impl)
+      self.sow('intermediates', 'pool' + name[-1], x)  # what the tests check the layers on
     for name, kernel, pad, maps, init_w in LOCALS:
       x = nn.ConvLocal(maps, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                        kernel_init=normal(init_w), bias_init=nn.initializers.zeros,
                        dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
       x = nn.relu(x)
+      self.sow('intermediates', name + '_out', x)
     x = x.reshape((x.shape[0], -1))
     name, init_w = FC
     # fc10 in float32 whatever the compute dtype, as the AlexNet's fc8: the logits feed the
