@@ -129,8 +129,11 @@ class BoundArgument:
 
 
 def _context_mesh():
+  # A one-device mesh is run as no mesh: shard_map over axes of size 1 would still compile its
+  # collectives (each a copy on one device: the gradients' all-reduce alone copies every
+  # parameter's gradient each step) for the same values.
   mesh = jax.sharding.get_abstract_mesh()
-  return None if mesh.empty else mesh
+  return None if mesh.empty or mesh.size == 1 else mesh
 
 
 def constrain(x: jax.Array, role: str) -> jax.Array:

@@ -109,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # LRN 'fast' (custom_vjp), 'autodiff' or 'reduce_window'; grouped convs 'halves' (one conv
   # per group), 'feature_group' (XLA's feature_group_count) or 'im2col'; max pooling 'fast'
   # (custom_vjp) or 'xla' (reduce_window's own gradient). 'auto' is each one's fastest where it
-  # was measured, CPU (fast, im2col, fast), and the plain XLA form (reduce_window,
+  # was measured, CPU (fast, halves, fast), and the plain XLA form (reduce_window,
   # feature_group, xla) on GPU/TPU, where none was measured yet.
   config.model.lrn_impl = 'auto'
   config.model.conv_impl = 'auto'

@@ -24,16 +24,16 @@ GROUPS = 2  # the paper's two GPUs (section 3.2)
 #                   with G x the outputs for a shared input);
 #   'im2col'        halves, except a strided conv on a shared input (conv1: 11x11 stride 4 on
 #                   3 channels) is one matmul of its 11*11*3 patches with both groups' kernels.
-# On CPU (XLA's YNNPACK convs) conv1's strided convolution is slower than the same work as a
-# matmul, and XLA's feature_group_count backward is a slow path: 'auto' is im2col there, the
-# one backend where the three were measured. No GPU or TPU has timed them in this project
-# (halves once came from a figure in a document outside it, reproduced nowhere), so 'auto' is
-# the plain XLA form there, feature_group, what a plain JAX AlexNet writes (the benchmark's
-# yardstick), until a measurement there (tools/device_check.py) says otherwise. Under the
-# paper's split (mesh.model=2) each device holds one group: halves and feature_group are then
-# the same single convolution.
+# On CPU 'auto' is halves, the one backend where they were measured: XLA:CPU's own strided
+# convolution runs conv1 faster than the patch matmul since the step's other costs went down
+# (the patches are a large copy the kernel must zero-fill; docs/performance.md has the figures),
+# and XLA's feature_group_count backward is a slow path. No GPU or TPU has timed them in this
+# project, so 'auto' is the plain XLA form there, feature_group, what a plain JAX AlexNet
+# writes (the benchmark's yardstick), until a measurement there (tools/device_check.py) says
+# otherwise. Under the paper's split (mesh.model=2) each device holds one group: halves and
+# feature_group are then the same single convolution.
 CONV_IMPLS = ('auto', 'halves', 'feature_group', 'im2col')
-_AUTO_CONV_IMPL = {'cpu': 'im2col'}
+_AUTO_CONV_IMPL = {'cpu': 'halves'}
 _UNMEASURED_BACKEND_CONV_IMPL = 'feature_group'
 
 

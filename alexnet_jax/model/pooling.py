@@ -61,18 +61,46 @@ def _max_pool_fast_bwd(window, stride, x, g):
   y = functools.reduce(jnp.maximum, elements.values())  # each window's maximum, from these
   taken = jnp.zeros(g.shape, jnp.bool_)
   zero = jnp.zeros((), g.dtype)
-  dx = None
+  chosen_g = {}
   for i in range(window):
     for j in range(window):
-      element = elements[i, j]
-      chosen = (element == y) & ~taken
+      chosen = (elements[i, j] == y) & ~taken
       taken = taken | chosen
-      # Back onto the input grid: row p goes to s*p + i (stride-1 zeros in between).
-      placed = jax.lax.pad(jnp.where(chosen, g, zero), zero,
-                           ((0, 0, 0), (0, 0, 0), (i, h - i - (ho - 1) * stride - 1, stride - 1),
-                            (j, w - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
-      dx = placed if dx is None else dx + placed
-  return (dx,)
+      chosen_g[i, j] = jnp.where(chosen, g, zero)
+  return (_scatter_to_input(chosen_g, window, stride, h, w),)
+
+
+def _scatter_to_input(chosen_g: dict, window: int, stride: int, h: int, w: int) -> jax.Array:
+  """dx[s*p + i, s*q + j] = sum over (i, j) of chosen_g[i, j][p, q], built one residue class of
+  the input grid at a time: the rows r = s*m + a receive the offsets i = a + s*t from output row
+  p = m - t, so each class is a sum of output-sized arrays shifted by whole rows (pads of
+  output size), and the s*s classes are interleaved into H x W in one pass. The terms are
+  added in the same row-major (i, j) order as one full-size pad per offset would add them, with
+  at most s*s times less memory written."""
+  some = next(iter(chosen_g.values()))
+  ho, wo = some.shape[2:4]
+  rows, cols = -(-h // stride), -(-w // stride)  # class sizes (the last class may be shorter)
+  zero = jnp.zeros((), some.dtype)
+  classes = []
+  for a in range(stride):
+    row = []
+    for b in range(stride):
+      total = None
+      for i in range(a, window, stride):
+        for j in range(b, window, stride):
+          t, u = (i - a) // stride, (j - b) // stride
+          placed = jax.lax.pad(chosen_g[i, j], zero,
+                               ((0, 0, 0), (0, 0, 0), (t, rows - ho - t, 0),
+                                (u, cols - wo - u, 0), (0, 0, 0)))
+          total = placed if total is None else total + placed
+      if total is None:  # no window offset lands on this class (window < stride)
+        total = jnp.zeros(some.shape[:2] + (rows, cols) + some.shape[4:], some.dtype)
+      row.append(total)
+    classes.append(jnp.stack(row, axis=4))  # G x B x rows x cols x s(b) x C
+  grid = jnp.stack(classes, axis=3)  # G x B x rows x s(a) x cols x s(b) x C
+  n, bsz, c = some.shape[0], some.shape[1], some.shape[4]
+  grid = grid.reshape(n, bsz, rows * stride, cols * stride, c)
+  return grid[:, :, :h, :w]
 
 
 _max_pool_fast.defvjp(_max_pool_fast_fwd, _max_pool_fast_bwd)

@@ -144,14 +144,14 @@ def test_accelerator_and_launcher_processes_run_once(env):
 
 
 @pytest.mark.parametrize('platform,reexec,ynnpack_options,conv_impl,lrn_impl,pool_impl', [
-    ('cpu', True, True, 'im2col', 'fast', 'fast'),
+    ('cpu', True, True, 'halves', 'fast', 'fast'),
     ('gpu', False, False, 'feature_group', 'reduce_window', 'xla'),
     ('tpu', False, False, 'feature_group', 'reduce_window', 'xla'),
 ])
 def test_cpu_measured_defaults_apply_on_cpu_only(platform, reexec, ynnpack_options, conv_impl,
                                                  lrn_impl, pool_impl, tmp_path):
   """Each was measured on the 2-core CPU only: the huge-pages re-exec, compiler_options'
-  YNNPACK setting, and for 'auto' im2col convs, the custom-gradient LRN and pooling. A GPU or
+  YNNPACK setting, and for 'auto' halves convs, the custom-gradient LRN and pooling. A GPU or
   TPU gets none of them: no re-exec, XLA's own compiler options, and the plain XLA forms."""
   root = fake_host(tmp_path, {})
   environ = {'JAX_PLATFORMS': {'gpu': 'cuda'}.get(platform, platform)}
