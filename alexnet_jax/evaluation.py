@@ -20,6 +20,7 @@ import optax
 
 from alexnet_jax import checkpointing
 from alexnet_jax import compiler_options
+from alexnet_jax import model as model_lib
 from alexnet_jax import sharding
 from alexnet_jax.data import augment_on as augment_on_lib
 from alexnet_jax.data import dataset as dataset_lib
@@ -118,7 +119,7 @@ class InferenceState(train_state.TrainState):
 
 
 def _inference_state(config, variables) -> InferenceState:
-  model = alexnet.from_config(config.model)
+  model = model_lib.from_config(config.model)  # the net config.model.arch names
   return InferenceState.create(apply_fn=model.apply, params=variables['params'],
                                tx=optax.identity(), batch_stats=variables.get('batch_stats', {}))
 
@@ -194,7 +195,7 @@ def predict(workdir: str, paths: list[str], top_k: int = 5) -> list[list[tuple[s
   config, variables, _ = checkpointing.load_variables(workdir)
   dataset = dataset_lib.of_run(workdir, config)  # its classes and statistics, no data read
   images = [read_image(path, dataset.preprocess)[1] for path in paths]
-  model = alexnet.from_config(config.model)
+  model = model_lib.from_config(config.model)  # the net config.model.arch names
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(  # BN: the running averages
       variables, jnp.asarray(np.stack(images)))
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
