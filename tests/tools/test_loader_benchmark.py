@@ -6,12 +6,16 @@ against a known busy loop."""
 import time
 
 import jax
+import jax.numpy as jnp
+import optax
 import pytest
 
+from alexnet_jax import train
 from alexnet_jax.benchmarks import loader_timing
 from alexnet_jax.benchmarks import measure
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
+from alexnet_jax.model import alexnet
 from tests.helpers import alexnet_config
 
 
@@ -71,10 +75,29 @@ def test_process_tree_cpu_counts_a_busy_loop():
   assert 0.25 <= spent <= 0.3 + 0.1  # 10 ms clock ticks
 
 
-def test_the_step_runner_is_ready_before_anything_is_timed():
+def test_the_step_runner_is_ready_before_anything_is_timed(monkeypatch):
   """The state's initialisation runs asynchronously; unfinished, it ran beside the loader
-  measurements that follow and doubled the CPU they counted (found 2026-11-30). The full net,
-  whose initialisation takes long enough to be caught unfinished."""
-  config = alexnet_config.get_config('demo')
-  runner = loader_timing.StepRunner(config, dataset_lib.build(config), ('host',))
+  measurements that follow and doubled the CPU they counted (found 2026-11-30). The tiny net's
+  initialisation, made to last (it ends with ~0.4 s of matmuls that every leaf depends on),
+  so that a state not waited for is caught unfinished: the control shows it is."""
+  create_train_state = train.create_train_state
+
+  @jax.jit
+  def after_slow_work(state):
+    m = jnp.eye(256) * 0.5
+    a = jax.lax.fori_loop(0, 500, lambda _, a: jnp.tanh(a @ m + 1), m)
+    never = a[0, 0] > 2  # tanh < 1, which XLA does not know: every leaf waits for the loop
+    return jax.tree.map(lambda x: jnp.where(never, jnp.zeros_like(x), x), state)
+
+  def slow_create_train_state(*args, **kwargs):
+    return after_slow_work(jax.block_until_ready(create_train_state(*args, **kwargs)))
+
+  monkeypatch.setattr(train, 'create_train_state', slow_create_train_state)
+  config = alexnet_config.get_config('tiny')
+  dataset = dataset_lib.build(config)
+  control = train.create_train_state(alexnet.from_config(config.model), optax.sgd(0.1),
+                                     jax.random.PRNGKey(0), config.input.image_size)
+  assert not all(leaf.is_ready() for leaf in jax.tree.leaves(control))  # not waited for
+  jax.block_until_ready(control)
+  runner = loader_timing.StepRunner(config, dataset, ('host',))
   assert all(leaf.is_ready() for leaf in jax.tree.leaves(runner.state))
