@@ -115,11 +115,13 @@ def _module(impl: str) -> str:
 
 
 def run(impls: list[str], settings: dict, *, before: str = '', windows: int, pause_s: float,
-        peak_tflops: float = 0.0, timeout_s: float = TIMEOUT_S,
+        peak_tflops: float = 0.0, timeout_s: float = TIMEOUT_S, net_impl: str = 'auto',
         log: Callable = print) -> list[dict]:
   """Every implementation's windows by the method above; one record each (record()), with the
   ratios to ours (add_ratios). settings: activation, batch_size, image_size, num_images,
-  num_classes, eval_every, segments, warmup."""
+  num_classes, eval_every, segments, warmup. net_impl: the layers of `ours` (figure1.net.CHOICES;
+  'auto' per backend); `before` runs its revision's default. A JAX record's net_impl says
+  which layers ran."""
   workers, infos = [], []
   with tempfile.TemporaryDirectory(prefix='small-net-before-') as directory:
     names = list(impls) + (['before'] if before else [])
@@ -131,7 +133,10 @@ def run(impls: list[str], settings: dict, *, before: str = '', windows: int, pau
         else:
           workers.append(start_worker(name, _module(name), timeout_s=timeout_s))
         log(f'{name}: compiling (pid {workers[-1].pid})', flush=True)
-        infos.append(workers[-1].request('setup', spec=dict(settings, impl=name)))
+        spec = dict(settings, impl=name)
+        if name == 'ours' and net_impl != 'auto':
+          spec['net_impl'] = net_impl
+        infos.append(workers[-1].request('setup', spec=spec))
         worker_lib.settle(workers[-1].pid, pause_s)
       timed = [[] for _ in workers]
       for round_index in range(windows):

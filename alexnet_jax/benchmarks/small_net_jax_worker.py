@@ -6,8 +6,11 @@ It serves worker.py's protocol: 'setup' builds OursTimer (figure1.train.Loop on 
 set, from the modern regime's init) and runs the warm-up, which compiles; 'window' times the
 window's segments; 'peak' measures the matmul peak (measure.device_peak). The spec
 'matmul_peak' builds nothing and only answers 'peak'. torch is never imported here.
+
+StepsTimer times the SGD steps alone, in this process: tools/device_check.py's Figure 1 row.
 """
 import os
+import statistics
 import time
 
 import jax
@@ -30,9 +33,11 @@ class OursTimer:
 
   def __init__(self, activation: str = 'relu', batch_size: int = 100, image_size: int = 32,
                num_images: int = 1000, num_classes: int = 10, eval_every: int = 10,
-               segments: int = 1, warmup: int = 1, seed: int = 0):
+               segments: int = 1, warmup: int = 1, seed: int = 0, net_impl: str = 'auto'):
+    """net_impl: the net's layers (figure1.net.CHOICES); passed on only when not 'auto', so
+    that a revision from before the switch (the `before` worker) still runs."""
     x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
-    self.loop = train.Loop(x, y, activation)
+    self.loop = train.Loop(x, y, activation, **_impl_kwargs(net_impl))
     self.params = net.init_params(seed, 'modern', activation, image_size, num_classes)
     self.velocity = jax.tree.map(jnp.zeros_like, self.params)
     per_epoch = num_images // batch_size
@@ -62,6 +67,60 @@ class OursTimer:
     return steps_s, pass_s
 
 
+def _impl_kwargs(net_impl: str) -> dict:
+  return {} if net_impl == 'auto' else {'impl': net_impl}
+
+
+def layers_of(net_impl: str) -> str:
+  """The layers net_impl runs here ('fast', 'xla'); a revision without the switch: 'as written'."""
+  resolve = getattr(net, 'resolve_impl', None)
+  return resolve(net_impl) if resolve else 'as written'
+
+
+class StepsTimer:
+  """The Figure 1 net's SGD steps alone (figure1.train.Loop.steps: `scan` steps per call, one
+  lax.scan, as the protocol runs them), from the modern regime's init on a synthetic set of
+  10 batches; measure.time_interleaved's timer: run(calls) returns seconds per SGD step."""
+
+  def __init__(self, net_impl: str = 'auto', activation: str = 'relu', batch_size: int = 100,
+               image_size: int = 32, num_classes: int = 10, scan: int = 25, seed: int = 0):
+    num_images = max(10 * batch_size, num_classes)
+    x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
+    self.loop = train.Loop(x, y, activation, **_impl_kwargs(net_impl))
+    self.params = net.init_params(seed, 'modern', activation, image_size, num_classes)
+    self.velocity = jax.tree.map(jnp.zeros_like, self.params)
+    per_epoch = num_images // batch_size
+    self.order = data.batch_order(seed, num_images, batch_size, 4 * per_epoch * scan)
+    self.scan, self._next, self.times = scan, 0, []
+    self.loss = float('nan')
+    t0 = time.perf_counter()
+    self._call()  # compiles
+    self.compile_s = time.perf_counter() - t0
+
+  def _call(self):
+    if self._next + self.scan > len(self.order):
+      self._next = 0
+    indices = self.order[self._next:self._next + self.scan]
+    self._next += self.scan
+    self.params, self.velocity, losses = self.loop.steps(self.params, self.velocity, indices,
+                                                         LEARNING_RATE, MOMENTUM)
+    jax.block_until_ready((self.params, self.velocity, losses))
+    self.loss = float(losses[-1])
+
+  def run(self, calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      self._call()
+    return (time.perf_counter() - t0) / (max(calls, 1) * self.scan)
+
+  def window(self, calls: int) -> None:
+    self.times.append(self.run(calls))
+
+  def result(self) -> dict:
+    return {'step_s': statistics.median(self.times), 'window_s': self.times,
+            'compile_s': self.compile_s, 'final_loss': self.loss}
+
+
 class Handlers(worker.Handlers):
   """The requests of worker.py's protocol for our loop (or none, for the peak)."""
 
@@ -74,6 +133,7 @@ class Handlers(worker.Handlers):
     if spec.pop('impl') != 'matmul_peak':
       self.timer = OursTimer(**spec)
       info['compile_s'] = self.timer.compile_s
+      info['net_impl'] = layers_of(spec.get('net_impl', 'auto'))
     return {**info, 'frameworks': worker.frameworks_loaded(), 'os_threads': worker.os_threads()}
 
   def window(self, request: dict) -> dict:

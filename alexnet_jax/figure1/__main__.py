@@ -180,7 +180,8 @@ def main(argv):
                                           len(images.class_names)))
   seeds = {name: list(_seeds(config, regime)) for name, regime in regimes_of(config)}
   print(f'{len(images.labels)} images at {config.image_size} px, {len(images.class_names)} '
-        f'classes | net: 3 conv 5x5 (32, 32, 64) + pool 3/2, dense; {params:,} parameters | '
+        f'classes | net: 3 conv 5x5 (32, 32, 64) + pool 3/2, dense; {params:,} parameters, '
+        f'layers {net.resolve_impl(config.impl)} (impl {config.impl}) | '
         f'batch {config.batch_size}, momentum {config.momentum}, '
         f'{error_rule(config, len(images.labels))} | tuning seed {config.tuning_seed}, seeds '
         f'{seeds if len(set(map(tuple, seeds.values()))) > 1 else list(config.seeds)}',

@@ -14,14 +14,21 @@ A regime is an init (here) and an input (data.regime_inputs):
 A seed fixes the init: the relu and tanh nets of a seed share their standard normal draws, so
 that their runs are paired.
 
-The layers compute what flax's nn.Conv and a -inf padded reduce_window max pool compute, with
-gradients written as XLA:CPU runs them fast inside a compiled loop (train.py runs K SGD steps as
-one lax.scan): XLA's own gradient convolutions, which permute the convolution's dimensions, ran
-one to two orders of magnitude slower inside a while loop than outside it on the 2-core VM,
-while a forward convolution in NHWC/HWIO ran at full speed in both; so both gradients here are
-such forward convolutions (conv_same). The pooling's gradient is elementwise work on strided
-slices, pooled along W, then H (max_pool), which measured faster than model/pooling.py's 3 x 3
-window at once.
+The layers compute what flax's nn.Conv and a -inf padded reduce_window max pool compute. How
+(Net.impl, one of CHOICES; the same params either way):
+- 'fast': gradients written as XLA:CPU runs them fast inside a compiled loop (train.py runs K
+  SGD steps as one lax.scan): XLA's own gradient convolutions, which permute the convolution's
+  dimensions, ran one to two orders of magnitude slower inside a while loop than outside it on
+  the 2-core VM, while a forward convolution in NHWC/HWIO ran at full speed in both; so both
+  gradients here are such forward convolutions (conv_same). The pooling's gradient is
+  elementwise work on strided slices, pooled along W, then H (max_pool), which measured faster
+  than model/pooling.py's 3 x 3 window at once;
+- 'xla': the plain forms with XLA's own gradients (lax.conv_general_dilated 'SAME', a -inf
+  padded reduce_window), what flax's nn.Conv and nn.max_pool compute;
+- 'auto' (auto_impl): 'fast' on the CPU, where it was measured; elsewhere 'xla' until a
+  measurement there says otherwise (issue 25: nothing tuned for the CPU becomes a GPU or TPU
+  default unmeasured; `python -m alexnet_jax.tools.device_check` times both). The forward
+  passes are the same convolutions and maxima: only the gradients' rounding differs.
 """
 import functools
 import math
@@ -38,7 +45,25 @@ LAYERS = ('conv1', 'conv2', 'conv3', 'dense')
 PAPER_STD = 0.01  # section 5: "a zero-mean Gaussian distribution with standard deviation 0.01"
 
 
+IMPLS = ('fast', 'xla')
+CHOICES = ('auto',) + IMPLS
+_AUTO = {'cpu': 'fast'}  # measured there (module docstring); every other backend: 'xla'
+
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def auto_impl(backend: str) -> str:
+  """What impl='auto' runs on a backend ('cpu', 'gpu', 'tpu', ...)."""
+  return _AUTO.get(backend, 'xla')
+
+
+def resolve_impl(impl: str) -> str:
+  """impl, with 'auto' replaced by this process's backend's choice."""
+  if impl == 'auto':
+    return auto_impl(jax.default_backend())
+  if impl not in IMPLS:
+    raise ValueError(f'figure1 net impl {impl!r}; choose one of {", ".join(CHOICES)}')
+  return impl
 
 
 def _conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
@@ -145,11 +170,20 @@ def _max_pool_bwd(window, stride, residuals, g):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def max_pool_xla(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
+  """max_pool's pooling as a -inf padded reduce_window ('SAME'), with XLA's own gradient
+  (select_and_scatter): nn.max_pool(x, (3, 3), (2, 2), 'SAME')."""
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                               (1, stride, stride, 1), 'SAME')
+
+
 class Conv(nn.Module):
-  """nn.Conv(features, (k, k), padding='SAME') through conv_same: the same 'kernel' (k x k x
-  I x O) and 'bias' parameters, nn.Conv's default init (init_params replaces it)."""
+  """nn.Conv(features, (k, k), padding='SAME'): the same 'kernel' (k x k x I x O) and 'bias'
+  parameters, nn.Conv's default init (init_params replaces it). impl 'fast': through conv_same;
+  'xla': the convolution with XLA's own gradients."""
   features: int
   kernel_size: int = 5
+  impl: str = 'fast'
 
   @nn.compact
   def __call__(self, x):
@@ -158,20 +192,26 @@ class Conv(nn.Module):
                         jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    return conv_same(x, kernel) + bias
+    if self.impl == 'fast':
+      return conv_same(x, kernel) + bias
+    return _conv(x, kernel, 'SAME') + bias
 
 
 class Net(nn.Module):
-  """Three 5x5 conv layers, each followed by 3/2 max pooling, and one dense layer."""
+  """Three 5x5 conv layers, each followed by 3/2 max pooling, and one dense layer. impl: one of
+  CHOICES (module docstring)."""
   activation: str
   num_classes: int = 10
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     act = ACTIVATIONS[self.activation]
+    impl = resolve_impl(self.impl)
+    pool = max_pool if impl == 'fast' else max_pool_xla
     for i, features in enumerate(CONV_FEATURES):
-      x = Conv(features, name=f'conv{i + 1}')(x)
-      x = max_pool(act(x))
+      x = Conv(features, impl=impl, name=f'conv{i + 1}')(x)
+      x = pool(act(x))
     return nn.Dense(self.num_classes, name='dense')(x.reshape(x.shape[0], -1))
 
 

@@ -42,12 +42,13 @@ def _log_probs_of_labels(model, params, x, y):
 
 
 @functools.lru_cache(maxsize=None)
-def sgd_steps(activation: str, num_classes: int):
+def sgd_steps(activation: str, num_classes: int, impl: str = 'auto'):
   """jitted (params, velocity, x_all, y_all, indices, lr, momentum) -> (params, velocity,
   losses): one step of v <- momentum v - lr g; w <- w + v (section 5, without the weight decay)
   per row of indices (K x B), on the batch x_all[row], in one lax.scan; the K batch losses
-  (each before its step's update). params and velocity are donated."""
-  model = net.Net(activation, num_classes)
+  (each before its step's update). params and velocity are donated. impl: the net's
+  (net.CHOICES)."""
+  model = net.Net(activation, num_classes, impl)
 
   def loss_fn(params, x, y):
     return -jnp.mean(_log_probs_of_labels(model, params, x, y)[1])
@@ -69,10 +70,10 @@ def sgd_steps(activation: str, num_classes: int):
 
 
 @functools.lru_cache(maxsize=None)
-def full_pass(activation: str, num_classes: int):
+def full_pass(activation: str, num_classes: int, impl: str = 'auto'):
   """jitted (params, x_chunks, y_chunks) -> (number misclassified, summed loss) over a set in
   chunks (C x N x ...; labels < 0 mark padding, counted in neither), one chunk at a time."""
-  model = net.Net(activation, num_classes)
+  model = net.Net(activation, num_classes, impl)
 
   def run(params, x_chunks, y_chunks):
     def chunk(xy):
@@ -100,8 +101,10 @@ class Loop:
   benchmark (alexnet_jax/tools/small_net_benchmark.py) times the same object."""
 
   def __init__(self, x: np.ndarray, y: np.ndarray, activation: str,
-               chunk: int = FULL_PASS_CHUNK, error_indices: np.ndarray | None = None):
-    """error_indices: the images training_error measures (data.error_subset); None: all."""
+               chunk: int = FULL_PASS_CHUNK, error_indices: np.ndarray | None = None,
+               impl: str = 'auto'):
+    """error_indices: the images training_error measures (data.error_subset); None: all.
+    impl: the net's layers (net.CHOICES)."""
     self.activation, self.num_classes = activation, int(y.max()) + 1
     self.num_images = len(y)
     self.x_dev, self.y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
@@ -111,8 +114,8 @@ class Loop:
     chunk = min(chunk, len(y))
     self.x_chunks = jnp.asarray(_chunks(x, chunk, 0))
     self.y_chunks = jnp.asarray(_chunks(np.asarray(y, np.int32), chunk, -1))
-    self._steps = sgd_steps(activation, self.num_classes)
-    self._full_pass = full_pass(activation, self.num_classes)
+    self._steps = sgd_steps(activation, self.num_classes, impl)
+    self._full_pass = full_pass(activation, self.num_classes, impl)
 
   def steps(self, params, velocity, indices: np.ndarray, lr: float, momentum: float):
     """One SGD step per row of indices (K x B), on the batch x[row]: (params, velocity, the K
@@ -127,7 +130,9 @@ class Loop:
     return int(wrong) / self.num_measured, float(loss) / self.num_measured
 
 
-LATER_FIELDS = ('dataset', 'error_images', 'eval_refine')  # Setup's fields added for CIFAR-10
+# Setup's fields added later (for CIFAR-10, issue 26; impl, issue 25): left out of record() at
+# their defaults.
+LATER_FIELDS = ('dataset', 'error_images', 'eval_refine', 'impl')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +152,9 @@ class Setup:
   dataset: str = 'folder'  # data.DATASETS: the folder, or a TFDS dataset of that name
   error_images: int = 0  # the training error over data.error_subset of this many (0: all)
   eval_refine: tuple[int, ...] = ()  # finer spacings where the target is crossed (train_run)
+  # The net's layers (net.CHOICES): the same function, gradients rounded differently. 'auto'
+  # (net.auto_impl) is recorded as such, so that runs stored before impl existed still match.
+  impl: str = 'auto'
 
   def record(self) -> dict:
     """The setup as stored with each run (JSON types): its fields, less the later ones at
@@ -168,13 +176,16 @@ def setup_of(config) -> Setup:
                num_images=config.num_images, batch_size=config.batch_size,
                momentum=config.momentum, eval_every=config.eval_every, target=config.target,
                stuck_steps=config.stuck_steps, dataset=config.dataset,
-               error_images=config.error_images, eval_refine=tuple(config.eval_refine))
+               error_images=config.error_images, eval_refine=tuple(config.eval_refine),
+               impl=config.impl)
 
 
 def check_setup(setup: Setup, max_steps: int) -> None:
   """A UserError unless each eval_refine spacing divides the one before it (eval_every first)
-  and is smaller, and max_steps is a multiple of the finest (a tuning run stops at the steps
-  the best lr took, a multiple of that)."""
+  and is smaller, max_steps is a multiple of the finest (a tuning run stops at the steps
+  the best lr took, a multiple of that), and impl is one of net.CHOICES."""
+  if setup.impl not in net.CHOICES:
+    raise UserError(f'impl {setup.impl!r}: choose one of {", ".join(net.CHOICES)}')
   spacings = (setup.eval_every,) + tuple(setup.eval_refine)
   for coarse, fine in zip(spacings, spacings[1:]):
     if not 0 < fine < coarse or coarse % fine:
@@ -278,7 +289,7 @@ def train_run(x: np.ndarray, y: np.ndarray, regime: str, activation: str, lr: fl
   k = setup.eval_every
   unit = setup.step_unit
   loop = Loop(x, y, activation, error_indices=data.error_subset(
-      y, int(y.max()) + 1, setup.error_images))
+      y, int(y.max()) + 1, setup.error_images), impl=setup.impl)
   chance = chance_error(loop.num_classes)
   order = data.batch_order(seed, len(x), setup.batch_size, max_steps)
   identity = {'regime': regime, 'activation': activation, 'lr': lr, 'seed': seed,
