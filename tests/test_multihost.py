@@ -6,9 +6,11 @@ single process, a restore that fails on one of two processes agreed by both, and
 detection from the environment variables of SLURM, Open MPI and TPU pods."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -35,6 +37,56 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
+
+
+# How long the two processes of a test may take together before both are killed and the test
+# fails with their output (each test's pair takes 10-30 s cold on the 2-core VM; a hang would
+# otherwise hold a CI worker until its own timeout).
+TOGETHER_TIMEOUT_S = 90
+
+
+def run_together(commands, log_dir, env, timeout=TOGETHER_TIMEOUT_S):
+  """Runs the commands as processes at once and waits for all; returns (return codes, outputs).
+
+  Their output goes to files, not pipes: a pipe read only after the other process has ended
+  fills (64 KiB) and blocks its writer, which then never reaches the collective or the exit
+  barrier (jax.distributed's shutdown, in which each process waits for all) the other waits in.
+  Past `timeout` seconds, each process still running gets SIGABRT, on which Python's
+  faulthandler writes every thread's stack into its output (where it waits), then all are
+  killed and the test fails with every process's output.
+  """
+  logs = [os.path.join(log_dir, f'process_{i}.log') for i in range(len(commands))]
+  env = dict(env, PYTHONFAULTHANDLER='1')
+  procs, hung = [], []
+  try:
+    for command, log in zip(commands, logs):
+      with open(log, 'w') as f:
+        procs.append(subprocess.Popen(command, cwd=helpers.ROOT, env=env, stdout=f,
+                                      stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout
+    for p in procs:
+      try:
+        p.wait(timeout=max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        break
+    hung = [i for i, p in enumerate(procs) if p.poll() is None]
+    for i in hung:
+      procs[i].send_signal(signal.SIGABRT)
+    for i in hung:
+      try:
+        procs[i].wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        pass
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+      p.wait()
+  outputs = [open(log).read() for log in logs[:len(procs)]]
+  if hung:
+    pytest.fail(f'process(es) {hung} still running after {timeout} s, all killed; output:\n' +
+                '\n'.join(f'--- process {i} ---\n{out}' for i, out in enumerate(outputs)))
+  return [p.returncode for p in procs], outputs
 
 
 def config(augment_on='host'):
@@ -79,18 +131,14 @@ def test_two_processes_match_one(tmp_path, augment_on):
   workdir = str(tmp_path / 'run')
   port = free_port()
   env = helpers.cpu_env(2)
-  procs = []
-  for pid in range(2):
-    cmd = helpers.launch_command(
-        workdir, f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-        '--config.distributed.num_processes=2', f'--config.distributed.process_id={pid}',
-        *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
-        f'--config.input.augment_on={augment_on}')
-    procs.append(subprocess.Popen(cmd, cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out
+  commands = [helpers.launch_command(
+      workdir, f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+      '--config.distributed.num_processes=2', f'--config.distributed.process_id={pid}',
+      *[f'--config.{k}={v}' for k, v in OVERRIDES.items()],
+      f'--config.input.augment_on={augment_on}') for pid in range(2)]
+  codes, outputs = run_together(commands, tmp_path, env)
+  for code, out in zip(codes, outputs):
+    assert code == 0, out
   assert '2 process(es)' in outputs[0] and 'mesh data=2 x model=2' in outputs[0]
   assert 'step 3/3' not in outputs[1]  # progress is printed by process 0 only
 
@@ -191,18 +239,14 @@ def test_restore_with_one_process_failing_is_agreed_by_both(tmp_path):
   An I/O error on process 1 alone: both stop with one RunFailure line, nothing moved. Neither
   waits on the other (Orbax's restore barrier would hold a reader 300 s)."""
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, '-c', RESTORE_SCRIPT, str(pid), str(port),
-                             str(tmp_path)], cwd=helpers.ROOT, env=helpers.cpu_env(1),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for pid in range(2)]
-  try:
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
+  logs = tmp_path / 'logs'
+  logs.mkdir()
+  codes, outputs = run_together(
+      [[sys.executable, '-c', RESTORE_SCRIPT, str(pid), str(port), str(tmp_path)]
+       for pid in range(2)], logs, helpers.cpu_env(1))
   results = []
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out
+  for code, out in zip(codes, outputs):
+    assert code == 0, out
     results.append(json.loads(out.strip().splitlines()[-1]))
   for pid, result in enumerate(results):
     # Step 2 moved aside (by process 0), step 1 restored: each process's rows of step 1's w.
