@@ -9,8 +9,14 @@ tables, the targets met or not) to --out_dir:
      where PyTorch imports and sees the device, torch.compile, all timed interleaved;
   2. conv_impl for 'auto' on this backend: the fastest conv implementation at the largest
      batch (model/grouped_conv.py's _AUTO_CONV_IMPL is set by hand from this line), and what
-     the non-finite guard costs there: that step with and without it, timed interleaved;
-  3. the loader end to end (loader_timing.py): a prepared 256 px copy of the embedded photos
+     the non-finite guard costs there: that step with and without it, timed interleaved; and
+     pool_impl 'fast' against 'xla' at the fastest step's setting, timed interleaved (which is
+     faster: model/pooling.py's _AUTO for this backend);
+  3. the Figure 1 net's SGD step (figure1/, float32, ReLU) at Figure 1's settings (batch 100,
+     32 px, 10 classes), its steps in scans of 25 as config.py:cifar10 runs them, with each
+     layer implementation ('fast', written for XLA:CPU; 'xla', XLA's own gradients), timed
+     interleaved: img/s, MFU and the fastest (figure1/net.py's _AUTO for this backend);
+  4. the loader end to end (loader_timing.py): a prepared 256 px copy of the embedded photos
      (made under --out_dir), with the augmentation on the host and on the device, fed two ways
      (one Grain worker process per core, and one decoding thread per core in this process,
      where no batch crosses shared memory), against the same step fed a synthetic
@@ -43,10 +49,14 @@ import jax
 
 from alexnet_jax.benchmarks import loader_timing
 from alexnet_jax.benchmarks import measure
+from alexnet_jax.benchmarks import small_net
+from alexnet_jax.benchmarks import small_net_jax_worker
 from alexnet_jax.benchmarks import step_timing
 from alexnet_jax.benchmarks.yardsticks import pytorch
 from alexnet_jax.data import prepare
 from alexnet_jax.errors import UserError
+from alexnet_jax.figure1 import net as figure1_net
+from alexnet_jax.model import pooling
 from alexnet_jax.tools import cli
 
 alexnet_config = cli.config_module('configs/alexnet.py')
@@ -67,6 +77,12 @@ _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['halves', 'feature_group', 'im2co
 _LRN_IMPLS = flags.DEFINE_list('lrn_impls', ['fast', 'reduce_window'],
                                'LRN implementations to time.')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of the timed step.')
+_FIGURE1_IMPLS = flags.DEFINE_list('figure1_impls', list(figure1_net.IMPLS),
+                                   "The Figure 1 net's layer implementations to time.")
+_FIGURE1_BATCH = flags.DEFINE_integer('figure1_batch', 100, "The Figure 1 net's batch.")
+_FIGURE1_IMAGE_SIZE = flags.DEFINE_integer('figure1_image_size', 32, "The Figure 1 net's px.")
+_FIGURE1_SCAN = flags.DEFINE_integer('figure1_scan', 25, 'SGD steps per call (one lax.scan) of '
+                                     "the Figure 1 net; --steps calls a window.")
 _STEPS = flags.DEFINE_integer('steps', 10, 'Steps per timed window.')
 _WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
 _LOADER_BATCH = flags.DEFINE_integer('loader_batch', 128, 'Global batch of the loader run.')
@@ -115,6 +131,41 @@ def nonfinite_guard_cost(records: list[dict]) -> dict:
           'with_over_without': on / off}
 
 
+def pool_impl_comparison(records: list[dict]) -> dict:
+  """pool_impl 'fast' against 'xla' from one interleaved pair: step ms of each, the faster."""
+  by_pool = {r['pool_impl']: r for r in records}
+  ms = {impl: r['step_ms'] for impl, r in by_pool.items()}
+  first = records[0]
+  return {'batch': first['batch'], 'dtype': first['dtype'], 'conv_impl': first['conv_impl'],
+          'lrn_impl': first['lrn_impl'], 'step_ms': ms, 'fastest': min(ms, key=ms.get),
+          'xla_over_fast': ms['xla'] / ms['fast']}
+
+
+def figure1_step(impls: list[str], *, batch: int, image_size: int, num_classes: int,
+                 scan: int, calls: int, windows: int, peak_tflops: float = 0.0,
+                 emit=print) -> list[dict]:
+  """The Figure 1 net's SGD step with each layer implementation, timed interleaved (windows of
+  `calls` scans of `scan` steps): one record each, img/s and MFU over the float32 peak."""
+  timers = [small_net_jax_worker.StepsTimer(impl, batch_size=batch, image_size=image_size,
+                                            num_classes=num_classes, scan=scan)
+            for impl in impls]
+  results = measure.time_interleaved(timers, warmup=1, steps=calls, windows=windows)
+  peak, source = measure.device_peak(jax.devices()[0], 'float32', peak_tflops)
+  flops = small_net.train_flops_per_image(image_size, num_classes) * batch
+  records = []
+  for impl, r in zip(impls, results):
+    records.append({'impl': impl, 'batch': batch, 'image_size': image_size,
+                    'num_classes': num_classes, 'activation': 'relu', 'dtype': 'float32',
+                    'scan_steps': scan, 'step_ms': 1e3 * r['step_s'],
+                    'img_s': batch / r['step_s'],
+                    'mfu': flops / r['step_s'] / peak, 'peak_source': source,
+                    'model_gflop_per_step': flops / 1e9,
+                    'window_ms': [round(1e3 * t, 3) for t in r['window_s']],
+                    'compile_s': round(r['compile_s'], 2), 'final_loss': r['final_loss']})
+    emit({'kind': 'figure1_step', **records[-1]})
+  return records
+
+
 def loader_config(variant: str, folder: str, batch: int, dtype: str):
   config = alexnet_config.get_config(variant)
   config.dataset.name, config.dataset.folder = 'prepared', folder
@@ -145,6 +196,23 @@ def markdown(report: dict) -> str:
   lines.append(f'\nThe non-finite guard at batch {guard["batch"]} {guard["dtype"]} '
                f'({guard["conv_impl"]}): {guard["step_ms_with"]:.2f} ms with it, '
                f'{guard["step_ms_without"]:.2f} ms without, {guard["with_over_without"]:.3f}x.')
+  pool = report['pool_impl']
+  lines.append(f'\npool_impl at batch {pool["batch"]} {pool["dtype"]} ({pool["conv_impl"]} / '
+               f'{pool["lrn_impl"]}): fast {pool["step_ms"]["fast"]:.2f} ms, xla '
+               f'{pool["step_ms"]["xla"]:.2f} ms: **{pool["fastest"]}** is faster (auto on '
+               f'{machine["platform"]} runs {pooling.auto_impl(machine["platform"])} today).')
+  lines += ['', f'The Figure 1 net\'s SGD step (figure1/net.py; float32, ReLU, scans of '
+            f'{report["figure1_step"][0]["scan_steps"]} steps):', '',
+            '| net impl | batch | px | classes | img/s | step ms | MFU | step: it / fastest |',
+            '|---|---|---|---|---|---|---|---|']
+  fastest_ms = min(r['step_ms'] for r in report['figure1_step'])
+  for r in report['figure1_step']:
+    lines.append(f'| {r["impl"]} | {r["batch"]} | {r["image_size"]} | {r["num_classes"]} | '
+                 f'{r["img_s"]:.0f} | {r["step_ms"]:.3f} | {100 * r["mfu"]:.1f}% | '
+                 f'{r["step_ms"] / fastest_ms:.2f} |')
+  lines.append(f'\nFigure 1 net impl for auto on {machine["platform"]}: '
+               f'**{report["figure1_impl_auto"]}** (the fastest; auto runs '
+               f'{figure1_net.auto_impl(machine["platform"])} today).')
   target = report['targets']
   lines.append(f'\nTarget, ours / torch.compile at the largest batch >= '
                f'{TARGET_VS_TORCH_COMPILE}x: {target["vs_torch_compile"]}.')
@@ -178,7 +246,8 @@ def targets(step: list[dict], loader: list[dict]) -> dict:
 def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: list[str],
               conv_impls: list[str], lrn_impls: list[str], num_classes: int, steps: int,
               windows: int, loader_batch: int, workers: int, threads: int,
-              loader_windows: int,
+              loader_windows: int, figure1_impls=figure1_net.IMPLS, figure1_batch: int = 100,
+              figure1_image_size: int = 32, figure1_scan: int = 25,
               yardsticks=('plain_jax', 'torch_compile'), emit=print) -> dict:
   """Everything above; returns the report that device_check.json holds."""
   t0 = time.perf_counter()
@@ -195,7 +264,7 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
   yardsticks = [y for y in yardsticks if y == 'plain_jax'] + torch
   config = alexnet_config.get_config(variant)
   config.optimizer = alexnet_config.get_config().optimizer  # the paper's SGD, as benchmark.py
-  print(f'[1/3] the step: batch {batch_sizes}, {dtypes}, conv {conv_impls}, LRN {lrn_impls}, '
+  print(f'[1/4] the step: batch {batch_sizes}, {dtypes}, conv {conv_impls}, LRN {lrn_impls}, '
         f'yardsticks {", ".join(yardsticks) or "none"}', flush=True)
   step = step_timing.run_step_benchmark(
       config, batch_sizes=batch_sizes, dtypes=dtypes, lrn_values=[True], meshes=[(1, 1)],
@@ -205,15 +274,26 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
   for r in step:  # the compiled programs are not JSON
     r.pop('compiled', None)
   conv_impl = fastest_conv_impl(step)
-  print(f'[2/3] conv_impl for auto on {device.platform}: {conv_impl}; the non-finite guard\'s '
-        'cost', flush=True)
+  print(f'[2/4] conv_impl for auto on {device.platform}: {conv_impl}; the non-finite guard\'s '
+        'cost; pool_impl fast against xla', flush=True)
   guard = nonfinite_guard_cost(step_timing.run_step_benchmark(
       config, batch_sizes=batch_sizes[-1:], dtypes=dtypes[:1], lrn_values=[True],
       meshes=[(1, 1)], lrn_impls=['fast'], conv_impls=[conv_impl], pool_impls=['fast'],
       yardsticks=[], image_size=config.input.image_size, num_classes=num_classes, warmup=2,
       steps=steps, windows=windows, nonfinite_guards=(True, False), emit=emit))
+  best = fastest_at_largest_batch(step)
+  pool = pool_impl_comparison(step_timing.run_step_benchmark(
+      config, batch_sizes=[best['batch']], dtypes=[best['dtype']], lrn_values=[True],
+      meshes=[(1, 1)], lrn_impls=[best['lrn_impl']], conv_impls=[best['conv_impl']],
+      pool_impls=list(pooling.IMPLS), yardsticks=[], image_size=config.input.image_size,
+      num_classes=num_classes, warmup=2, steps=steps, windows=windows, emit=emit))
+  print(f'[3/4] the Figure 1 net\'s SGD step: batch {figure1_batch}, {figure1_image_size} px, '
+        f'impls {list(figure1_impls)}', flush=True)
+  figure1 = figure1_step(list(figure1_impls), batch=figure1_batch,
+                         image_size=figure1_image_size, num_classes=10, scan=figure1_scan,
+                         calls=steps, windows=windows, emit=emit)
   folder = os.path.join(out_dir, 'prepared-256')
-  print(f'[3/3] the loader: prepared copy in {folder}, host and device augmentation',
+  print(f'[4/4] the loader: prepared copy in {folder}, host and device augmentation',
         flush=True)
   prepare.prepare_resized(config.dataset, folder, resize_size=config.input.resize_size,
                           workers=os.cpu_count() or 1, log=lambda *a, **k: None)
@@ -226,7 +306,8 @@ def run_check(*, out_dir: str, variant: str, batch_sizes: list[int], dtypes: lis
       loader_config(variant, folder, loader_batch, dtypes[0]), feeds,
       augment_on=('host', 'device'), windows=loader_windows, steps=steps, emit=emit)
   report = {'machine': machine, 'step': step, 'conv_impl_auto': conv_impl,
-            'nonfinite_guard': guard,
+            'nonfinite_guard': guard, 'pool_impl': pool, 'figure1_step': figure1,
+            'figure1_impl_auto': max(figure1, key=lambda r: r['img_s'])['impl'],
             'not_measured': not_measured, 'loader': loader,
             'targets': targets(step, loader), 'wall_s': time.perf_counter() - t0}
   with open(os.path.join(out_dir, 'device_check.json'), 'w') as f:
@@ -241,13 +322,19 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not _OUT_DIR.value:
     raise UserError('--out_dir is required: where device_check.json and .md go')
+  bad = [i for i in _FIGURE1_IMPLS.value if i not in figure1_net.IMPLS]
+  if bad or not _FIGURE1_IMPLS.value:
+    raise UserError(f'--figure1_impls={",".join(_FIGURE1_IMPLS.value)}: choose from '
+                    f'{", ".join(figure1_net.IMPLS)}')
   report = run_check(
       out_dir=_OUT_DIR.value, variant=_CONFIG.value,
       batch_sizes=[int(b) for b in _BATCH_SIZES.value], dtypes=_DTYPES.value,
       conv_impls=_CONV_IMPLS.value, lrn_impls=_LRN_IMPLS.value,
       num_classes=_NUM_CLASSES.value, steps=_STEPS.value, windows=_WINDOWS.value,
       loader_batch=_LOADER_BATCH.value, workers=_WORKERS.value, threads=_THREADS.value,
-      loader_windows=_LOADER_WINDOWS.value,
+      loader_windows=_LOADER_WINDOWS.value, figure1_impls=_FIGURE1_IMPLS.value,
+      figure1_batch=_FIGURE1_BATCH.value, figure1_image_size=_FIGURE1_IMAGE_SIZE.value,
+      figure1_scan=_FIGURE1_SCAN.value,
       yardsticks=[y for y in _YARDSTICKS.value if y], emit=measure.emit_json_line)
   print(markdown(report))
   print(f'{report["wall_s"]:.0f} s; written to {_OUT_DIR.value}/device_check.json and .md')

@@ -6,6 +6,8 @@ writes the JSON and the Markdown table, with the rows it could not measure said 
 import json
 import os
 
+import pytest
+
 from tests import helpers
 
 
@@ -16,6 +18,7 @@ def test_device_check_writes_every_figure(tmp_path):
       '--dtypes=float32', '--conv_impls=halves,im2col', '--lrn_impls=fast', '--num_classes=10',
       '--steps=1', '--windows=1', '--loader_batch=32', '--workers=0', '--threads=2',
       '--loader_windows=4',  # past the 2 batches read ahead: CPU ticks are 10 ms
+      '--figure1_batch=4', '--figure1_image_size=8', '--figure1_scan=2',
       '--yardsticks=', timeout=600)  # the yardsticks are the full net: test_benchmark's
   assert proc.returncode == 0, proc.stdout + proc.stderr
   report = json.loads((out / 'device_check.json').read_text())
@@ -48,3 +51,16 @@ def test_device_check_writes_every_figure(tmp_path):
   assert 'ours / torch_compile' in table and 'not measured' in table
   assert report['targets']['vs_torch_compile'] == 'not measured'
   assert table.count('| host | 0 | 2 |') == 1 and table.count('| device | 0 | 2 |') == 1
+  # pool_impl fast against xla at the fastest step's setting; the faster one by its records.
+  pool = report['pool_impl']
+  assert (pool['batch'], set(pool['step_ms'])) == (8, {'fast', 'xla'})
+  assert pool['fastest'] == min(pool['step_ms'], key=pool['step_ms'].get)
+  assert 'pool_impl at batch 8 float32' in table and f'**{pool["fastest"]}** is faster' in table
+  # The Figure 1 net's SGD step with both layer implementations; auto's pick by its records.
+  figure1 = {r['impl']: r for r in report['figure1_step']}
+  assert set(figure1) == {'fast', 'xla'}
+  for r in figure1.values():
+    assert (r['batch'], r['image_size'], r['num_classes'], r['scan_steps']) == (4, 8, 10, 2)
+    assert r['img_s'] == pytest.approx(4e3 / r['step_ms']) and r['mfu'] > 0
+  assert report['figure1_impl_auto'] == max(figure1, key=lambda i: figure1[i]['img_s'])
+  assert f'Figure 1 net impl for auto on cpu: **{report["figure1_impl_auto"]}**' in table
