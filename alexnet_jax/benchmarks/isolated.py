@@ -129,12 +129,17 @@ def _summary(windows: list[dict], steps: int) -> dict[str, Any]:
 
 def time_setting(specs: list[dict], setting: dict, *, warmup: int, steps: int, windows: int,
                  pause_s: float, peak_tflops: float, timeout_s: float,
-                 env: dict | None = None, log: Callable = print) -> list[dict]:
-  """specs' steps at one setting, each in its worker, by the method above; one record each."""
+                 env: dict | None = None, yardstick_env: dict | None = None,
+                 log: Callable = print) -> list[dict]:
+  """specs' steps at one setting, each in its worker, by the method above; one record each.
+  env: the workers' environment (this process's by default); yardstick_env, where given, that
+  of the yardsticks' workers (the user's, without what our commands add for our own step)."""
   workers, setups = [], []
   try:
     for spec in specs:
-      workers.append(start_worker(spec['impl'], timeout_s, env))
+      ours_inside = spec['impl'] in ('ours', 'ours_beside_torch_eager')
+      workers.append(start_worker(spec['impl'], timeout_s,
+                                  env if ours_inside or yardstick_env is None else yardstick_env))
       log(f'  {_name(spec)}: compiling (pid {workers[-1].pid})', flush=True)
       setups.append(workers[-1].request('setup', spec={**spec, **setting, 'warmup': warmup}))
       worker_lib.settle(workers[-1].pid, pause_s)
@@ -191,8 +196,8 @@ def run(config: dict, *, ours: bool, batch_sizes: list[int], dtypes: list[str],
         lrn_values: list[bool], meshes, lrn_impls, conv_impls, pool_impls,
         nonfinite_guards=(True,), yardsticks: list[str], image_size: int, num_classes: int,
         warmup: int, steps: int, windows: int, pause_s: float, peak_tflops: float = 0.0,
-        timeout_s: float = DEFAULT_TIMEOUT_S, env: dict | None = None, emit=print,
-        log: Callable = print) -> list[dict]:
+        timeout_s: float = DEFAULT_TIMEOUT_S, env: dict | None = None,
+        yardstick_env: dict | None = None, emit=print, log: Callable = print) -> list[dict]:
   """Every setting (batch x dtype x LRN) by time_setting: ours (if asked) and the yardsticks;
   records emitted setting by setting, yardsticks first."""
   check_yardsticks(yardsticks)
@@ -215,7 +220,7 @@ def run(config: dict, *, ours: bool, batch_sizes: list[int], dtypes: list[str],
             f'{len(specs)} workers', flush=True)
         group = time_setting(specs, setting, warmup=warmup, steps=steps, windows=windows,
                              pause_s=pause_s, peak_tflops=peak_tflops, timeout_s=timeout_s,
-                             env=env, log=log)
+                             env=env, yardstick_env=yardstick_env, log=log)
         group = ([r for r in group if r['impl'] != 'ours'] +
                  [r for r in group if r['impl'] == 'ours'])
         for record in group:

@@ -35,6 +35,7 @@ printed. Each record names its worker's pid, the frameworks loaded in it, their 
 thread counts.
 """
 import functools
+import os
 import pathlib
 import re
 
@@ -51,6 +52,7 @@ from alexnet_jax.model import alexnet
 from alexnet_jax.model import lrn as lrn_lib
 from alexnet_jax.model import pooling
 from alexnet_jax.tools import cli
+from alexnet_jax.tools import huge_pages
 
 _PAPER_CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'alexnet.py'
 
@@ -133,7 +135,10 @@ def main(argv):
       yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
       num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
       windows=_WINDOWS.value, pause_s=_PAUSE_S.value, peak_tflops=_PEAK_TFLOPS.value,
-      timeout_s=_WORKER_TIMEOUT_S.value, emit=emit)
+      timeout_s=_WORKER_TIMEOUT_S.value,
+      # The yardsticks run in the environment the user gave this command, without the malloc
+      # tunables it re-executed itself with for our step (tools/huge_pages.py).
+      yardstick_env=huge_pages.users_environment(os.environ), emit=emit)
   isolated.print_table(records)
 
 if __name__ == '__main__':

@@ -8,7 +8,13 @@ glibc's `glibc.malloc.hugetlb=1` tunable makes malloc ask for transparent huge p
 where the kernel gives them only on request (`/sys/kernel/mm/transparent_hugepage/enabled` is
 `madvise`): far fewer faults, and the step measured faster
 (`python -m alexnet_jax.tools.benchmark` prints the step's speed; docs/performance.md has the
-figures).
+figures). Three more keep the memory a step freed for the next step instead of handing it back
+to the kernel, which would fault it in (and zero it) again: one malloc arena
+(`arena_max=1`: the XLA threads' own arenas shrank after every step), no mmap'd chunks
+(`mmap_max=0`: each one is unmapped when freed) and no trimming of the heap's top
+(`trim_threshold`). Steady-state steps then take no page faults. It matters most beside other
+processes that churn memory (a data loader's workers, another job), where each fault cost many
+times more system time.
 
 A tunable is read when a process starts, so a command that lacks it runs itself again, in the
 same process (os.execve keeps the PID, signals and exit status), with it set.
@@ -41,7 +47,14 @@ import os
 import re
 import sys
 
-TUNABLE = 'glibc.malloc.hugetlb=1'
+# The tunables this module adds, name -> value (the module docstring says why each).
+TUNABLES = {'glibc.malloc.hugetlb': '1', 'glibc.malloc.arena_max': '1',
+            'glibc.malloc.mmap_max': '0', 'glibc.malloc.trim_threshold': str(1 << 40)}
+TUNABLE = ':'.join(f'{name}={value}' for name, value in TUNABLES.items())
+# The re-executed process keeps the user's own GLIBC_TUNABLES here ('' where unset), so that a
+# process it starts to stand for someone else's program (the benchmark's PyTorch yardstick) can
+# be given the environment the user had, not ours.
+USER_TUNABLES_VARIABLE = 'ALEXNET_JAX_USER_GLIBC_TUNABLES'
 _THP_SETTING = 'sys/kernel/mm/transparent_hugepage/enabled'  # under the root, '/'
 
 # The variables each launcher sets in the processes it starts (rule 2).
@@ -140,13 +153,32 @@ def wanted(environ=None, root: str = '/') -> bool:
   return skip_reason(environ, root) is None
 
 
+def with_ours(user_tunables: str) -> str:
+  """The user's GLIBC_TUNABLES with ours after them, except those the user set (theirs win)."""
+  named = {item.split('=')[0] for item in user_tunables.split(':') if item}
+  ours = [f'{name}={value}' for name, value in TUNABLES.items() if name not in named]
+  return ':'.join(([user_tunables] if user_tunables else []) + ours)
+
+
+def users_environment(environ) -> dict:
+  """environ as the user had it before the re-exec: their GLIBC_TUNABLES, or none."""
+  env = dict(environ)
+  if USER_TUNABLES_VARIABLE in env:
+    user = env.pop(USER_TUNABLES_VARIABLE)
+    if user:
+      env['GLIBC_TUNABLES'] = user
+    else:
+      env.pop('GLIBC_TUNABLES', None)
+  return env
+
+
 def reexec_with_huge_pages() -> None:
   """Runs this command again with TUNABLE (and returns only where that is not wanted). Call it
   first thing in a command's __main__, before any work: the process is replaced."""
   if not wanted():
     return
-  tunables = os.environ.get('GLIBC_TUNABLES', '')
-  env = dict(os.environ, GLIBC_TUNABLES=f'{tunables}:{TUNABLE}' if tunables else TUNABLE)
+  user = os.environ.get('GLIBC_TUNABLES', '')
+  env = dict(os.environ, GLIBC_TUNABLES=with_ours(user), **{USER_TUNABLES_VARIABLE: user})
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, env)

@@ -129,3 +129,36 @@ def test_settle_sees_a_spinning_tail_and_its_end():
       assert tail['after_cpu_ms'] > 50 and 30 < tail['busy_until_ms'] < 500, tail
     else:
       assert tail['after_cpu_ms'] < 10, tail
+
+
+def test_yardsticks_start_in_the_yardstick_environment(monkeypatch):
+  # Ours in the command's environment (with its malloc tunables), every yardstick in the one
+  # the user gave (tools/benchmark.py passes huge_pages.users_environment).
+  started = []
+
+  class Stop(Exception):
+    pass
+
+  class FakeWorker:
+    pid = 0
+
+    def request(self, *args, **kwargs):
+      return {}
+
+    def close(self):
+      pass
+
+  def fake_start(impl, timeout_s, env=None):
+    started.append((impl, env))
+    if len(started) == 3:
+      raise Stop
+    return FakeWorker()
+
+  monkeypatch.setattr(isolated, 'start_worker', fake_start)
+  monkeypatch.setattr(worker, 'settle', lambda pid, pause_s: {})
+  specs = [ours_spec(), {'impl': 'plain_jax'}, {'impl': 'torch_eager'}]
+  with pytest.raises(Stop):
+    isolated.time_setting(specs, SETTING, **TIMING, env={'A': 'ours'},
+                          yardstick_env={'A': 'user'})
+  assert started == [('ours', {'A': 'ours'}), ('plain_jax', {'A': 'user'}),
+                     ('torch_eager', {'A': 'user'})]

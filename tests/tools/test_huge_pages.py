@@ -65,12 +65,26 @@ def test_user_choices_are_kept():
   assert not huge_pages.wanted({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'})
   lines = run_script(ALEXNET_JAX_HUGE_PAGES='0').stdout.splitlines()
   assert len(lines) == 2 and lines[1].endswith("None ['an argument']")
-  # Other tunables are kept beside ours.
+  # Other tunables are kept beside ours, and one the user set wins over ours.
   lines = run_script(GLIBC_TUNABLES='glibc.malloc.trim_threshold=1000000').stdout.splitlines()
   tunables = 'glibc.malloc.trim_threshold=1000000'
   if huge_pages.wanted(script_env()):
-    tunables += ':' + huge_pages.TUNABLE
+    tunables += (':glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1'
+                 ':glibc.malloc.mmap_max=0')
   assert lines[-1].split()[2] == tunables
+
+
+def test_the_users_environment_is_what_they_gave_before_the_reexec():
+  # What the benchmark gives its yardsticks (PyTorch at its defaults): not our tunables.
+  ours = {'GLIBC_TUNABLES': huge_pages.TUNABLE, huge_pages.USER_TUNABLES_VARIABLE: '',
+          'OTHER': '1'}
+  assert huge_pages.users_environment(ours) == {'OTHER': '1'}
+  theirs = {'GLIBC_TUNABLES': huge_pages.with_ours('glibc.malloc.tcache_count=0'),
+            huge_pages.USER_TUNABLES_VARIABLE: 'glibc.malloc.tcache_count=0'}
+  assert huge_pages.users_environment(theirs) == {
+      'GLIBC_TUNABLES': 'glibc.malloc.tcache_count=0'}
+  # Never re-executed: the environment as it is.
+  assert huge_pages.users_environment({'GLIBC_TUNABLES': 'x=1'}) == {'GLIBC_TUNABLES': 'x=1'}
 
 
 # --- which hosts get the re-exec: (environment, files under a fake root, the reason or None) ---
