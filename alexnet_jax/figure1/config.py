@@ -52,7 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.target = 0.25  # the paper's level: 25 % training error
   config.stuck_steps = 100  # error at/above chance on every pass this long: not reached
   # The net's layers (net.py): 'fast' (gradients written for XLA:CPU), 'xla' (XLA's own) or
-  # 'auto' ('fast' on the CPU, 'xla' elsewhere until measured there: tools/device_check.py).
+  # 'auto' ('fast' on the CPU; 'xla' elsewhere until tools/device_check.py has compared both
+  # there; net.auto_impl).
   config.impl = 'auto'
   # An lr chosen at its grid's edge is not known to be the fastest: up to extend_grid more lrs
   # beyond it, along 1-3-10, on the tuning seed.

@@ -50,7 +50,8 @@ def _float64(tree):
 class ReferenceLoop:
   """train.Loop's interface, computed the plain way in float64 (call under jax.enable_x64)."""
 
-  def __init__(self, x, y, activation, error_indices=None):
+  def __init__(self, x, y, activation, error_indices=None, impl='auto'):
+    del impl  # train.Loop's layer implementation: the reference is the plain net
     self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.int32)
     self.num_classes = int(y.max()) + 1
     measured = slice(None) if error_indices is None else error_indices
