@@ -28,6 +28,18 @@ LEARNING_RATE = 0.003  # the modern regime's ReLU lr (docs/experiments.md): no d
 MOMENTUM = 0.9
 
 
+def _start(net_impl, activation, batch_size, image_size, num_images, num_classes, seed, *,
+           epochs_of_steps: int):
+  """A timer's starting point: the Loop on a synthetic set, the modern regime's init, zero
+  velocity, and the batch order for epochs_of_steps epochs' worth of steps."""
+  x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
+  loop = train.Loop(x, y, activation, **_impl_kwargs(net_impl))
+  params = net.init_params(seed, 'modern', activation, image_size, num_classes)
+  per_epoch = num_images // batch_size
+  order = data.batch_order(seed, num_images, batch_size, epochs_of_steps * per_epoch)
+  return loop, params, jax.tree.map(jnp.zeros_like, params), order
+
+
 class OursTimer:
   """figure1.train.Loop on a synthetic set, from the modern regime's init, timed by window."""
 
@@ -36,12 +48,9 @@ class OursTimer:
                segments: int = 1, warmup: int = 1, seed: int = 0, net_impl: str = 'auto'):
     """net_impl: the net's layers (figure1.net.CHOICES); passed on only when not 'auto', so
     that a revision from before the switch (the `before` worker) still runs."""
-    x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
-    self.loop = train.Loop(x, y, activation, **_impl_kwargs(net_impl))
-    self.params = net.init_params(seed, 'modern', activation, image_size, num_classes)
-    self.velocity = jax.tree.map(jnp.zeros_like, self.params)
-    per_epoch = num_images // batch_size
-    self.order = data.batch_order(seed, num_images, batch_size, 10 * per_epoch * eval_every)
+    self.loop, self.params, self.velocity, self.order = _start(
+        net_impl, activation, batch_size, image_size, num_images, num_classes, seed,
+        epochs_of_steps=10 * eval_every)
     self.eval_every, self.segments, self._next = eval_every, segments, 0
     self.loss = self.error = float('nan')
     t0 = time.perf_counter()
@@ -85,12 +94,9 @@ class StepsTimer:
   def __init__(self, net_impl: str = 'auto', activation: str = 'relu', batch_size: int = 100,
                image_size: int = 32, num_classes: int = 10, scan: int = 25, seed: int = 0):
     num_images = max(10 * batch_size, num_classes)
-    x, y = small_net.synthetic_set(num_images, image_size, num_classes, seed)
-    self.loop = train.Loop(x, y, activation, **_impl_kwargs(net_impl))
-    self.params = net.init_params(seed, 'modern', activation, image_size, num_classes)
-    self.velocity = jax.tree.map(jnp.zeros_like, self.params)
-    per_epoch = num_images // batch_size
-    self.order = data.batch_order(seed, num_images, batch_size, 4 * per_epoch * scan)
+    self.loop, self.params, self.velocity, self.order = _start(
+        net_impl, activation, batch_size, image_size, num_images, num_classes, seed,
+        epochs_of_steps=4 * scan)
     self.scan, self._next, self.times = scan, 0, []
     self.loss = float('nan')
     t0 = time.perf_counter()
