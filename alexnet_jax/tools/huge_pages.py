@@ -12,7 +12,7 @@ figures). Three more keep the memory a step freed for the next step instead of h
 to the kernel, which would fault it in (and zero it) again: one malloc arena
 (`arena_max=1`: the XLA threads' own arenas shrank after every step), no mmap'd chunks
 (`mmap_max=0`: each one is unmapped when freed) and no trimming of the heap's top
-(`trim_threshold`). Steady-state steps then take no page faults. It matters most beside other
+(`trim_threshold`). Steady-state steps then measured no page faults at all. It matters most beside other
 processes that churn memory (a data loader's workers, another job), where each fault cost many
 times more system time.
 

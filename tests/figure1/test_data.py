@@ -70,7 +70,7 @@ def test_load_images_reports_its_progress(monkeypatch):
 
 
 def test_the_tfds_source_gives_the_records_as_images(tmp_path):
-  tfds = pytest.importorskip('tensorflow_datasets')
+  import tensorflow_datasets as tfds  # a requirement, imported here for its start-up time
   data_dir = str(tmp_path / 'tfds')
   with tfds.testing.mock_data(num_examples=30, data_dir=data_dir):  # generated records
     images = data.load('cifar10', '', data_dir, 'train', 32)
