@@ -10,13 +10,13 @@ window * window strided compares and zero-interleaving pads, elementwise work th
                                    order, holding the window's maximum
 
 "first" is select_and_scatter's rule (its `ge` select keeps the earlier element on a tie), so
-both give the same gradient, ties included (ReLU zeros tie often; tested). The maximum it
-compares with is recomputed in the backward from the very elements it compares, not taken from
-the forward's output: that relied on XLA computing the pooled input bit for bit alike twice,
-which its algebraic simplifier does not guarantee. With batch norm before the pools, under a
-mesh, conv gradients came out wrong that way (model.norm=batchnorm_all; tests/test_sharding.py;
-docs/performance.md has by how much); with XLA's algsimp pass disabled, or with the maximum
-recomputed here, they match the unsharded run, which matches finite differences.
+both give the same gradient, ties included (ReLU zeros tie often; tested). The forward finds
+each window's first maximum with a running maximum over the very elements it compares and keeps
+that index (int8, output-sized) for the backward. Comparing with the forward's pooled output
+instead relied on XLA computing the pooled input bit for bit alike twice, which its algebraic
+simplifier does not guarantee: with batch norm before the pools, under a mesh, conv gradients
+came out wrong that way (model.norm=batchnorm_all; tests/test_sharding.py; docs/performance.md
+has by how much). A kept index always routes each window's gradient to exactly one element.
 """
 import functools
 
@@ -40,33 +40,46 @@ def _max_pool_xla(x, window: int, stride: int):
                                (1, 1, stride, stride, 1), 'VALID')
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _max_pool_fast(x, window: int, stride: int):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_fast(x, window: int, stride: int, input_hw: tuple[int, int]):
+  """input_hw: x's H and W, which the backward needs and its residuals do not carry."""
   return _max_pool_xla(x, window, stride)
 
 
-def _max_pool_fast_fwd(x, window, stride):
-  return _max_pool_xla(x, window, stride), x
+def _window_elements(x, window: int, stride: int, ho: int, wo: int) -> list:
+  """x[s*p + i, s*q + j] for every output (p, q): the (i, j) element of each window, in
+  row-major (i, j) order."""
+  return [jax.lax.slice(x, (0, 0, i, j, 0),
+                        (x.shape[0], x.shape[1], i + (ho - 1) * stride + 1,
+                         j + (wo - 1) * stride + 1, x.shape[4]),
+                        (1, 1, stride, stride, 1))
+          for i in range(window) for j in range(window)]
 
 
-def _max_pool_fast_bwd(window, stride, x, g):
-  h, w = x.shape[2:4]
-  ho, wo = g.shape[2:4]
-  # x[s*p + i, s*q + j] for every output (p, q): the (i, j) element of each window.
-  elements = {(i, j): jax.lax.slice(x, (0, 0, i, j, 0),
-                                    (x.shape[0], x.shape[1], i + (ho - 1) * stride + 1,
-                                     j + (wo - 1) * stride + 1, x.shape[4]),
-                                    (1, 1, stride, stride, 1))
-              for i in range(window) for j in range(window)}
-  y = functools.reduce(jnp.maximum, elements.values())  # each window's maximum, from these
-  taken = jnp.zeros(g.shape, jnp.bool_)
+def _max_pool_fast_fwd(x, window, stride, input_hw):
+  if window * window > 127:
+    raise ValueError(f'pool window {window}: its int8 argmax holds at most 127 positions')
+  y = _max_pool_xla(x, window, stride)
+  ho, wo = y.shape[2:4]
+  elements = _window_elements(x, window, stride, ho, wo)
+  # The row-major index of the first element holding each window's maximum: a running maximum
+  # over the elements, replaced only by a strictly larger one (ties keep the earlier).
+  running, first = elements[0], jnp.zeros(y.shape, jnp.int8)
+  for k in range(1, window * window):
+    first = jnp.where(elements[k] > running, jnp.int8(k), first)
+    running = jnp.maximum(running, elements[k])
+  # A min-reduction with a constant partner ends the chain: XLA materialises a reduction's
+  # output once, where an elementwise chain is recomputed inside every backward term that reads
+  # it (docs/performance.md).
+  first = jnp.min(jnp.stack([first, jnp.full_like(first, window * window)], -1), -1)
+  return y, first
+
+
+def _max_pool_fast_bwd(window, stride, input_hw, first, g):
+  h, w = input_hw
   zero = jnp.zeros((), g.dtype)
-  chosen_g = {}
-  for i in range(window):
-    for j in range(window):
-      chosen = (elements[i, j] == y) & ~taken
-      taken = taken | chosen
-      chosen_g[i, j] = jnp.where(chosen, g, zero)
+  chosen_g = {(i, j): jnp.where(first == i * window + j, g, zero)
+              for i in range(window) for j in range(window)}
   return (_scatter_to_input(chosen_g, window, stride, h, w),)
 
 
@@ -114,7 +127,7 @@ def grouped_max_pool(x_GxBxHxWxC: jax.Array, window: int, stride: int,
   if impl == 'auto':
     impl = auto_impl(jax.default_backend())
   if impl == 'fast':
-    return _max_pool_fast(x_GxBxHxWxC, window, stride)
+    return _max_pool_fast(x_GxBxHxWxC, window, stride, tuple(x_GxBxHxWxC.shape[2:4]))
   if impl == 'xla':
     return _max_pool_xla(x_GxBxHxWxC, window, stride)
   raise ValueError(f'pool impl {impl!r}; choose one of {", ".join(CHOICES)}')

@@ -67,3 +67,8 @@ def test_fast_gradient_under_jit_and_unknown_impl():
   np.testing.assert_allclose(loss('fast'), loss('xla'), rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match='pool impl'):
     pooling.grouped_max_pool(x, 3, 2, 'nope')
+
+
+def test_fast_pool_refuses_a_window_its_int8_index_cannot_hold():
+  with pytest.raises(ValueError, match='int8'):
+    jax.vjp(lambda v: pooling.grouped_max_pool(v, 12, 12, 'fast'), jnp.zeros((1, 1, 12, 12, 1)))
