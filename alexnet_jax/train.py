@@ -498,7 +498,8 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
     metric_logging.drop_after(workdir, start_step)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  _log(f'AlexNet: {n_params:,} parameters | dataset {config.dataset.name}: '
+  net_name = type(model).__name__  # AlexNet, or cuda-convnet's CIFAR-10 net (model.arch)
+  _log(f'{net_name}: {n_params:,} parameters | dataset {config.dataset.name}: '
         f'{dataset.num_train} train / {dataset.num_eval} eval images, {dataset.num_classes} '
         f'classes | batch {config.train.batch_size}, {run.steps_per_epoch} steps/epoch, '
         f'{run.total_steps} steps', flush=True)

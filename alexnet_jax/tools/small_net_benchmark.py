@@ -3,6 +3,7 @@ plainly in PyTorch: each in a process of its own, their timed windows alternatin
 
   python -m alexnet_jax.tools.small_net_benchmark                       # ours and torch eager
   python -m alexnet_jax.tools.small_net_benchmark --impls=ours          # ours alone
+  python -m alexnet_jax.tools.small_net_benchmark --net_impl=xla        # ours with XLA's gradients
   python -m alexnet_jax.tools.small_net_benchmark --before=REV          # + REV's figure1/
   python -m alexnet_jax.tools.small_net_benchmark --before=/tmp/figure1  # + a variant's
 
@@ -40,6 +41,11 @@ _IMPLS = flags.DEFINE_list('impls', ['ours', 'torch_eager'],
 _BEFORE = flags.DEFINE_string('before', '', "A git revision, or a directory holding a figure1 "
                               "package, whose Loop is also timed, as 'before' (it needs "
                               "figure1.train.Loop).")
+# figure1.net.CHOICES, written out: this process imports no framework (a test keeps them equal).
+NET_IMPLS = ('auto', 'fast', 'xla')
+_NET_IMPL = flags.DEFINE_enum('net_impl', 'auto', list(NET_IMPLS),
+                               "The layers of `ours` (figure1.net: 'auto' per backend); --before "
+                               "runs its revision's default.")
 _ACTIVATION = flags.DEFINE_enum('activation', 'relu', ['relu', 'tanh'], 'The activation.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 100, 'SGD batch (Figure 1: 100).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 32, 'Image side, px (Figure 1: 32).')
@@ -83,7 +89,8 @@ def main(argv):
               'segments': _SEGMENTS.value, 'warmup': _WARMUP.value}
   _check(_IMPLS.value, _BEFORE.value, settings, _WINDOWS.value)
   records = small_net.run(_IMPLS.value, settings, before=_BEFORE.value, windows=_WINDOWS.value,
-                          pause_s=_PAUSE_S.value, peak_tflops=_PEAK_TFLOPS.value)
+                          pause_s=_PAUSE_S.value, peak_tflops=_PEAK_TFLOPS.value,
+                          net_impl=_NET_IMPL.value)
   for r in records:
     line = json.dumps(r)
     print(line, flush=True)

@@ -126,7 +126,7 @@ def test_command_prints_a_record_per_impl_and_the_table(tmp_path):
   proc = helpers.run_tool('small_net_benchmark', f'--impls={impls}', '--windows=2',
                           '--num_images=20', '--batch_size=10', '--image_size=16',
                           '--eval_every=2', '--pause_s=0', '--peak_tflops=0.1',
-                          f'--json_out={out}')
+                          '--net_impl=xla', f'--json_out={out}')
   assert proc.returncode == 0, proc.stderr
   records = [json.loads(line) for line in out.read_text().splitlines()]
   assert [r['impl'] for r in records] == impls.split(',')
@@ -138,9 +138,15 @@ def test_command_prints_a_record_per_impl_and_the_table(tmp_path):
     assert r['ratio_step'] == pytest.approx(r['step_ms'] / records[0]['step_ms'])
   # Each in its own process, holding its own framework alone.
   assert len({r['pid'] for r in records}) == len(records)
-  assert records[0]['frameworks'] == ['jax']
+  assert records[0]['frameworks'] == ['jax'] and records[0]['net_impl'] == 'xla'
   assert all(r['frameworks'] == ['torch'] for r in records[1:])
   assert '| ours | jax' in proc.stdout and 'protocol img/s' in proc.stdout
+
+
+def test_net_impl_flag_offers_the_nets_choices():
+  from alexnet_jax.figure1 import net
+  from alexnet_jax.tools import small_net_benchmark
+  assert small_net_benchmark.NET_IMPLS == net.CHOICES
 
 
 def test_command_refuses_an_unknown_impl_in_one_line():
