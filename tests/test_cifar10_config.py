@@ -3,7 +3,9 @@ against layer-params-conv-local-11pct.cfg (3878e8f) and convdata.py read by hand
 views against cuda-convnet's multiview offsets, the 32 x 32 images left as they are, the sweep's
 paired seeds, TFDS's `cifar10` read through tfds.testing.mock_data (generated examples, no
 download) and prepared by prepare_data, and one tiny training run through launch.py on a folder
-of generated 32 x 32 PNGs (made in tmp_path), stopped and resumed bit for bit."""
+of generated 32 x 32 PNGs (made in tmp_path), stopped and resumed bit for bit, and its
+checkpoint through evaluate_run and predict."""
+import json
 import os
 from unittest import mock
 
@@ -14,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from alexnet_jax import config_validation as cv
+from alexnet_jax import evaluation
 from alexnet_jax.data import dataset as dataset_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import prepare
@@ -171,3 +174,29 @@ def test_tiny_run_resumes_bit_for_bit(tmp_path):
   assert not np.array_equal(after_two['params']['local3']['kernel'],
                             state_b['params']['local3']['kernel'])  # steps 3-4 moved it
   assert set(state_b['params']) == {'conv1', 'conv2', 'local3', 'local4', 'fc10'}
+
+
+def test_evaluate_and_predict_read_a_cuda_convnet_run(tmp_path):
+  """A checkpoint of cuda-convnet's net goes through the tools' paths (model.arch from the
+  run's stored config): evaluate_run's 10-view result is the run's own last evaluation, and
+  predict's top-1 over the validation images is evaluate_run's centre-crop top-1."""
+  folder = generated_folder(tmp_path / 'images', val=2)
+  workdir = str(tmp_path / 'run')
+  helpers.launch(workdir, f'--config.dataset.folder={folder}', '--config.train.num_steps=2',
+                 config=f'{CONFIG}:tiny')
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  ten = evaluation.evaluate_run(workdir, ten_crop=True)
+  assert ten['count'] == 20 and ten['step'] == 2
+  assert (ten['top1'], ten['top5']) == (summary['eval']['top1'], summary['eval']['top5'])
+  assert ten['loss'] == pytest.approx(summary['eval']['loss'], rel=1e-6)
+  centre = evaluation.evaluate_run(workdir, ten_crop=False)
+  paths, labels = [], []
+  for name in sorted(os.listdir(os.path.join(folder, 'val'))):
+    for f in sorted(os.listdir(os.path.join(folder, 'val', name))):
+      paths.append(os.path.join(folder, 'val', name, f))
+      labels.append(name)
+  predictions = evaluation.predict(workdir, paths, top_k=3)
+  assert all(len(p) == 3 for p in predictions)
+  accuracy = np.mean([top[0][0] == label for top, label in zip(predictions, labels)])
+  assert abs(accuracy - centre['top1']) < 1e-9
