@@ -38,8 +38,9 @@ The pools: cuda-convnet computes outputsX = ceil((imgSize - start - sizeX) / str
 24 -> 12 -> 6, where an unpadded pool would give 11 -> 5. So each pool here pads the bottom and
 right edges with -inf (never a window's maximum: every window holds at least one pixel).
 
-The locally connected layers are flax's nn.ConvLocal: one 3x3xC kernel and one bias per output
-position and map (layer.py LocalUnsharedLayerParser: modules * filters biases).
+The locally connected layers (locally_connected.py): one 3x3xC kernel and one bias per output
+position and map (layer.py LocalUnsharedLayerParser: modules * filters biases), with flax's
+nn.ConvLocal's parameters and a faster gradient.
 """
 import functools
 from typing import Any
@@ -49,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax.errors import UserError
+from alexnet_jax.model import locally_connected
 from alexnet_jax.model import lrn as lrn_lib
 from alexnet_jax.model import pooling
 
@@ -134,9 +136,9 @@ class CudaConvnetCifar10(nn.Module):
       x = max_pool(x, self.pool_impl)
       self.sow('intermediates', 'pool' + name[-1], x)  # what the tests check the layers on
     for name, kernel, pad, maps, init_w in LOCALS:
-      x = nn.ConvLocal(maps, (kernel, kernel), padding=((pad, pad), (pad, pad)),
-                       kernel_init=normal(init_w), bias_init=nn.initializers.zeros,
-                       dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+      x = locally_connected.LocallyConnected(
+          maps, kernel, pad, kernel_init=normal(init_w), bias_init=nn.initializers.zeros,
+          dtype=self.dtype, name=name)(x)
       x = nn.relu(x)
       self.sow('intermediates', name + '_out', x)
     x = x.reshape((x.shape[0], -1))
