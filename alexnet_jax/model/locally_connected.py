@@ -6,8 +6,8 @@ The parameters are flax's nn.ConvLocal's, named and shaped alike (kernel OH x OW
 the patch features in conv_general_dilated_patches' order, channel-major; bias OH x OW x F), so
 that the same init key gives the same weights and a checkpoint of either loads into the other.
 The computation is ours: nn.ConvLocal extracts its patches with a convolution against a one-hot
-kernel, whose gradient XLA:CPU runs as a full transposed convolution (45 ms of a 24 px,
-batch-128 step for local3 alone, docs/experiments.md); here the patches are K*K shifted slices
+kernel, whose gradient XLA:CPU runs as a full transposed convolution (its cost:
+docs/experiments.md, CIFAR-10's budget); here the patches are K*K shifted slices
 of the padded input, stacked, whose gradient is K*K shifted adds.
 """
 from typing import Any, Callable
