@@ -40,12 +40,9 @@ class LocallyConnected(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    _, h, w, c = x.shape
-    k, p = self.kernel_size, self.padding
-    oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
-    kernel = self.param('kernel', self.kernel_init, (oh, ow, c * k * k, self.features),
-                        jnp.float32)
+    windows = patches(x, self.kernel_size, self.padding).astype(self.dtype)
+    _, oh, ow, n_in = windows.shape
+    kernel = self.param('kernel', self.kernel_init, (oh, ow, n_in, self.features), jnp.float32)
     bias = self.param('bias', self.bias_init, (oh, ow, self.features), jnp.float32)
-    windows = patches(x, k, p).astype(self.dtype)
     y = jnp.einsum('bhwf,hwfo->bhwo', windows, kernel.astype(self.dtype))
     return y + bias.astype(self.dtype)
