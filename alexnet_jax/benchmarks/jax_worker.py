@@ -58,6 +58,9 @@ class Handlers(worker.Handlers):
       return {**info, 'frameworks': worker.frameworks_loaded(), 'os_threads': worker.os_threads()}
     setting = (spec['batch'], spec['dtype'], spec['lrn'], spec['image_size'],
                spec['num_classes'])
+    # The net timed: ours is the one config.model.arch names, every yardstick the AlexNet.
+    info['arch'] = (spec['config']['model'].get('arch', 'alexnet') if 'config' in spec
+                    else 'alexnet')
     if impl in ('ours', 'ours_beside_torch_eager'):
       self.timer, model_flops = _ours(spec)
     elif impl in ('torch_eager', 'torch_compile'):

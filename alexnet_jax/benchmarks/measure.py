@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from alexnet_jax import compiler_options
 from alexnet_jax.benchmarks import worker
+from alexnet_jax.model import cuda_convnet
 
 PAPER_CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
@@ -150,7 +151,10 @@ def xla_flops(compiled) -> float:
 
 def model_flops_per_image(model, image_size: int) -> float:
   """2 x multiply-adds of every conv and dense layer for one image, x3 for the training step
-  (the backward computes input and weight gradients: twice the forward)."""
+  (the backward computes input and weight gradients: twice the forward). model: the AlexNet,
+  or cuda-convnet's CIFAR-10 net (its locally connected layers count as layers)."""
+  if isinstance(model, cuda_convnet.CudaConvnetCifar10):
+    return 3 * 2 * cuda_convnet.macs_per_image(image_size, model.num_classes)
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables, (_, state) = jax.eval_shape(
       lambda x: (model.init(jax.random.PRNGKey(0), x, train=False),

@@ -14,6 +14,7 @@ import ml_collections
 import optax
 
 from alexnet_jax import config_validation
+from alexnet_jax import model as model_lib
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import train
@@ -45,7 +46,7 @@ def bench_ours(config, batch: int, mesh_shape: tuple[int, int], image_size: int,
   mesh = sharding.create_mesh(ml_collections.ConfigDict({'data': data, 'model': model_axis}),
                               jax.devices()[:needed])
   config_validation.check_batch('--batch_sizes', batch, data)
-  model = alexnet.from_config(config.model)
+  model = model_lib.from_config(config.model)  # the net config.model.arch names
   opt_config = ml_collections.ConfigDict(config.optimizer.to_dict())
   opt_config.schedule = 'constant'
   tx = optim.create_optimizer(opt_config, 1000, 1000, batch)

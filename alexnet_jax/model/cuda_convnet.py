@@ -96,6 +96,20 @@ def min_image_size() -> int:
   return next(s for s in range(1, 100) if fc_input_size(s) >= 1)
 
 
+def macs_per_image(image_size: int, num_classes: int = 10) -> int:
+  """Multiply-adds of the net's conv, locally connected and dense layers for one image_size x
+  image_size image: the padded convs and locally connected layers keep their input's size, the
+  pools shrink it (pooled_size)."""
+  size, maps_in, macs = image_size, 3, 0
+  for _, kernel, _, maps, _ in CONVS:
+    macs += size * size * kernel * kernel * maps_in * maps
+    size, maps_in = pooled_size(size), maps
+  for _, kernel, _, maps, _ in LOCALS:
+    macs += size * size * kernel * kernel * maps_in * maps
+    maps_in = maps
+  return macs + size * size * maps_in * num_classes
+
+
 def max_pool(x: jax.Array, impl: str) -> jax.Array:
   """cuda-convnet's 3x3 stride-2 max pool of B x H x W x C: the windows that start inside the
   image, each over its part inside (the bottom and right edges padded with -inf)."""

@@ -12,6 +12,8 @@ r"""Speed of the whole training step against its yardsticks, each in a process o
       --meshes=1x1,1x2                                               # the paper's split, CPU
   python -m alexnet_jax.tools.benchmark --mode=lrn                # LRN forward+backward only
   python -m alexnet_jax.tools.benchmark --nonfinite_guard=on,off --yardsticks=  # guard's cost
+  python -m alexnet_jax.tools.benchmark --config=configs/cifar10.py --batch_sizes=128 \
+      --lrn=on,off                 # the net model.arch names (here cuda-convnet's), no yardstick
 
 For every batch size x dtype x LRN on/off it times our SGD step (train.jit_train_step: the
 paper's update, dropout, the non-finite guard, 1000 classes, synthetic device-resident data)
@@ -26,6 +28,10 @@ at its defaults; needs `pip install -r requirements-torch.txt`), `ours_beside_to
 and torch's eager step in one process, windows interleaved: what a second framework does to
 ours), or the path of a .py file defining a flax `AlexNet(use_lrn, dtype)` module. Machines are
 noisy: compare the ratios, which come from one run, not absolute times.
+
+Our step is the net --config's model.arch names, at its input.image_size and model.num_classes
+unless --image_size and --num_classes say otherwise (the paper's config: the AlexNet, 227 px,
+1000 classes); the yardsticks are AlexNets, so another net is timed alone.
 
 Step time is the median over --windows timed windows of --steps steps each, after compilation
 and --warmup steps. MFU = model FLOPs per step (counted from the layer shapes: 2 x MACs, x3
@@ -75,8 +81,11 @@ _POOL_IMPLS = flags.DEFINE_list('pool_impls', ['fast'], 'Max-pool implementation
 _NONFINITE_GUARD = flags.DEFINE_list(
     'nonfinite_guard', ['on'], 'Our step with (on) and/or without (off) the guard that keeps '
     "a non-finite update out of the state; 'on,off' times what it costs.")
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input crop size.')
+_NUM_CLASSES = flags.DEFINE_integer(
+    'num_classes', None, "Classes; default: --config's model.num_classes (the paper's: 1000).")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    'image_size', None, "Input crop size; default: --config's input.image_size (the paper's: "
+    '227).')
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
 _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed window.')
 _WINDOWS = flags.DEFINE_integer('windows', 3, 'Timed windows; the median is reported.')
@@ -126,14 +135,29 @@ def main(argv):
                                   warmup=_WARMUP.value, steps=_STEPS.value,
                                   windows=_WINDOWS.value, emit=emit)
     return
+  config = _CONFIG.value
+  arch = config.model.get('arch', 'alexnet')
+  yardsticks = [y for y in _YARDSTICKS.value if y]
+  if arch != 'alexnet':
+    # Every yardstick is the paper's AlexNet: a ratio to another net would compare nothing.
+    if _YARDSTICKS.present and yardsticks:
+      raise UserError(f'--yardsticks={",".join(yardsticks)}: the yardsticks are the paper\'s '
+                      f'AlexNet, and --config names model.arch={arch!r}; pass --yardsticks= '
+                      'to time that net alone')
+    yardsticks = []
+  image_size = _IMAGE_SIZE.value or config.input.image_size
+  num_classes = _NUM_CLASSES.value or config.model.num_classes
+  if arch != 'alexnet':
+    print(f'our step: model.arch={arch!r} (--config), {image_size} px, {num_classes} classes, '
+          'no yardstick', flush=True)
   records = isolated.run(
-      _CONFIG.value.to_dict(), ours=_OURS.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
+      config.to_dict(), ours=_OURS.value, batch_sizes=batch_sizes, dtypes=_DTYPES.value,
       lrn_values=[v == 'on' for v in _LRN.value],
       meshes=[_parse_mesh(m) for m in _MESHES.value], lrn_impls=_LRN_IMPLS.value,
       conv_impls=_CONV_IMPLS.value, pool_impls=_POOL_IMPLS.value,
       nonfinite_guards=tuple(v == 'on' for v in _NONFINITE_GUARD.value),
-      yardsticks=[y for y in _YARDSTICKS.value if y], image_size=_IMAGE_SIZE.value,
-      num_classes=_NUM_CLASSES.value, warmup=_WARMUP.value, steps=_STEPS.value,
+      yardsticks=yardsticks, image_size=image_size, num_classes=num_classes,
+      warmup=_WARMUP.value, steps=_STEPS.value,
       windows=_WINDOWS.value, pause_s=_PAUSE_S.value, peak_tflops=_PEAK_TFLOPS.value,
       timeout_s=_WORKER_TIMEOUT_S.value,
       # The yardsticks run in the environment the user gave this command, without the malloc

@@ -55,6 +55,25 @@ def test_shapes_and_parameter_count_by_hand(net_and_run):
   assert sum(a.size for a in jax.tree.leaves(params)) == by_hand
 
 
+def test_multiply_adds_by_hand(net_and_run):
+  # The benchmark's FLOP count (benchmarks/measure.py): per image at 24 px, each conv at every
+  # output position of its padded, same-size map, the pools halving 24 -> 12 -> 6.
+  by_hand = (24 * 24 * 5 * 5 * 3 * 64  # conv1: 2,764,800
+             + 12 * 12 * 5 * 5 * 64 * 64  # conv2: 14,745,600
+             + 6 * 6 * 3 * 3 * 64 * 32  # local3: 663,552
+             + 6 * 6 * 3 * 3 * 32 * 32  # local4: 331,776
+             + 6 * 6 * 32 * 10)  # fc10: 11,520
+  assert by_hand == 18_517_248
+  assert cuda_convnet.macs_per_image(24, 10) == by_hand
+  # Unshared and dense weights are used once per image each: their multiply-adds are their
+  # kernels' sizes, read off the initialised net.
+  params = net_and_run[0]
+  unshared = sum(params[name]['kernel'].size for name in ('local3', 'local4', 'fc10'))
+  assert unshared == 663_552 + 331_776 + 11_520
+  assert cuda_convnet.macs_per_image(32, 7) == (32 * 32 * 75 * 64 + 16 * 16 * 1600 * 64
+                                                + 8 * 8 * (576 + 288) * 32 + 8 * 8 * 32 * 7)
+
+
 def test_init_is_the_files_initw_with_zero_biases(net_and_run):
   params = net_and_run[0]
   init_w = {'conv1': 1e-4, 'conv2': 1e-2, 'local3': 4e-2, 'local4': 4e-2, 'fc10': 1e-2}

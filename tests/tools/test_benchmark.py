@@ -55,10 +55,31 @@ def test_step_benchmark_runs_every_setting_and_prints_ratios():
     assert 0 < r['mfu'] < 1 and 'matmul measured here' in r['peak_source']
     assert r['device_memory_mb'] > 0 and r['host_rss_peak_mb'] > 0
     assert r['frameworks'] == ['jax'] and r['pid'] != r['parent_pid']
+    assert r['arch'] == 'alexnet'
   ref = next(y for y in records if y['impl'] == 'plain_jax')
   for r in ours:
     assert r['ratio_vs'] == {'plain_jax': ref['step_ms'] / r['step_ms']}  # its time / ours
   assert '| ours |' in out and 'GFLOP/s' in out and 'plain_jax / ours' in out
+
+
+def test_step_benchmark_times_the_net_the_config_names():
+  # configs/cifar10.py names cuda-convnet's net: its step is timed at the config's 24 px and 10
+  # classes, with its own FLOP count, and no AlexNet yardstick beside it.
+  records, out = run_benchmark('--config=configs/cifar10.py', '--batch_sizes=4',
+                               '--windows=1', '--steps=1', '--warmup=0', '--pause_s=0.05',
+                               devices=1)
+  [r] = records
+  assert r['impl'] == 'ours' and r['arch'] == 'cuda_convnet_cifar10'
+  assert (r['image_size'], r['num_classes']) == (24, 10)
+  assert r['model_gflop_per_step'] == pytest.approx(4 * 3 * 2 * 18_517_248 / 1e9)
+  assert 0 < r['mfu'] < 1 and r['final_loss'] == r['final_loss']
+  assert "model.arch='cuda_convnet_cifar10'" in out and 'no yardstick' in out
+  # Asked for by name, an AlexNet yardstick is refused in one line.
+  proc = helpers.run_tool('benchmark', '--config=configs/cifar10.py', '--yardsticks=plain_jax',
+                          timeout=120)
+  assert proc.returncode == 2 and proc.stderr.strip().startswith('error:')
+  assert "the yardsticks are the paper's AlexNet" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_lrn_benchmark_compares_the_three_implementations():
