@@ -485,9 +485,15 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   last_eval: dict[str, float] = {}
   skipped = skipped_images = 0
   start_step = 0
+  # The time that made the state, summed over the sittings: each sitting's up to the checkpoint
+  # the next one resumed from (None: a checkpoint from before this was kept).
+  time_before: float | None = 0.0
+  sittings = 1
   resumed = _resume(config, state, checkpoints, train_iter, run, mesh, dataset)
   if resumed:
     start_step, state, meta = resumed
+    time_before = meta.get('wall_time_s')
+    sittings = meta.get('sittings', 1) + 1
     plateau = plateau.with_counters_of(meta['plateau'])  # the config's settings, saved counts
     chance_check.said = meta['chance_said']
     last_eval = meta['last_eval']
@@ -534,7 +540,9 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
                       'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images,
                       # said and gone on: not again; a stop says it again at the next eval
                       'chance_said': chance_check.said and not chance_check.stop,
-                      'data_identity': dataset.identity},
+                      'data_identity': dataset.identity, 'sittings': sittings,
+                      'wall_time_s': (None if time_before is None else
+                                      time_before + time.perf_counter() - wall_start)},
                      config.to_dict())
     last_saved = step
 
@@ -607,8 +615,13 @@ def _train(config, workdir: str, dataset: dataset_lib.Dataset, model: alexnet.Al
   writer.close()
   pipeline.close_iterator(train_iter)
   pipeline.close_iterator(eval_loader)
+  sitting_s = time.perf_counter() - wall_start
+  # wall_time_s: the run's, over every sitting (this one's alone where an earlier one's time
+  # was not kept: wall_time_complete False); sitting_wall_time_s: this sitting's.
   summary = {'final_step': step, 'total_steps': run.total_steps,
-             'wall_time_s': time.perf_counter() - wall_start, 'eval': last_eval,
+             'wall_time_s': sitting_s + (time_before or 0.0),
+             'wall_time_complete': time_before is not None, 'sittings': sittings,
+             'sitting_wall_time_s': sitting_s, 'eval': last_eval,
              'nonfinite_steps': nonfinite.skipped, 'skipped_images': skipped_images}
   if skipped_images:
     _log(f'{skipped_images} training image presentation(s) were skipped as unreadable (see '

@@ -117,6 +117,11 @@ def restore_state(workdir, step=None):
   return step, state
 
 
+def read_summary(workdir) -> dict:
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)
+
+
 def train_records(workdir) -> dict:
   """{step: record} of the training records in the run's metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

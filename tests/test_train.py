@@ -41,8 +41,16 @@ def test_resume_is_bit_identical(tmp_path, norm, augment_on):
   straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
   helpers.launch(straight, *common, f'--config.train.num_steps={2 * k}')
   helpers.launch(stopped, *common, f'--config.train.num_steps={k}')
+  first = helpers.read_summary(stopped)
   out = helpers.launch(stopped, *common, f'--config.train.num_steps={2 * k}').stdout
   assert 'resumed from' in out and f'at step {k}' in out
+  # The run's wall time sums its sittings: the first one's up to its checkpoint at step k
+  # (saved just before its own summary was written), then the second one's.
+  second = helpers.read_summary(stopped)
+  assert (first['sittings'], second['sittings']) == (1, 2) and second['wall_time_complete']
+  assert first['wall_time_s'] == first['sitting_wall_time_s']
+  earlier = second['wall_time_s'] - second['sitting_wall_time_s']
+  assert 0.5 * first['wall_time_s'] < earlier <= first['wall_time_s']
 
   step_a, state_a = helpers.restore_state(straight)
   step_b, state_b = helpers.restore_state(stopped)
