@@ -138,6 +138,8 @@ def main(argv):
   config = _CONFIG.value
   arch = config.model.get('arch', 'alexnet')
   yardsticks = [y for y in _YARDSTICKS.value if y]
+  image_size = _IMAGE_SIZE.value or config.input.image_size
+  num_classes = _NUM_CLASSES.value or config.model.num_classes
   if arch != 'alexnet':
     # Every yardstick is the paper's AlexNet: a ratio to another net would compare nothing.
     if _YARDSTICKS.present and yardsticks:
@@ -145,9 +147,6 @@ def main(argv):
                       f'AlexNet, and --config names model.arch={arch!r}; pass --yardsticks= '
                       'to time that net alone')
     yardsticks = []
-  image_size = _IMAGE_SIZE.value or config.input.image_size
-  num_classes = _NUM_CLASSES.value or config.model.num_classes
-  if arch != 'alexnet':
     print(f'our step: model.arch={arch!r} (--config), {image_size} px, {num_classes} classes, '
           'no yardstick', flush=True)
   records = isolated.run(
