@@ -5,7 +5,6 @@ paired seeds, TFDS's `cifar10` read through tfds.testing.mock_data (generated ex
 download) and prepared by prepare_data, and one tiny training run through launch.py on a folder
 of generated 32 x 32 PNGs (made in tmp_path), stopped and resumed bit for bit, and its
 checkpoint through evaluate_run and predict."""
-import json
 import os
 from unittest import mock
 
@@ -184,8 +183,7 @@ def test_evaluate_and_predict_read_a_cuda_convnet_run(tmp_path):
   workdir = str(tmp_path / 'run')
   helpers.launch(workdir, f'--config.dataset.folder={folder}', '--config.train.num_steps=2',
                  config=f'{CONFIG}:tiny')
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = helpers.read_summary(workdir)
   ten = evaluation.evaluate_run(workdir, ten_crop=True)
   assert ten['count'] == 20 and ten['step'] == 2
   assert (ten['top1'], ten['top5']) == (summary['eval']['top1'], summary['eval']['top5'])

@@ -5,7 +5,6 @@ the run's own evaluation in its summary.json, the 10-crop one covers every valid
 predict's own path (file -> preprocessing -> net) gets the same top-1 accuracy as the Grain eval
 pipeline."""
 import functools
-import json
 import os
 import types
 
@@ -166,8 +165,7 @@ def test_centre_eval_reproduces_the_runs_own_evaluation(run, request):
   checkpoint's running statistics are restored and used (the test below shows they matter)."""
   workdir = request.getfixturevalue(run)
   result = centre_eval(workdir)
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = helpers.read_summary(workdir)
   assert result['count'] == 240 and result['step'] == 30
   assert result['top1'] == summary['eval']['top1'] and result['top5'] == summary['eval']['top5']
   assert result['loss'] == pytest.approx(summary['eval']['loss'], rel=1e-6)

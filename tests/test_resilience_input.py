@@ -142,8 +142,7 @@ def test_non_finite_steps_can_be_skipped_and_are_counted(tmp_path):
              '--config.train.log_every_steps=1')
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert 'skipped non-finite step(s)' in proc.stdout
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = helpers.read_summary(workdir)
   assert summary['final_step'] == STEPS and 1 <= summary['nonfinite_steps'] <= STEPS
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     last = [json.loads(line) for line in f if '"train/loss"' in line][-1]
@@ -217,8 +216,7 @@ def test_bad_images_are_skipped_and_counted_odd_modes_converted(tmp_path):
   assert proc.returncode == 0, proc.stdout + proc.stderr
   for name in bad:
     assert f'skipping unreadable image {os.path.join(folder, name)}' in proc.stdout
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = helpers.read_summary(workdir)
   assert summary['final_step'] == 4
   assert summary['skipped_images'] == 3 * 2  # three bad training files, seen twice each
   assert summary['eval']['skipped_images'] == 1 and summary['eval']['count'] == 4

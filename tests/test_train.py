@@ -4,7 +4,6 @@ straight one, params, optimizer state, batch norm's running statistics and per-s
 params, bf16 compute) tracking the float32 loss and update direction step by step on the same
 real batches."""
 import itertools
-import json
 import os
 
 import jax
@@ -101,8 +100,7 @@ def test_demo_pipeline_end_to_end_writes_metrics_and_summary(tmp_path):
   workdir = str(tmp_path / 'run')
   proc = helpers.launch(workdir, '--config.train.num_steps=4', '--config.train.log_every_steps=2')
   assert 'step 4/4' in proc.stdout and 'ETA' in proc.stdout and 'img/s' in proc.stdout
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = helpers.read_summary(workdir)
   assert summary['final_step'] == 4
   assert summary['eval']['count'] == 240  # every val image of the embedded data, once
   assert 0.0 <= summary['eval']['top1'] <= summary['eval']['top5'] <= 1.0

@@ -5,7 +5,6 @@ same images decoded by hand; a training run lists its folders once, and a resume
 were deleted reads its own file index, skips and counts them, and stops past
 input.max_unreadable_frac."""
 import glob
-import json
 import os
 
 import numpy as np
@@ -107,8 +106,7 @@ def test_a_resume_after_files_were_deleted_skips_and_counts_them(tmp_path, monke
   notes = [line for line in out.splitlines() if 'changed since this run listed it' in line]
   assert len(notes) == 1 and '2 of its 40 files are gone' in notes[0]
   assert summary['skipped_images'] == 2 and summary['eval']['count'] == 10
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    assert json.load(f)['skipped_images'] == 2
+  assert helpers.read_summary(workdir)['skipped_images'] == 2
   assert helpers.train_records(workdir)[10]['train/skipped_images'] == 2
   monkeypatch.setattr(pipeline.UnreadableImages, 'MIN_WINDOW', 8)  # every step is a window
   config.train.num_steps = 15

@@ -3,8 +3,6 @@ one with batch norm): it prints the centre-crop evaluation of the run's latest c
 the numbers of evaluation.evaluate_run (the library, called here in the test's own process) and
 of the training run's own last evaluation, and a workdir that holds no run is one 'error:' line
 with exit status 2."""
-import json
-import os
 import re
 
 import pytest
@@ -29,8 +27,7 @@ def test_evaluate_command_prints_the_runs_centre_evaluation(run, request):
   for value, key in ((top1, 'top1'), (top5, 'top5'), (loss, 'loss')):
     assert abs(float(value) - expected[key]) <= 0.5e-4 + 1e-9, (key, value, expected[key])
   # And the training run's own last evaluation (with batch norm: its running statistics).
-  with open(os.path.join(tiny_run, 'summary.json')) as f:
-    logged = json.load(f)['eval']
+  logged = helpers.read_summary(tiny_run)['eval']
   for value, key in ((top1, 'top1'), (top5, 'top5')):
     assert abs(float(value) - logged[key]) <= 0.5e-4 + 1e-9, (key, value, logged[key])
 
