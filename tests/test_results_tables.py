@@ -1,8 +1,11 @@
-"""The README's results table and docs/experiments.md against the sweep reports they quote: each
-measured effect is written from the committed results.csv the sweep wrote (docs/preset,
-docs/preset_first, docs/cifar10_lrn), so a number edited by hand, or a report rerun without its
-row, fails here."""
+"""The README's results table and docs/experiments.md against the reports they quote: each
+measured effect is written from the committed results.csv a sweep wrote (docs/preset,
+docs/preset_first, docs/cifar10_lrn) or the results.json the Figure 1 command wrote
+(docs/figure1-cifar10), so a number edited by hand, or a report rerun without its row, fails
+here."""
 import csv
+import json
+import math
 import os
 import re
 
@@ -92,3 +95,55 @@ def test_experiments_lrn_mean_row_is_the_sweeps_result():
       f'{n["without_sd"]:.2f}) | **{n["diff"]:+.2f} points, 95 % t-interval ({n["low"]:+.2f}, '
       f'{n["high"]:+.2f})**')
   assert not n['resolved'] and 'The paired interval contains 0' in page
+
+
+# --- Figure 1 on CIFAR-10: docs/figure1-cifar10/results.json, the command's own report ---
+
+FIGURE1_ROW = 'Figure 1 on CIFAR-10 (a JPEG q75 copy): tanh / ReLU steps to 25 % training error'
+REGIME_WORDS = {'paper': "paper's regime", 'modern': 'modern regime'}
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def figure1_cifar10() -> dict[str, dict]:
+  """{regime: result} of the committed report, its ratios recomputed from the per-seed steps
+  (the geometric mean written out, not the command's own function)."""
+  with open(os.path.join(ROOT, 'docs', 'figure1-cifar10', 'results.json')) as f:
+    regimes = {r['regime']: r for r in json.load(f)['regimes']}
+  assert set(regimes) == set(REGIME_WORDS)
+  for r in regimes.values():
+    relu = [m['steps_to_level'] for m in r['measured']['relu']]
+    tanh = [m['steps_to_level'] for m in r['measured']['tanh']]
+    assert len(relu) == len(tanh) >= 3 and None not in relu + tanh  # 3 seeds, all reached
+    assert r['tuning_seed'] not in [m['seed'] for m in r['measured']['relu']]
+    logs = [math.log(t / s) for s, t in zip(relu, tanh)]
+    assert r['ratio']['geometric_mean'] == pytest.approx(math.exp(sum(logs) / len(logs)))
+    assert r['ratio']['n'] == len(logs)
+  return regimes
+
+
+def test_readme_figure1_cifar10_row_is_the_commands_result():
+  cell = readme_row(FIGURE1_ROW)[1]
+  for name, r in figure1_cifar10().items():
+    q = r['ratio']
+    assert (f'{REGIME_WORDS[name]}: {q["geometric_mean"]:.1f}x (95 % interval '
+            f'{q["low"]:.1f}-{q["high"]:.1f}), {q["n"]} seeds') in cell
+
+
+def test_experiments_figure1_cifar10_rows_are_the_commands_result():
+  with open(os.path.join(ROOT, 'docs', 'experiments.md'), encoding='utf-8') as f:
+    section = f.read().split('### On CIFAR-10')[1].split('\n## ')[0]
+  for name, r in figure1_cifar10().items():
+    row = re.search(rf'^\| CIFAR-10 \(JPEG q75\) \| {name}.*$', section, re.MULTILINE)
+    assert row, f'docs/experiments.md: no CIFAR-10 Figure 1 row for the {name} regime'
+    cells = [c.strip() for c in row.group(0).strip('|').split('|')]
+    lrs = f'{r["tuning"]["relu"]["lr"]:g} / {r["tuning"]["tanh"]["lr"]:g}'
+    q = r['ratio']
+    assert cells[2] == lrs
+    for cell, a in ((cells[3], 'relu'), (cells[4], 'tanh')):
+      steps = [m['steps_to_level'] for m in r['measured'][a]]
+      mean = sum(steps) / len(steps)
+      epochs = mean * r['setup']['batch_size'] / CIFAR10_TRAIN_IMAGES
+      assert cell == f'{mean:.0f} ({min(steps)}-{max(steps)}), {epochs:.1f} epochs'
+
+    assert cells[5] == (f'**{q["geometric_mean"]:.2f}x** ({q["low"]:.2f}-{q["high"]:.2f}), '
+                        f'{q["n"]} seeds')
