@@ -144,6 +144,14 @@ def test_experiments_figure1_cifar10_rows_are_the_commands_result():
       mean = sum(steps) / len(steps)
       epochs = mean * r['setup']['batch_size'] / CIFAR10_TRAIN_IMAGES
       assert cell == f'{mean:.0f} ({min(steps)}-{max(steps)}), {epochs:.1f} epochs'
-
     assert cells[5] == (f'**{q["geometric_mean"]:.2f}x** ({q["low"]:.2f}-{q["high"]:.2f}), '
                         f'{q["n"]} seeds')
+  # The words under the table: the paper's regime excludes 1 and lies below the paper's 6x; the
+  # modern regime's interval includes 1, tanh ahead on every seed.
+  regimes = figure1_cifar10()
+  paper, modern = regimes['paper']['ratio'], regimes['modern']['ratio']
+  words = ' '.join(section.split())  # the prose, its line wraps undone
+  assert "The paper's 6x lies above the interval" in words
+  assert paper['excludes_1'] and 1 < paper['low'] and paper['high'] < 6
+  assert 'still includes 1' in words and modern['low'] < 1 < modern['high']
+  assert 'fewer steps than ReLU at every seed' in words and max(modern['ratios']) < 1
