@@ -1,8 +1,8 @@
 """The README's results table and docs/experiments.md against the reports they quote: each
 measured effect is written from the committed results.csv a sweep wrote (docs/preset,
 docs/preset_first, docs/cifar10_lrn) or the results.json the Figure 1 command wrote
-(docs/figure1-cifar10), so a number edited by hand, or a report rerun without its row, fails
-here."""
+(docs/figure1, docs/figure1-cifar10), so a number edited by hand, or a report rerun without its
+row, fails here."""
 import csv
 import json
 import math
@@ -97,23 +97,31 @@ def test_experiments_lrn_mean_row_is_the_sweeps_result():
   assert not n['resolved'] and 'The paired interval contains 0' in page
 
 
-# --- Figure 1 on CIFAR-10: docs/figure1-cifar10/results.json, the command's own report ---
+# --- Figure 1: the command's own results.json, committed in docs/figure1 (the embedded photos)
+# and docs/figure1-cifar10 ---
 
-FIGURE1_ROW = 'Figure 1 on CIFAR-10 (a JPEG q75 copy): tanh / ReLU steps to 25 % training error'
+# report -> (its README row's first cell, its experiments.md rows' data cell, the heading of the
+# section they are in, its training images: the epochs in the rows are steps x batch / these).
+FIGURE1_REPORTS = {
+    'figure1': ('Figure 1 on the 1,000 embedded photos: tanh / ReLU steps to 25 % training '
+                'error', '1,000 photos', '## Figure 1: ReLU against tanh, as the paper ran it',
+                1000),
+    'figure1-cifar10': ('Figure 1 on CIFAR-10 (a JPEG q75 copy): tanh / ReLU steps to 25 % '
+                        'training error', 'CIFAR-10 (JPEG q75)', '### On CIFAR-10', 50_000),
+}
 REGIME_WORDS = {'paper': "paper's regime", 'modern': 'modern regime'}
-CIFAR10_TRAIN_IMAGES = 50_000
 
 
-def figure1_cifar10() -> dict[str, dict]:
-  """{regime: result} of the committed report, its ratios recomputed from the per-seed steps
+def figure1_report(report: str) -> dict[str, dict]:
+  """{regime: result} of a committed report, its ratios recomputed from the per-seed steps
   (the geometric mean written out, not the command's own function)."""
-  with open(os.path.join(ROOT, 'docs', 'figure1-cifar10', 'results.json')) as f:
+  with open(os.path.join(ROOT, 'docs', report, 'results.json')) as f:
     regimes = {r['regime']: r for r in json.load(f)['regimes']}
   assert set(regimes) == set(REGIME_WORDS)
   for r in regimes.values():
     relu = [m['steps_to_level'] for m in r['measured']['relu']]
     tanh = [m['steps_to_level'] for m in r['measured']['tanh']]
-    assert len(relu) == len(tanh) >= 3 and None not in relu + tanh  # 3 seeds, all reached
+    assert len(relu) == len(tanh) >= 3 and None not in relu + tanh  # >= 3 seeds, all reached
     assert r['tuning_seed'] not in [m['seed'] for m in r['measured']['relu']]
     logs = [math.log(t / s) for s, t in zip(relu, tanh)]
     assert r['ratio']['geometric_mean'] == pytest.approx(math.exp(sum(logs) / len(logs)))
@@ -121,37 +129,62 @@ def figure1_cifar10() -> dict[str, dict]:
   return regimes
 
 
-def test_readme_figure1_cifar10_row_is_the_commands_result():
-  cell = readme_row(FIGURE1_ROW)[1]
-  for name, r in figure1_cifar10().items():
-    q = r['ratio']
-    assert (f'{REGIME_WORDS[name]}: {q["geometric_mean"]:.1f}x (95 % interval '
-            f'{q["low"]:.1f}-{q["high"]:.1f}), {q["n"]} seeds') in cell
-
-
-def test_experiments_figure1_cifar10_rows_are_the_commands_result():
+def experiments_section(heading: str) -> str:
+  """docs/experiments.md from the line `heading` to the next heading."""
   with open(os.path.join(ROOT, 'docs', 'experiments.md'), encoding='utf-8') as f:
-    section = f.read().split('### On CIFAR-10')[1].split('\n## ')[0]
-  for name, r in figure1_cifar10().items():
-    row = re.search(rf'^\| CIFAR-10 \(JPEG q75\) \| {name}.*$', section, re.MULTILINE)
-    assert row, f'docs/experiments.md: no CIFAR-10 Figure 1 row for the {name} regime'
-    cells = [c.strip() for c in row.group(0).strip('|').split('|')]
-    lrs = f'{r["tuning"]["relu"]["lr"]:g} / {r["tuning"]["tanh"]["lr"]:g}'
+    after = f.read().split('\n' + heading + '\n')[1]
+  return re.split(r'^#', after, maxsplit=1, flags=re.MULTILINE)[0]
+
+
+@pytest.mark.parametrize('report', sorted(FIGURE1_REPORTS))
+def test_readme_figure1_row_is_the_commands_result(report):
+  first_cell = FIGURE1_REPORTS[report][0]
+  cell = readme_row(first_cell)[1]
+  regimes = figure1_report(report)
+  for name, r in regimes.items():
     q = r['ratio']
-    assert cells[2] == lrs
+    value = (f'{q["geometric_mean"]:.2f}x (95 % interval {q["low"]:.2f}-{q["high"]:.2f})')
+    assert re.search(re.escape(REGIME_WORDS[name]) + r'[^:;]*: ' + re.escape(value), cell), (
+        f'{first_cell}: {name} regime, expected {value}')
+  (n,) = {r['ratio']['n'] for r in regimes.values()}
+  assert cell.endswith(f'; {n} seeds each')
+
+
+@pytest.mark.parametrize('report', sorted(FIGURE1_REPORTS))
+def test_experiments_figure1_rows_are_the_commands_result(report):
+  _, data_cell, heading, images = FIGURE1_REPORTS[report]
+  section = experiments_section(heading)
+  for name, r in figure1_report(report).items():
+    row = re.search(rf'^\| {re.escape(data_cell)} \| {name}.*$', section, re.MULTILINE)
+    assert row, f'docs/experiments.md: no {data_cell} Figure 1 row for the {name} regime'
+    cells = [c.strip() for c in row.group(0).strip('|').split('|')]
+    q = r['ratio']
+    assert cells[2] == f'{r["tuning"]["relu"]["lr"]:g} / {r["tuning"]["tanh"]["lr"]:g}'
     for cell, a in ((cells[3], 'relu'), (cells[4], 'tanh')):
       steps = [m['steps_to_level'] for m in r['measured'][a]]
       mean = sum(steps) / len(steps)
-      epochs = mean * r['setup']['batch_size'] / CIFAR10_TRAIN_IMAGES
+      epochs = mean * r['setup']['batch_size'] / images
       assert cell == f'{mean:.0f} ({min(steps)}-{max(steps)}), {epochs:.1f} epochs'
     assert cells[5] == (f'**{q["geometric_mean"]:.2f}x** ({q["low"]:.2f}-{q["high"]:.2f}), '
                         f'{q["n"]} seeds')
-  # The words under the table: the paper's regime excludes 1 and lies below the paper's 6x; the
-  # modern regime's interval includes 1, tanh ahead on every seed.
-  regimes = figure1_cifar10()
-  paper, modern = regimes['paper']['ratio'], regimes['modern']['ratio']
-  words = ' '.join(section.split())  # the prose, its line wraps undone
-  assert "The paper's 6x lies above the interval" in words
+
+
+def test_the_words_under_the_figure1_tables_are_the_reports():
+  """What the prose says of each interval holds for the committed numbers."""
+  words = {report: ' '.join(experiments_section(FIGURE1_REPORTS[report][2]).split())
+           for report in FIGURE1_REPORTS}  # the prose, its line wraps undone
+  photos, cifar = figure1_report('figure1'), figure1_report('figure1-cifar10')
+  # The photos: the paper's regime's interval includes 1 ("was not reached"); the modern one
+  # "just includes 1".
+  assert 'an interval that excludes 1 in the paper\'s regime, was not reached' in words['figure1']
+  assert not photos['paper']['ratio']['excludes_1']
+  assert 'its interval just includes 1' in words['figure1']
+  assert photos['modern']['ratio']['low'] < 1 < photos['modern']['ratio']['high']
+  # CIFAR-10: the paper's regime excludes 1 and lies below the paper's 6x; the modern one
+  # includes 1, tanh ahead on every seed.
+  paper, modern = cifar['paper']['ratio'], cifar['modern']['ratio']
+  assert "The paper's 6x lies above the interval" in words['figure1-cifar10']
   assert paper['excludes_1'] and 1 < paper['low'] and paper['high'] < 6
-  assert 'still includes 1' in words and modern['low'] < 1 < modern['high']
-  assert 'fewer steps than ReLU at every seed' in words and max(modern['ratios']) < 1
+  assert 'still includes 1' in words['figure1-cifar10'] and modern['low'] < 1 < modern['high']
+  assert 'fewer steps than ReLU at every seed' in words['figure1-cifar10']
+  assert max(modern['ratios']) < 1
