@@ -188,3 +188,7 @@ def test_the_words_under_the_figure1_tables_are_the_reports():
   assert 'still includes 1' in words['figure1-cifar10'] and modern['low'] < 1 < modern['high']
   assert 'fewer steps than ReLU at every seed' in words['figure1-cifar10']
   assert max(modern['ratios']) < 1
+  # The wall times: each regime's tuning and measuring, as the report sums them.
+  for name, r in cifar.items():
+    assert (f'tuning {r["tuning_wall_s"]:,.0f} s' in words['figure1-cifar10'] and
+            f'measuring {r["measured_wall_s"]:,.0f} s' in words['figure1-cifar10']), name
