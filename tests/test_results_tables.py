@@ -188,6 +188,11 @@ def test_the_words_under_the_figure1_tables_are_the_reports():
   assert 'still includes 1' in words['figure1-cifar10'] and modern['low'] < 1 < modern['high']
   assert 'fewer steps than ReLU at every seed' in words['figure1-cifar10']
   assert max(modern['ratios']) < 1
+  # CIFAR-10's prose quotes the photos' ratios.
+  assert (f'where the 1,000 photos gave {photos["paper"]["ratio"]["geometric_mean"]:.2f}x' in
+          words['figure1-cifar10'])
+  assert (f'as on the photos ({photos["modern"]["ratio"]["geometric_mean"]:.2f}x)' in
+          words['figure1-cifar10'])
   # The wall times: each regime's tuning and measuring, as the report sums them.
   for name, r in cifar.items():
     assert (f'tuning {r["tuning_wall_s"]:,.0f} s' in words['figure1-cifar10'] and
