@@ -84,10 +84,14 @@ def test_readme_lrn_row_is_the_sweeps_result():
   assert "the paper's -2 excluded" in cell and n['low'] > -2
 
 
+def experiments_page() -> str:
+  with open(os.path.join(ROOT, 'docs', 'experiments.md'), encoding='utf-8') as f:
+    return f.read()
+
+
 def test_experiments_lrn_mean_row_is_the_sweeps_result():
   n = lrn_numbers()
-  with open(os.path.join(ROOT, 'docs', 'experiments.md'), encoding='utf-8') as f:
-    page = f.read()
+  page = experiments_page()
   row = re.search(r'^\| mean \| (.*)$', page.split('## CIFAR-10: cuda-convnet')[1], re.MULTILINE)
   assert row, 'docs/experiments.md: the LRN table has no mean row'
   assert row.group(1).startswith(
@@ -131,8 +135,7 @@ def figure1_report(report: str) -> dict[str, dict]:
 
 def experiments_section(heading: str) -> str:
   """docs/experiments.md from the line `heading` to the next heading."""
-  with open(os.path.join(ROOT, 'docs', 'experiments.md'), encoding='utf-8') as f:
-    after = f.read().split('\n' + heading + '\n')[1]
+  after = experiments_page().split('\n' + heading + '\n')[1]
   return re.split(r'^#', after, maxsplit=1, flags=re.MULTILINE)[0]
 
 
